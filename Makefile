@@ -1,0 +1,32 @@
+# Set-up and the two everyday jobs. Every target creates .venv on first use, so each works on a fresh clone.
+VENV    ?= .venv
+PYTHON  ?= python3
+PY      := $(VENV)/bin/python
+STAMP   := $(VENV)/.edgekit-installed
+# torch goes in first, pinned, from the CPU build: a resolver left to itself picks a multi-GB CUDA wheel.
+# Elsewhere: make TORCH_PIP_ARGS="--index-url https://download.pytorch.org/whl/cpu" test
+TORCH_VERSION  ?= 2.13.0
+TORCH_PIP_ARGS ?=
+PYTEST_ARGS    ?=
+
+.PHONY: setup export test bench clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet torch==$(TORCH_VERSION) $(TORCH_PIP_ARGS)
+	$(PY) -m pip install --quiet -e '.[test]'
+	touch $(STAMP)
+
+export: $(STAMP)
+	$(VENV)/bin/edgekit export mobilenet_v2 --int8
+
+test: $(STAMP)
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+bench: $(STAMP)
+	$(PY) benchmarks/run_all.py
+
+clean:
+	rm -rf $(VENV) exports build *.egg-info

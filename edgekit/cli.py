@@ -1,0 +1,51 @@
+"""The ``edgekit`` command: parses arguments, calls one command module, turns errors into one line.
+
+Each sub-command lives in ``edgekit/commands/<name>.py`` with ``add_parser(subparsers)`` and
+``run(args) -> int``; this file only wires them together.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from . import __version__
+from .console import set_quiet
+from .errors import EdgekitError
+
+COMMANDS = ("models", "info", "export", "validate", "eval", "inspect", "bench")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="edgekit", description="PyTorch vision models to phones and edge boards.")
+    parser.add_argument("--version", action="version", version=f"edgekit {__version__}")
+    parser.add_argument("-q", "--quiet", action="store_true", help="no progress messages")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name in COMMANDS:
+        try:
+            module = importlib.import_module(f".commands.{name}", __package__)
+        except ModuleNotFoundError as e:
+            if e.name == f"{__package__}.commands.{name}":
+                continue  # command not built yet
+            raise
+        module.add_parser(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    set_quiet(args.quiet)
+    try:
+        return int(args.run(args) or 0)
+    except EdgekitError as e:
+        print(f"edgekit: error: {e}", file=sys.stderr)
+        return e.exit_code
+    except KeyboardInterrupt:
+        print("edgekit: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

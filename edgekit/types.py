@@ -1,0 +1,92 @@
+"""Typed values that travel between the steps of the pipeline and into every manifest."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+# ImageNet statistics on the 0..255 pixel scale (torchvision's 0..1 values times 255)
+IMAGENET_MEAN = (123.675, 116.28, 103.53)
+IMAGENET_STD = (58.395, 57.12, 57.375)
+
+
+@dataclass(frozen=True)
+class Preprocessing:
+    """How a picture becomes the model's input: x = (pixel - mean) / std, pixels RGB on 0..255.
+
+    Resize the shorter side to ``round(resolution / crop_fraction)``, then centre-crop ``resolution``.
+    """
+
+    mean: tuple[float, float, float] = IMAGENET_MEAN
+    std: tuple[float, float, float] = IMAGENET_STD
+    crop_fraction: float = 0.875
+    interpolation: str = "bilinear"
+    channel_order: str = "RGB"
+
+    @property
+    def value_range(self) -> tuple[float, float]:
+        low = min((0.0 - m) / s for m, s in zip(self.mean, self.std))
+        high = max((255.0 - m) / s for m, s in zip(self.mean, self.std))
+        return (round(low, 6), round(high, 6))
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["value_range"] = list(self.value_range)
+        d["formula"] = "(pixel - mean) / std, pixel RGB in 0..255"
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "Preprocessing":
+        return cls(mean=tuple(d["mean"]), std=tuple(d["std"]), crop_fraction=float(d["crop_fraction"]),
+                   interpolation=d.get("interpolation", "bilinear"), channel_order=d.get("channel_order", "RGB"))
+
+
+IMAGENET_PREPROCESSING = Preprocessing()
+
+
+@dataclass(frozen=True)
+class WeightsInfo:
+    """Where a model's weights came from; ``requested`` is what the user asked for."""
+
+    requested: str
+    source: str  # "random", "imagenet", "file", "tflite"
+    path: str | None = None
+    sha256: str | None = None
+    trained: bool = False
+    note: str | None = None
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Everything needed to rebuild a model and feed it: recorded in manifests and reports."""
+
+    name: str
+    family: str
+    width: float
+    resolution: int
+    num_classes: int
+    padding: str = "symmetric"
+    preprocessing: Preprocessing = field(default_factory=Preprocessing)
+    weights: WeightsInfo = field(default_factory=lambda: WeightsInfo("random", "random"))
+    labels: tuple[str, ...] | None = None
+
+    @property
+    def variant(self) -> str:
+        """Name with non-default options appended: used for file and folder names."""
+        from .models.registry import get_spec
+
+        spec = get_spec(self.name)
+        parts = [self.name]
+        if spec.default_width is not None and self.width != spec.default_width:
+            parts.append(f"w{self.width:g}")
+        if self.resolution != spec.default_resolution:
+            parts.append(f"r{self.resolution}")
+        return "_".join(parts)
+
+    def to_dict(self) -> dict:
+        d = {"name": self.name, "family": self.family, "width": self.width, "resolution": self.resolution,
+             "num_classes": self.num_classes, "padding": self.padding,
+             "preprocessing": self.preprocessing.to_dict(), "weights": self.weights.to_dict()}
+        return d
