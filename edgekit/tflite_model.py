@@ -1,0 +1,151 @@
+"""Reading a .tflite flatbuffer without running it: operators, tensors, quantization, weights, metadata.
+
+Used to import weights, to prove an int8 file is fully integer, to count stray TRANSPOSE ops and to read
+edgekit's embedded metadata. Built on the schema module that ships with ai-edge-litert.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+
+import numpy as np
+
+from .errors import EdgekitError
+
+_NUMPY_DTYPES = {
+    "FLOAT32": np.float32, "FLOAT16": np.float16, "INT32": np.int32, "UINT8": np.uint8, "INT64": np.int64,
+    "BOOL": np.bool_, "INT16": np.int16, "INT8": np.int8, "FLOAT64": np.float64, "UINT64": np.uint64,
+    "UINT32": np.uint32, "UINT16": np.uint16,
+}
+
+
+def _schema():
+    from ai_edge_litert import schema_py_generated
+
+    return schema_py_generated
+
+
+def _enum_names(enum_class) -> dict[int, str]:
+    return {v: k for k, v in vars(enum_class).items() if not k.startswith("_") and isinstance(v, int)}
+
+
+@dataclass
+class Quantization:
+    scale: np.ndarray
+    zero_point: np.ndarray
+    axis: int  # quantized dimension for per-channel parameters
+
+    @property
+    def per_channel(self) -> bool:
+        return self.scale.size > 1
+
+
+@dataclass
+class Tensor:
+    index: int
+    name: str
+    shape: tuple[int, ...]
+    dtype: str  # schema name: FLOAT32, INT8, UINT8, INT32...
+    quantization: Quantization | None
+    data: np.ndarray | None  # constant contents (weights, biases), None for activations
+
+    def dequantized(self) -> np.ndarray:
+        """The constant's real values: scale * (q - zero_point), per channel along ``quantization.axis``."""
+        if self.data is None:
+            raise ValueError(f"tensor {self.name} is not a constant")
+        if self.quantization is None or self.dtype.startswith("FLOAT"):
+            return self.data.astype(np.float32)
+        q = self.quantization
+        shape = [1] * self.data.ndim
+        if q.per_channel:
+            shape[q.axis] = -1
+        scale = q.scale.reshape(shape).astype(np.float64)
+        zero = q.zero_point.reshape(shape).astype(np.float64) if q.zero_point.size else 0.0
+        return ((self.data.astype(np.float64) - zero) * scale).astype(np.float32)
+
+
+@dataclass
+class Operator:
+    index: int
+    opcode: str  # CONV_2D, DEPTHWISE_CONV_2D, ... (CUSTOM:<name> for custom ops)
+    inputs: list[int]
+    outputs: list[int]
+    options: object = field(repr=False, default=None)  # the schema's *OptionsT object (stride, padding...)
+
+
+class TFLiteModel:
+    """The first subgraph of a .tflite file, with tensors and operators in execution order."""
+
+    def __init__(self, buffer: bytes, source: str = "<bytes>"):
+        schema = _schema()
+        self.source = source
+        if len(buffer) < 8 or buffer[4:8] != b"TFL3":
+            raise EdgekitError(f"{source} is not a TFLite model (no TFL3 identifier); the file is truncated or "
+                               "of another format")
+        try:
+            model = schema.ModelT.InitFromPackedBuf(bytearray(buffer), 0)
+            subgraph = model.subgraphs[0]
+            buffers = model.buffers
+            op_names = _enum_names(schema.BuiltinOperator)
+            type_names = _enum_names(schema.TensorType)
+            self.tensors = [self._tensor(i, t, buffers, type_names) for i, t in enumerate(subgraph.tensors)]
+            self.operators = []
+            for i, op in enumerate(subgraph.operators or []):
+                code = model.operatorCodes[op.opcodeIndex]
+                builtin = max(code.builtinCode, code.deprecatedBuiltinCode)
+                name = op_names.get(builtin, str(builtin))
+                if name == "CUSTOM":
+                    name = f"CUSTOM:{(code.customCode or b'').decode(errors='replace')}"
+                self.operators.append(Operator(i, name, [int(x) for x in op.inputs],
+                                               [int(x) for x in op.outputs], op.builtinOptions))
+            self.inputs = [int(i) for i in subgraph.inputs]
+            self.outputs = [int(i) for i in subgraph.outputs]
+            self.metadata = {
+                (m.name.decode() if isinstance(m.name, bytes) else m.name):
+                    bytes(bytearray(buffers[m.buffer].data)) if buffers[m.buffer].data is not None else b""
+                for m in (model.metadata or [])
+            }
+            self.description = (model.description or b"").decode(errors="replace") if isinstance(
+                model.description, bytes) else (model.description or "")
+        except EdgekitError:
+            raise
+        except Exception as e:  # a damaged flatbuffer fails anywhere inside the generated code
+            raise EdgekitError(f"{source} is not a readable TFLite model ({type(e).__name__}); the file is "
+                               "corrupt or truncated") from None
+
+    @classmethod
+    def from_file(cls, path: str | Path) -> "TFLiteModel":
+        path = Path(path)
+        if not path.is_file():
+            raise EdgekitError(f"model file {path} does not exist; check the path")
+        return cls(path.read_bytes(), str(path))
+
+    @staticmethod
+    def _tensor(index, t, buffers, type_names) -> Tensor:
+        dtype = type_names.get(t.type, str(t.type))
+        shape = tuple(int(s) for s in t.shape) if t.shape is not None else ()
+        quant = None
+        q = t.quantization
+        if q is not None and q.scale is not None and len(q.scale):
+            quant = Quantization(np.asarray(q.scale, dtype=np.float32),
+                                 np.asarray(q.zeroPoint if q.zeroPoint is not None else [], dtype=np.int64),
+                                 int(q.quantizedDimension))
+        data = None
+        raw = buffers[t.buffer].data if t.buffer < len(buffers) else None
+        if raw is not None and len(raw) and dtype in _NUMPY_DTYPES:
+            data = np.frombuffer(bytes(bytearray(raw)), dtype=_NUMPY_DTYPES[dtype]).reshape(shape)
+        name = t.name.decode(errors="replace") if isinstance(t.name, bytes) else (t.name or "")
+        return Tensor(index, name, shape, dtype, quant, data)
+
+    @cached_property
+    def op_counts(self) -> Counter:
+        return Counter(op.opcode for op in self.operators)
+
+    def input_tensors(self) -> list[Tensor]:
+        return [self.tensors[i] for i in self.inputs]
+
+    def output_tensors(self) -> list[Tensor]:
+        return [self.tensors[i] for i in self.outputs]
