@@ -1,0 +1,128 @@
+"""Run any exported file on the same NCHW float32 inputs the PyTorch model takes.
+
+Each runner hides its format's conventions: NHWC layout, integer input and output tensors (quantized with
+the file's own scale and zero point), fixed batch size. Parity, validate and eval all call these, so a
+figure never depends on which command produced it. Imports only numpy and the runtime: no PyTorch.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .errors import EdgekitError
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    """One model input or output, as a phone app has to feed or read it."""
+
+    name: str
+    shape: tuple[int | str, ...]
+    dtype: str  # numpy name: float32, int8, uint8
+    layout: str  # NCHW, NHWC, NC
+    scale: float | None = None
+    zero_point: int | None = None
+
+    def to_dict(self) -> dict:
+        return asdict(self) | {"shape": list(self.shape)}
+
+
+def _layout(shape) -> str:
+    if len(shape) == 4:
+        return "NHWC" if shape[-1] == 3 else "NCHW"
+    return "NC" if len(shape) == 2 else "?"
+
+
+def quantize(x: np.ndarray, scale: float, zero_point: int, dtype: np.dtype) -> np.ndarray:
+    info = np.iinfo(dtype)
+    return np.clip(np.round(x / scale) + zero_point, info.min, info.max).astype(dtype)
+
+
+def dequantize(q: np.ndarray, scale: float, zero_point: int) -> np.ndarray:
+    return ((q.astype(np.float32) - zero_point) * scale).astype(np.float32)
+
+
+class TFLiteRunner:
+    def __init__(self, path: Path, threads: int | None = None):
+        from ai_edge_litert.interpreter import Interpreter
+
+        try:
+            self.interpreter = Interpreter(model_path=str(path), num_threads=threads)
+            self.interpreter.allocate_tensors()
+        except (ValueError, RuntimeError) as e:
+            raise EdgekitError(f"LiteRT cannot load {path} ({str(e).splitlines()[0]}); the file is corrupt or "
+                               "not a TFLite model") from None
+        self._input = self.interpreter.get_input_details()[0]
+        self._outputs = self.interpreter.get_output_details()
+        self.inputs = [self._spec(self._input)]
+        self.outputs = [self._spec(d) for d in self._outputs]
+
+    @staticmethod
+    def _spec(detail) -> TensorSpec:
+        scale, zero_point = detail["quantization"]
+        quantized = np.dtype(detail["dtype"]).kind in "iu" and scale != 0.0
+        shape = tuple(int(s) for s in detail["shape"])
+        return TensorSpec(detail["name"], shape, np.dtype(detail["dtype"]).name, _layout(shape),
+                          float(scale) if quantized else None, int(zero_point) if quantized else None)
+
+    def __call__(self, x_nchw: np.ndarray) -> np.ndarray:
+        spec = self.inputs[0]
+        x = np.moveaxis(x_nchw, 1, -1) if spec.layout == "NHWC" else x_nchw
+        results = []
+        for sample in x:  # TFLite models are exported with batch 1
+            sample = sample[None]
+            if spec.scale is not None:
+                sample = quantize(sample, spec.scale, spec.zero_point, np.dtype(spec.dtype))
+            self.interpreter.set_tensor(self._input["index"], sample.astype(spec.dtype, copy=False))
+            self.interpreter.invoke()
+            out = self.interpreter.get_tensor(self._outputs[0]["index"])
+            out_spec = self.outputs[0]
+            if out_spec.scale is not None:
+                out = dequantize(out, out_spec.scale, out_spec.zero_point)
+            results.append(out.astype(np.float32).reshape(1, -1))
+        return np.concatenate(results)
+
+
+class OnnxRunner:
+    def __init__(self, path: Path, threads: int | None = None):
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        if threads:
+            options.intra_op_num_threads = threads
+        options.log_severity_level = 3
+        try:
+            self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        except Exception as e:  # ORT raises its own exception classes for bad files
+            raise EdgekitError(f"ONNX Runtime cannot load {path} ({str(e).splitlines()[0][:160]}); the file is "
+                               "corrupt or not an ONNX model") from None
+        type_names = {"tensor(float)": "float32", "tensor(uint8)": "uint8", "tensor(int8)": "int8",
+                      "tensor(float16)": "float16"}
+        self.inputs = [TensorSpec(i.name, tuple(i.shape), type_names.get(i.type, i.type), _layout(i.shape))
+                       for i in self.session.get_inputs()]
+        self.outputs = [TensorSpec(o.name, tuple(o.shape), type_names.get(o.type, o.type), _layout(o.shape))
+                        for o in self.session.get_outputs()]
+        self._fixed_batch = isinstance(self.inputs[0].shape[0], int)
+
+    def __call__(self, x_nchw: np.ndarray) -> np.ndarray:
+        name = self.inputs[0].name
+        x = x_nchw.astype(self.inputs[0].dtype, copy=False)
+        if self._fixed_batch:
+            return np.concatenate([self.session.run(None, {name: s[None]})[0] for s in x]).astype(np.float32)
+        return self.session.run(None, {name: x})[0].astype(np.float32)
+
+
+def open_runtime(path: str | Path, threads: int | None = None):
+    """A callable that maps NCHW float32 inputs to float32 outputs, whatever the file's format."""
+    path = Path(path)
+    if not path.is_file():
+        raise EdgekitError(f"model file {path} does not exist; check the path")
+    suffix = path.suffix.lower()
+    if suffix == ".tflite":
+        return TFLiteRunner(path, threads)
+    if suffix == ".onnx":
+        return OnnxRunner(path, threads)
+    raise EdgekitError(f"unsupported model file {path.name}: edgekit runs .onnx and .tflite files")
