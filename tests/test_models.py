@@ -173,3 +173,18 @@ def test_cli_errors_are_one_line(capsys):
     assert main(["info", "resnet50"]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("edgekit: error: unknown model 'resnet50'") and "\n" not in err
+
+
+def test_imagenet_labels_follow_the_standard_order(shared_data):
+    import csv
+
+    from edgekit.labels import default_labels, imagenet_labels
+
+    names = imagenet_labels()
+    with open(shared_data / "imagenet-samples" / "labels.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    # the short names must agree with the shared set's long names for (nearly) every class present
+    agree = sum(names[int(r["class_index"])].lower().split()[0] in r["name"].lower() for r in rows)
+    assert agree / len(rows) > 0.8
+    assert default_labels(1001)[0] == "background" and default_labels(1001)[1] == names[0]
+    assert default_labels(3) == ("class_0", "class_1", "class_2")
