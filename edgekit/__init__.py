@@ -2,6 +2,14 @@
 
 __version__ = "0.1.0"
 
-from .models import create_model, list_models  # noqa: E402
-
 __all__ = ["__version__", "create_model", "list_models"]
+
+
+def __getattr__(name: str):
+    # The model zoo imports torch; `edgekit validate` and the runtimes must work without it (a CI box or
+    # a board may have ONNX Runtime and LiteRT only), so the zoo loads on first use, not on `import edgekit`.
+    if name in ("create_model", "list_models"):
+        from . import models
+
+        return getattr(models, name)
+    raise AttributeError(f"module 'edgekit' has no attribute {name!r}")
