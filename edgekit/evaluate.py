@@ -1,0 +1,176 @@
+"""Top-1 and top-5 accuracy on a labelled image set, for anything that maps images to class scores.
+
+A *predictor* is any callable from an NCHW float32 batch to an [N, classes] array of logits or
+probabilities: a PyTorch model (``torch_predictor``) or an exported .onnx/.tflite file
+(``edgekit.runtimes.open_runtime``, which hides NHWC layout and integer input/output). Images are decoded
+and preprocessed once per batch by ``edgekit.images``, so every predictor sees the very same tensors and
+two predictors can be compared image by image (``top1_agreement``).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterable, Iterator, Sequence
+
+import numpy as np
+
+from .console import Progress
+from .errors import EdgekitError
+from .images import LabelledImage, UnreadableImage, preprocess_file
+from .types import Preprocessing
+
+Predictor = Callable[[np.ndarray], np.ndarray]
+
+TOP_K = 5
+BACKGROUND_OUTPUTS = 1001  # TF-slim ImageNet models: output 0 is "background", class k is output k + 1
+BACKGROUND_MODES = ("auto", "drop", "none")
+
+
+@dataclass
+class Batch:
+    """Preprocessed images with their labels; ``unreadable`` lists files skipped while building it."""
+
+    inputs: np.ndarray  # [N, 3, H, W] float32
+    labels: np.ndarray  # [N] int64
+    files: list[Path]
+    unreadable: list[str] = field(default_factory=list)  # "path: reason"
+
+
+def image_batches(items: Sequence[LabelledImage], resolution: int, preprocessing: Preprocessing,
+                  batch_size: int = 32) -> Iterator[Batch]:
+    """Decode and preprocess ``items`` lazily, ``batch_size`` at a time; undecodable files are skipped and named."""
+    arrays: list[np.ndarray] = []
+    labels: list[int] = []
+    files: list[Path] = []
+    unreadable: list[str] = []
+    for item in items:
+        try:
+            arrays.append(preprocess_file(item.path, resolution, preprocessing))
+        except UnreadableImage as e:
+            unreadable.append(str(e))
+            continue
+        labels.append(item.label)
+        files.append(item.path)
+        if len(arrays) == batch_size:
+            yield Batch(np.stack(arrays), np.asarray(labels, np.int64), files, unreadable)
+            arrays, labels, files, unreadable = [], [], [], []
+    if arrays or unreadable:
+        inputs = np.stack(arrays) if arrays else np.zeros((0, 3, resolution, resolution), np.float32)
+        yield Batch(inputs, np.asarray(labels, np.int64), files, unreadable)
+
+
+@dataclass
+class EvalResult:
+    """Per-image top-k predictions and the figures derived from them."""
+
+    files: list[str]
+    labels: np.ndarray  # [N]
+    topk: np.ndarray  # [N, k] class indices, best first
+    unreadable: list[str]
+    seconds: float
+    background_dropped: bool = False
+    num_outputs: int = 0
+
+    @property
+    def images(self) -> int:
+        return len(self.labels)
+
+    @property
+    def correct_top1(self) -> int:
+        return int((self.topk[:, 0] == self.labels).sum()) if self.images else 0
+
+    @property
+    def correct_top5(self) -> int:
+        return int((self.topk == self.labels[:, None]).any(axis=1).sum()) if self.images else 0
+
+    @property
+    def top1(self) -> float:
+        return self.correct_top1 / self.images if self.images else 0.0
+
+    @property
+    def top5(self) -> float:
+        return self.correct_top5 / self.images if self.images else 0.0
+
+    def to_dict(self) -> dict:
+        return {
+            "images": self.images, "top1": round(self.top1, 6), "top5": round(self.top5, 6),
+            "correct_top1": self.correct_top1, "correct_top5": self.correct_top5, "k": int(self.topk.shape[1]),
+            "model_outputs": self.num_outputs, "background_dropped": self.background_dropped,
+            "unreadable": len(self.unreadable), "unreadable_files": self.unreadable[:100],
+            "seconds": round(self.seconds, 3),
+            "images_per_second": round(self.images / self.seconds, 2) if self.seconds > 0 else None,
+        }
+
+
+def evaluate(predictor: Predictor, batches: Iterable[Batch], *, total: int | None = None,
+             background: str = "auto", label: str = "images") -> EvalResult:
+    """Score ``predictor`` on ``batches``.
+
+    ``background``: ``auto`` drops output 0 when there are exactly 1001 outputs (TF's ImageNet files, so that
+    class k is output k + 1), ``drop`` always drops it, ``none`` never does.
+    """
+    if background not in BACKGROUND_MODES:
+        raise EdgekitError(f"background must be one of {', '.join(BACKGROUND_MODES)}, got {background!r}")
+    progress = Progress(label, total)
+    files: list[str] = []
+    labels: list[np.ndarray] = []
+    topk: list[np.ndarray] = []
+    unreadable: list[str] = []
+    drop = None
+    outputs = 0
+    started = time.perf_counter()
+    for batch in batches:
+        unreadable.extend(batch.unreadable)
+        if len(batch.labels):
+            scores = np.asarray(predictor(batch.inputs), dtype=np.float32).reshape(len(batch.labels), -1)
+            outputs = scores.shape[1]
+            if drop is None:
+                drop = background == "drop" or (background == "auto" and outputs == BACKGROUND_OUTPUTS)
+            scores = scores[:, 1:] if drop else scores
+            _check_labels(batch, scores.shape[1], drop)
+            k = min(TOP_K, scores.shape[1])
+            # argpartition then sort only the k best: cheap even for thousands of classes
+            best = np.argpartition(-scores, k - 1, axis=1)[:, :k]
+            order = np.take_along_axis(scores, best, axis=1).argsort(axis=1)[:, ::-1]
+            topk.append(np.take_along_axis(best, order, axis=1))
+            labels.append(batch.labels)
+            files.extend(str(f) for f in batch.files)
+        progress.advance(len(batch.labels) + len(batch.unreadable))
+    seconds = time.perf_counter() - started
+    if not files:
+        first = f" (first: {unreadable[0]})" if unreadable else ""
+        raise EdgekitError(f"none of the {len(unreadable)} images could be decoded{first}; give readable "
+                           "jpg/png/bmp pictures")
+    return EvalResult(files, np.concatenate(labels), np.concatenate(topk), unreadable, seconds,
+                      bool(drop), outputs)
+
+
+def _check_labels(batch: Batch, classes: int, dropped: bool) -> None:
+    bad = np.flatnonzero((batch.labels < 0) | (batch.labels >= classes))
+    if bad.size:
+        i = int(bad[0])
+        note = " after dropping the background output" if dropped else ""
+        raise EdgekitError(f"{batch.files[i]} has class {int(batch.labels[i])}, but the model scores {classes} "
+                           f"classes{note}: the labels do not belong to this model")
+
+
+def top1_agreement(a: EvalResult, b: EvalResult) -> float:
+    """Fraction of images on which two predictors give the same top-1 class (same images required)."""
+    if a.files != b.files:
+        raise ValueError("the two results were computed on different images")
+    return float((a.topk[:, 0] == b.topk[:, 0]).mean()) if a.images else 0.0
+
+
+def torch_predictor(model) -> Predictor:
+    """A PyTorch module as a predictor (no autograd; the caller chooses the batch size)."""
+    import torch
+
+    model.eval()
+
+    def predict(x: np.ndarray) -> np.ndarray:
+        with torch.inference_mode():
+            return model(torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))).float().numpy()
+
+    return predict
