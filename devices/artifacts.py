@@ -1,0 +1,147 @@
+"""What ``edgekit bench`` measures: the artifacts of an exported bundle, or any .tflite / .onnx file."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from edgekit.errors import EdgekitError
+
+FORMATS = {".tflite": "tflite", ".onnx": "onnx"}
+RUNTIME_FORMATS = {"litert": "tflite", "onnxruntime": "onnx"}
+_COMPUTE_OPS = {"CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "TRANSPOSE_CONV", "BATCH_MATMUL"}
+
+
+@dataclass(frozen=True)
+class ModelFile:
+    path: Path
+    label: str  # as the table shows it: the path inside the bundle, or the file name
+    format: str  # "tflite" | "onnx"
+    precision: str  # fp32 | fp16 | int8 | uint8 | int8-weights (dynamic range) | mixed
+    bytes: int
+    external_data: bool = False  # ONNX weights in side files: only the local device can load those
+
+
+def sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _tflite_precision(path: Path) -> str:
+    from edgekit.tflite_model import TFLiteModel
+
+    model = TFLiteModel.from_file(path)
+    kinds = set()
+    for op in model.operators:
+        if op.opcode not in _COMPUTE_OPS or len(op.inputs) < 2:
+            continue
+        activation, weights = model.tensors[op.inputs[0]], model.tensors[op.inputs[1]]
+        if activation.dtype in ("INT8", "UINT8", "INT16"):
+            kinds.add(activation.dtype.lower() if activation.dtype != "INT16" else "int16x8")
+        elif weights.dtype in ("INT8", "UINT8", "INT4"):
+            kinds.add("int8-weights")
+        else:
+            kinds.add("float")
+    if len(kinds) > 1:
+        return "mixed"
+    kind = kinds.pop() if kinds else "float"
+    if kind != "float":
+        return kind
+    # fp16 files keep FLOAT16 constants and DEQUANTIZE them at load time.
+    return "fp16" if any(t.dtype == "FLOAT16" and t.data is not None for t in model.tensors) else "fp32"
+
+
+def _onnx_precision(path: Path) -> tuple[str, bool]:
+    import onnx
+
+    try:
+        model = onnx.load(str(path), load_external_data=False)
+    except Exception as e:  # protobuf's DecodeError and friends
+        raise EdgekitError(f"{path} is not a readable ONNX model ({type(e).__name__}); the file is corrupt or "
+                           "of another format") from None
+    graph = model.graph
+    ops = {n.op_type for n in graph.node}
+    external = any(t.data_location == onnx.TensorProto.EXTERNAL for t in graph.initializer)
+    if "DynamicQuantizeLinear" in ops or ops & {"ConvInteger", "MatMulInteger"}:
+        return "int8-dynamic", external
+    if ops & {"QuantizeLinear", "QLinearConv", "QLinearMatMul"}:
+        return "int8", external
+    if any(t.data_type == onnx.TensorProto.FLOAT16 for t in graph.initializer):
+        return "fp16", external
+    return "fp32", external
+
+
+def model_file(path: Path, label: str | None = None, precision: str | None = None) -> ModelFile:
+    """A single model file; precision read from the file unless a manifest states it."""
+    fmt = FORMATS.get(path.suffix.lower())
+    if fmt is None:
+        raise EdgekitError(f"cannot benchmark {path.name}: edgekit bench takes a bundle folder or a .tflite / "
+                           ".onnx file")
+    if not path.is_file():
+        raise EdgekitError(f"model file {path} does not exist; check the path")
+    external = False
+    if fmt == "onnx":
+        detected, external = _onnx_precision(path)
+    else:
+        detected = _tflite_precision(path)
+    return ModelFile(path, label or path.name, fmt, precision or detected, path.stat().st_size, external)
+
+
+def _from_manifest(folder: Path, manifest_path: Path) -> list[ModelFile]:
+    try:
+        manifest = json.loads(manifest_path.read_text())
+        entries = manifest["artifacts"]
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise EdgekitError(f"{manifest_path} is not a readable edgekit manifest ({type(e).__name__}: {e}); "
+                           "re-run edgekit export") from None
+    files = []
+    root = folder.resolve()
+    for entry in entries:
+        rel = entry.get("path") if isinstance(entry, dict) else None
+        if not rel:
+            raise EdgekitError(f"{manifest_path}: an artifact has no 'path'; re-run edgekit export")
+        path = (folder / rel).resolve()
+        if not path.is_relative_to(root):
+            raise EdgekitError(f"{manifest_path}: artifact path {rel!r} points outside the bundle; refusing it")
+        if not path.is_file():
+            raise EdgekitError(f"artifact {rel} listed in {manifest_path} is missing; re-run edgekit export")
+        if "bytes" in entry and path.stat().st_size != int(entry["bytes"]):
+            raise EdgekitError(f"artifact {rel} is {path.stat().st_size} bytes, the manifest says {entry['bytes']}: "
+                               "it changed after export; re-run edgekit export")
+        if entry.get("sha256") and sha256_of(path) != entry["sha256"]:
+            raise EdgekitError(f"artifact {rel} does not match the sha256 in the manifest: it changed after "
+                               "export; re-run edgekit export")
+        files.append(model_file(path, label=rel, precision=entry.get("precision")))
+    if not files:
+        raise EdgekitError(f"{manifest_path} lists no artifacts; re-run edgekit export")
+    return files
+
+
+def load_target(target: str | Path, runtime: str | None = None) -> list[ModelFile]:
+    """The files a bench run measures. ``runtime`` ("litert" | "onnxruntime") keeps that runtime's format."""
+    target = Path(target)
+    if target.is_dir():
+        manifest = target / "manifest.json"
+        if manifest.is_file():
+            files = _from_manifest(target, manifest)
+        else:  # a plain folder of models is benchmarked file by file
+            paths = sorted(p for p in target.iterdir() if p.suffix.lower() in FORMATS and p.is_file())
+            if not paths:
+                raise EdgekitError(f"{target} has no manifest.json and no .tflite/.onnx files; pass a bundle made "
+                                   "by edgekit export or a model file")
+            files = [model_file(p) for p in paths]
+    elif target.exists():
+        files = [model_file(target)]
+    else:
+        raise EdgekitError(f"{target} does not exist; pass a bundle folder or a .tflite/.onnx file")
+    if runtime:
+        kept = [f for f in files if f.format == RUNTIME_FORMATS[runtime]]
+        if not kept:
+            raise EdgekitError(f"{target} has no {RUNTIME_FORMATS[runtime]} file for --runtime {runtime}")
+        files = kept
+    return files

@@ -1,0 +1,195 @@
+"""``ssh`` devices (Raspberry Pi, Jetson, any Linux board): copy the runner and the models, run, clean up.
+
+Uses the system ``ssh``/``scp`` clients with argument lists, so the user's keys, agent and ~/.ssh/config
+work as in a terminal. BatchMode (never a password prompt), host keys checked by default, a connect timeout
+and a timeout per command. The one string the remote shell parses is built with shlex quoting from names
+edgekit chose (the work folder mktemp made, model_0.tflite, ...) plus the profile's python path.
+"""
+
+from __future__ import annotations
+
+import re
+import shlex
+import subprocess
+from pathlib import Path
+
+from edgekit.console import warn
+from edgekit.errors import EdgekitError
+
+from .base import (RUNNER, BenchSettings, Device, DeviceError, fill_from_runner, new_result, parse_runner_output,
+                   runner_arguments, runner_failure, runs_here, thread_counts)
+from .profiles import SshProfile
+
+_WORK_DIR = re.compile(r"^/[A-Za-z0-9_.@+/-]*/edgekit\.[A-Za-z0-9]+$")
+_SSH_FAILED = 255  # ssh's own status for connection and authentication failures
+_SMALL_COMMAND_SECONDS = 60.0
+_RUNTIME_PACKAGES = {"tflite": ("ai_edge_litert", "tflite_runtime"), "onnx": ("onnxruntime",)}
+_INSTALL = {"tflite": "ai-edge-litert (or tflite-runtime)", "onnx": "onnxruntime"}
+
+
+def _remote_word(word: str) -> str:
+    """shlex.quote, except that a leading ``~/`` still means the remote home folder."""
+    if word.startswith("~/"):
+        return '"$HOME"/' + shlex.quote(word[2:])
+    return shlex.quote(word)
+
+
+class SshDevice(Device):
+    profile: SshProfile
+
+    # ---- the ssh and scp command lines -------------------------------------------------------------
+    def _options(self) -> list[str]:
+        p = self.profile
+        opts = ["-o", "BatchMode=yes", "-o", f"ConnectTimeout={max(1, round(p.connect_timeout))}",
+                "-o", "ServerAliveInterval=15", "-o", "ServerAliveCountMax=4"]
+        if p.host_key_checking == "off":
+            opts += ["-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null"]
+        else:
+            opts += ["-o", "StrictHostKeyChecking=" + ("yes" if p.host_key_checking == "strict" else "accept-new")]
+            if p.known_hosts:
+                opts += ["-o", f"UserKnownHostsFile={Path(p.known_hosts).expanduser()}"]
+        if p.identity_file:
+            opts += ["-i", str(Path(p.identity_file).expanduser()), "-o", "IdentitiesOnly=yes"]
+        if p.user:
+            opts += ["-o", f"User={p.user}"]
+        return opts
+
+    def ssh_command(self, remote: str) -> list[str]:
+        port = ["-p", str(self.profile.port)] if self.profile.port else []
+        return ["ssh", *self._options(), *port, "--", self.profile.host, remote]
+
+    def scp_command(self, local: Path, remote_path: str) -> list[str]:
+        port = ["-P", str(self.profile.port)] if self.profile.port else []
+        host = self.profile.host
+        if ":" in host and not host.startswith("["):
+            host = f"[{host}]"  # an IPv6 address
+        return ["scp", "-q", *self._options(), *port, "--", str(local), f"{host}:{remote_path}"]
+
+    def _call(self, command: list[str], timeout: float, what: str) -> subprocess.CompletedProcess:
+        try:
+            done = subprocess.run(command, capture_output=True, text=True, timeout=timeout,
+                                  stdin=subprocess.DEVNULL)
+        except FileNotFoundError:
+            raise EdgekitError(f"the {command[0]} client is not installed; install openssh-client") from None
+        except subprocess.TimeoutExpired:
+            raise DeviceError(f"{self.profile.describe()}: {what} got no answer within {timeout:g} s; check the "
+                              "device, or raise timeout in its profile") from None
+        if done.returncode == _SSH_FAILED:
+            raise DeviceError(self._connection_failure(done.stderr))
+        return done
+
+    def _connection_failure(self, stderr: str) -> str:
+        p = self.profile
+        where = f"{p.describe()} (device {p.name})"
+        known = p.known_hosts or "~/.ssh/known_hosts"
+        port = f"-p {p.port} " if p.port else ""
+        detail = " ".join(l.strip() for l in stderr.splitlines() if l.strip() and not l.startswith("@"))[-300:]
+        if "REMOTE HOST IDENTIFICATION HAS CHANGED" in stderr:
+            return (f"{where}: the host key CHANGED since it was recorded in {known}; if the board was "
+                    f"reinstalled, remove the old key with `ssh-keygen -R {p.host}` and verify the new one, "
+                    "otherwise suspect an attack")
+        if "Host key verification failed" in stderr or "No ED25519 host key is known" in stderr:
+            return (f"{where}: host key verification failed: its key is not in {known}; verify the key and add "
+                    f"it (`ssh-keyscan {port}{p.host} >> {known}`), or set host_key_checking = \"accept-new\" "
+                    "in the profile to trust it on first use")
+        if "Permission denied" in stderr:
+            return (f"{where}: the key was not accepted (Permission denied); set identity_file in the profile "
+                    "or add your public key to the board's ~/.ssh/authorized_keys")
+        for reason in ("Connection refused", "timed out", "No route to host", "Could not resolve hostname",
+                       "Network is unreachable", "Connection closed", "Connection reset"):
+            if reason in stderr:
+                return f"{where} is unreachable ({reason}); check that it is on, on the network and runs sshd"
+        return f"{where}: ssh failed: {detail or 'no message'}"
+
+    def _remote(self, words: list[str], timeout: float = _SMALL_COMMAND_SECONDS, what: str = "a command"):
+        return self._call(self.ssh_command(" ".join(_remote_word(w) for w in words)), timeout, what)
+
+    def _copy(self, local: Path, remote_path: str, timeout: float) -> None:
+        done = self._call(self.scp_command(local, remote_path), timeout, f"copying {local.name}")
+        if done.returncode != 0:
+            raise DeviceError(f"{self.profile.describe()}: copying {local.name} failed: "
+                              f"{done.stderr.strip()[-300:] or 'no message'}; check free space in the work folder")
+
+    # ---- one bench session -------------------------------------------------------------------------
+    def _make_work_dir(self) -> str:
+        parent = self.profile.work_dir
+        template = f"{parent.rstrip('/')}/edgekit.XXXXXX" if parent else None
+        script = f"mktemp -d {shlex.quote(template)}" if template else 'mktemp -d "${TMPDIR:-/tmp}/edgekit.XXXXXX"'
+        done = self._remote(["sh", "-c", script], what="creating a work folder")
+        work_dir = done.stdout.strip().splitlines()[-1] if done.stdout.strip() else ""
+        if done.returncode != 0 or not _WORK_DIR.match(work_dir):
+            raise DeviceError(f"{self.profile.describe()}: cannot create a work folder with mktemp "
+                              f"({(done.stderr.strip() or work_dir)[-200:]}); set work_dir in the profile")
+        return work_dir
+
+    def _probe(self, work_dir: str) -> dict:
+        python = self.profile.python
+        done = self._remote([python, f"{work_dir}/runner.py", "--probe"], what="probing Python")
+        info = parse_runner_output(done.stdout)
+        if info is None:
+            if done.returncode == 127 or "not found" in done.stderr:
+                raise DeviceError(f"{self.profile.describe()}: {python} not found there; install Python 3.8+ or "
+                                  "set python = \"/path/to/python3\" in the profile")
+            raise DeviceError(f"{self.profile.describe()}: {runner_failure(done.stdout, done.stderr, done.returncode)}"
+                              f" (is {python} Python 3.8 or newer?)")
+        return info
+
+    def _cannot_run(self, info: dict, model) -> str | None:
+        python = self.profile.python
+        if info.get("numpy") is None:
+            return f"numpy is missing in {python} there; install it: {python} -m pip install numpy"
+        if not any(m in info.get("runtimes", {}) for m in _RUNTIME_PACKAGES[model.format]):
+            return (f"no {'TFLite' if model.format == 'tflite' else 'ONNX'} runtime in {python} there; install "
+                    f"one: {python} -m pip install {_INSTALL[model.format]}")
+        if model.external_data:
+            return "the ONNX file keeps its weights in side files; export it as one file to run it on a device"
+        return None
+
+    def measurements(self, files, settings: BenchSettings):
+        p = self.profile
+        if p.host_key_checking == "off":
+            warn(f"device {p.name}: host key checking is OFF in its profile; anyone on the network path can "
+                 "impersonate the board", loud=True)
+        work_dir = self._make_work_dir()
+        try:
+            self._copy(RUNNER, f"{work_dir}/runner.py", _SMALL_COMMAND_SECONDS)
+            info = self._probe(work_dir)
+            self.threads = thread_counts(settings, p, info.get("cpu_count"))
+            for index, model in enumerate(files):
+                if not runs_here(p, model):
+                    continue
+                rows = [new_result(model, p, t) for t in self.threads]
+                reason = self._cannot_run(info, model)
+                if reason:
+                    for row in rows:
+                        row.error = reason
+                        yield row
+                    continue
+                remote_model = f"{work_dir}/model_{index}{model.path.suffix.lower()}"
+                self._copy(model.path, remote_model, p.timeout)
+                for row in rows:
+                    yield self._measure(row, work_dir, remote_model, settings)
+                self._remote(["rm", "-f", remote_model], what="removing a model")  # keeps a small SD card free
+        finally:
+            self._clean_up(work_dir)
+
+    def _measure(self, row, work_dir: str, remote_model: str, settings: BenchSettings):
+        p = self.profile
+        words = ["taskset", p.taskset] if p.taskset else []
+        words += [p.python, f"{work_dir}/runner.py",
+                  *runner_arguments(remote_model, row.threads, settings, p.tflite_runtime)]
+        done = self._remote(words, timeout=p.timeout, what=f"timing {row.artifact}")
+        payload = parse_runner_output(done.stdout)
+        if payload is None:
+            row.error = runner_failure(done.stdout, done.stderr, done.returncode)
+        else:
+            fill_from_runner(row, payload, p.python)
+        return row
+
+    def _clean_up(self, work_dir: str) -> None:
+        try:
+            done = self._remote(["rm", "-rf", "--", work_dir], what="cleaning up")
+            if done.returncode != 0:
+                raise DeviceError(done.stderr.strip()[-200:])
+        except EdgekitError as e:
+            warn(f"device {self.profile.name}: could not remove the work folder {work_dir} ({e}); remove it by hand")
