@@ -19,13 +19,33 @@ import numpy as np
 from .console import Progress
 from .errors import EdgekitError
 from .images import LabelledImage, UnreadableImage, preprocess_file
-from .types import Preprocessing
+from .types import IMAGENET_PREPROCESSING, Preprocessing
 
 Predictor = Callable[[np.ndarray], np.ndarray]
 
 TOP_K = 5
 BACKGROUND_OUTPUTS = 1001  # TF-slim ImageNet models: output 0 is "background", class k is output k + 1
 BACKGROUND_MODES = ("auto", "drop", "none")
+
+# TF-slim's eval preprocessing for float-input Google files: pixels / 255 mapped to [-1, 1]
+TF_SLIM_PREPROCESSING = Preprocessing(mean=(127.5,) * 3, std=(127.5,) * 3, crop_fraction=0.875)
+PREPROCESSING_PRESETS = {"imagenet": IMAGENET_PREPROCESSING, "tf": TF_SLIM_PREPROCESSING}
+
+
+def quantized_input_preprocessing(dtype: str, scale: float | None, zero_point: int | None,
+                                  crop_fraction: float = 0.875) -> Preprocessing | None:
+    """The float preprocessing an integer-input model implies, taking its input to be camera pixels.
+
+    A uint8 input is the pixel itself and means x = scale * (pixel - zero_point): mean = zero_point,
+    std = 1 / scale (128 and 128 for Google's MobileNets). An int8 input is pixel - 128, so
+    mean = zero_point + 128. None when the input is not integer or carries no scale.
+    """
+    dtype = dtype.lower()
+    if not scale or dtype not in ("uint8", "int8"):
+        return None
+    mean = float(zero_point or 0) + (128.0 if dtype == "int8" else 0.0)
+    return Preprocessing(mean=(mean,) * 3, std=(1.0 / float(scale),) * 3, crop_fraction=crop_fraction,
+                         interpolation="bilinear")
 
 
 @dataclass
@@ -174,3 +194,68 @@ def torch_predictor(model) -> Predictor:
             return model(torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))).float().numpy()
 
     return predict
+
+
+@dataclass
+class EvalTarget:
+    """What gets scored: a predictor and the input it expects (resolution, preprocessing, and why)."""
+
+    name: str
+    kind: str  # "model" (PyTorch with its weights) or "file" (.onnx/.tflite)
+    predictor: Predictor
+    resolution: int
+    preprocessing: Preprocessing
+    preprocessing_source: str
+    details: dict = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        return {"name": self.name, "kind": self.kind, "resolution": self.resolution,
+                "preprocessing": self.preprocessing.to_dict(), "preprocessing_source": self.preprocessing_source,
+                **self.details}
+
+
+def model_target(model, preprocessing: Preprocessing | None = None) -> EvalTarget:
+    """A PyTorch model fed the way its weights require (``model.edgekit_config``) unless told otherwise."""
+    config = model.edgekit_config
+    source = "given" if preprocessing is not None else f"recorded with the weights ({config.weights.source})"
+    return EvalTarget(config.variant, "model", torch_predictor(model), config.resolution,
+                      preprocessing or config.preprocessing, source, {"config": config.to_dict()})
+
+
+def file_target(path: str | Path, *, resolution: int | None = None, preprocessing: Preprocessing | None = None,
+                threads: int | None = None) -> EvalTarget:
+    """An exported .onnx/.tflite file; its input size comes from the file, its preprocessing from the caller
+    or, for integer input, from the input's quantization (see ``quantized_input_preprocessing``)."""
+    from .runtimes import open_runtime
+
+    path = Path(path)
+    runner = open_runtime(path, threads)
+    spec = runner.inputs[0]
+    if spec.layout not in ("NHWC", "NCHW"):
+        raise EdgekitError(f"{path.name} takes input {spec.name} of shape {list(spec.shape)}, not an RGB image "
+                           "(NHWC or NCHW with 3 channels); eval scores image classifiers only")
+    height, width = (spec.shape[1], spec.shape[2]) if spec.layout == "NHWC" else (spec.shape[2], spec.shape[3])
+    fixed = [s for s in (height, width) if isinstance(s, int) and s > 0]
+    if len(fixed) == 2 and height != width:
+        raise EdgekitError(f"{path.name} takes {height}x{width} images; edgekit evaluates square crops only")
+    if fixed and resolution is not None and resolution != fixed[0]:
+        raise EdgekitError(f"{path.name} takes {fixed[0]}x{fixed[0]} images, you asked for resolution {resolution}: "
+                           "drop --resolution")
+    resolution = fixed[0] if fixed else resolution
+    if resolution is None:
+        raise EdgekitError(f"{path.name} has a dynamic input size; pass --resolution")
+    if preprocessing is not None:
+        source = "given"
+    elif (derived := quantized_input_preprocessing(spec.dtype, spec.scale, spec.zero_point)) is not None:
+        preprocessing = derived
+        source = f"derived from the {spec.dtype} input's quantization (scale {spec.scale:g}, zero point " \
+                 f"{spec.zero_point}), taking the input to be pixels"
+    elif spec.dtype == "uint8":
+        preprocessing = Preprocessing(mean=(0.0,) * 3, std=(1.0,) * 3)
+        source = "uint8 input without quantization parameters: fed raw pixels"
+    else:
+        raise EdgekitError(f"{path.name} takes {spec.dtype} input, so the mean and std it was trained with are "
+                           "not in the file: pass --preprocessing imagenet|tf, or --mean R G B --std R G B")
+    details = {"file": str(path), "inputs": [s.to_dict() for s in runner.inputs],
+               "outputs": [s.to_dict() for s in runner.outputs]}
+    return EvalTarget(path.name, "file", runner, int(resolution), preprocessing, source, details)

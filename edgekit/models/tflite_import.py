@@ -20,6 +20,7 @@ from torch import nn
 
 from ..console import warn
 from ..errors import EdgekitError
+from ..evaluate import TF_SLIM_PREPROCESSING, quantized_input_preprocessing
 from ..tflite_model import TFLiteModel
 from ..types import Preprocessing, WeightsInfo
 from .download import sha256_of
@@ -85,25 +86,6 @@ class TFLiteWeights:
     def classifier(self) -> FileLayer | None:
         found = [layer for layer in self.layers if layer.kind == "classifier"]
         return found[-1] if found else None
-
-
-def quantized_input_preprocessing(dtype: str, scale: float, zero_point: int,
-                                  crop_fraction: float = 0.875) -> Preprocessing | None:
-    """The float preprocessing a model with integer input expects, assuming its input is camera pixels.
-
-    A uint8 input is the pixel itself, x = scale * (pixel - zero_point), so mean = zero_point and
-    std = 1 / scale; an int8 input is pixel - 128, so mean = zero_point + 128. None for other types.
-    """
-    dtype = dtype.lower()
-    if not scale or dtype not in ("uint8", "int8"):
-        return None
-    mean = float(zero_point) + (128.0 if dtype == "int8" else 0.0)
-    return Preprocessing(mean=(mean,) * 3, std=(1.0 / float(scale),) * 3, crop_fraction=crop_fraction,
-                         interpolation="bilinear")
-
-
-# TF-slim's eval preprocessing for float-input files: pixels / 255 mapped to [-1, 1]
-TF_SLIM_PREPROCESSING = Preprocessing(mean=(127.5,) * 3, std=(127.5,) * 3, crop_fraction=0.875)
 
 
 def read_tflite_weights(path: Path) -> TFLiteWeights:

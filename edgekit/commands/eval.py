@@ -1,0 +1,162 @@
+"""`edgekit eval TARGET --data SET`: top-1 and top-5 of a model with its weights, or of an .onnx/.tflite file.
+
+TARGET is dispatched on what it names: a registered model (built with --weights etc.), a model file, or a
+folder (an export bundle, not evaluated yet). All of them become an ``EvalTarget`` and are scored by the
+same ``edgekit.evaluate.evaluate``, so figures from different targets are comparable.
+"""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import replace
+from pathlib import Path
+
+from ..console import info, warn
+from ..errors import EdgekitError
+from .common import add_model_arguments, positive_int, write_json
+
+MODEL_FILE_SUFFIXES = (".onnx", ".tflite")
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser(
+        "eval", help="top-1/top-5 accuracy on labelled images",
+        description="Top-1 and top-5 accuracy of a model (NAME with --weights) or of an .onnx/.tflite file on "
+                    "a labelled image set. Images are decoded with Pillow, converted to RGB, resized and "
+                    "centre-cropped (crop fraction 0.875 unless the weights say otherwise); files that cannot be "
+                    "decoded are counted and skipped.")
+    add_model_arguments(p)
+    for action in p._actions:  # the shared NAME positional also takes a model file here
+        if action.dest == "name":
+            action.metavar = "TARGET"
+            action.help = "registered model name (see `edgekit models`), or an .onnx/.tflite file"
+    p.add_argument("--data", type=Path, required=True,
+                   help="CSV with file,class_index columns, or a folder with one sub-folder per class "
+                        "(classes numbered in sorted folder order)")
+    p.add_argument("--limit", type=positive_int, help="score only the first N images")
+    p.add_argument("--batch-size", type=positive_int, default=32, help="images per forward pass (default 32)")
+    p.add_argument("--threads", type=positive_int, help="CPU threads for PyTorch / the runtime")
+    p.add_argument("--preprocessing", choices=("imagenet", "tf"),
+                   help="imagenet: torchvision mean/std; tf: [-1, 1] (mean 127.5, std 127.5). Default: what the "
+                        "weights record, or for a file what its integer input implies")
+    p.add_argument("--mean", type=float, nargs=3, metavar=("R", "G", "B"), help="mean on the 0..255 pixel scale")
+    p.add_argument("--std", type=float, nargs=3, metavar=("R", "G", "B"), help="std on the 0..255 pixel scale")
+    p.add_argument("--crop-fraction", type=float, help="centre crop as a fraction of the resized image (0.875)")
+    p.add_argument("--background", choices=("auto", "drop", "none"), default="auto",
+                   help="output 0 of TF's 1001-class ImageNet models is 'background': auto drops it when the "
+                        "model has 1001 outputs (class k is then output k+1); drop / none force it")
+    p.add_argument("--json", metavar="FILE", help="write the figures as JSON (- for stdout)")
+    p.set_defaults(run=run)
+
+
+def run(args) -> int:
+    from ..evaluate import evaluate, image_batches
+    from ..images import read_labelled_set
+
+    items = read_labelled_set(args.data)
+    if args.limit:
+        items = items[:args.limit]
+    target = _open_target(args)
+    p = target.preprocessing
+    info(f"[edgekit] eval {target.name} on {len(items)} images of {args.data} at {target.resolution}px; "
+         f"preprocessing {_describe(p)} ({target.preprocessing_source})")
+    batches = image_batches(items, target.resolution, target.preprocessing, args.batch_size)
+    result = evaluate(target.predictor, batches, total=len(items), background=args.background)
+    if result.unreadable:
+        warn(f"skipped {len(result.unreadable)} unreadable image(s) of {len(items)}, e.g. {result.unreadable[0]}")
+    if result.background_dropped:
+        info(f"[edgekit] the model has {result.num_outputs} outputs: output 0 taken as 'background' and dropped "
+             "(class k = output k+1)")
+    _check_folder_classes(args.data, result.num_outputs - int(result.background_dropped))
+    print(_table(target, result))
+    if args.json:
+        write_json(args.json, {"target": target.to_dict(), "data": {"source": str(args.data), "limit": args.limit},
+                               **result.to_dict()})
+    return 0
+
+
+def _open_target(args):
+    """Model file, export folder or registered name -> EvalTarget, with the user's preprocessing applied."""
+    from ..evaluate import file_target
+
+    path = Path(args.name)
+    override = _preprocessing_override(args)
+    if path.is_dir():
+        raise EdgekitError(f"{path} is a folder: evaluating an export bundle is not supported yet; pass a model "
+                           f"file inside it ({', '.join(MODEL_FILE_SUFFIXES)}) or a model name with --weights")
+    if path.suffix.lower() in MODEL_FILE_SUFFIXES:
+        model_only = [flag for flag, used in (("--weights", args.weights != "default"), ("--width", args.width),
+                                              ("--num-classes", args.num_classes),
+                                              ("--keep-background", args.keep_background)) if used]
+        if model_only:
+            raise EdgekitError(f"{', '.join(model_only)} only appl{'y' if len(model_only) > 1 else 'ies'} to a "
+                               f"model name, not to the file {path.name}; drop {'them' if len(model_only) > 1 else 'it'}")
+        target = file_target(path, resolution=args.resolution, preprocessing=override, threads=args.threads)
+    elif path.suffix or len(path.parts) > 1:
+        raise EdgekitError(f"{args.name} is neither a registered model nor an existing "
+                           f"{'/'.join(MODEL_FILE_SUFFIXES)} file or folder; check the path")
+    else:
+        target = _model_target(args, override)
+    if args.crop_fraction is not None:
+        target = replace(target, preprocessing=replace(target.preprocessing, crop_fraction=args.crop_fraction),
+                         preprocessing_source=f"{target.preprocessing_source}; crop from --crop-fraction")
+    return target
+
+
+def _model_target(args, override):
+    from ..evaluate import model_target
+    from .common import model_from_args
+
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
+    model = model_from_args(args)
+    recorded = model.edgekit_config.preprocessing
+    if override is not None and (override.mean, override.std) != (recorded.mean, recorded.std):
+        warn(f"feeding {args.name} with {_describe(override)}, not the {_describe(recorded)} its weights "
+             "record: accuracy will reflect the mismatch")
+    return model_target(model, override)
+
+
+def _preprocessing_override(args):
+    """The mean/std the user chose with --preprocessing and/or --mean/--std, or None to use the target's."""
+    from ..evaluate import PREPROCESSING_PRESETS
+
+    if args.crop_fraction is not None and not 0.0 < args.crop_fraction <= 1.0:
+        raise EdgekitError(f"--crop-fraction must be in (0, 1], got {args.crop_fraction:g}")
+    if args.std and min(args.std) <= 0:
+        raise EdgekitError(f"--std must be positive, got {' '.join(f'{s:g}' for s in args.std)}")
+    if not args.preprocessing and bool(args.mean) != bool(args.std):
+        raise EdgekitError("give --mean and --std together (or --preprocessing imagenet|tf)")
+    if not (args.preprocessing or args.mean):
+        return None
+    base = PREPROCESSING_PRESETS[args.preprocessing or "imagenet"]
+    return replace(base, mean=tuple(args.mean or base.mean), std=tuple(args.std or base.std))
+
+
+def _describe(p) -> str:
+    mean = "/".join(f"{m:g}" for m in dict.fromkeys(p.mean))
+    std = "/".join(f"{s:g}" for s in dict.fromkeys(p.std))
+    return f"mean {mean} std {std} crop {p.crop_fraction:g} {p.interpolation}"
+
+
+def _check_folder_classes(data: Path, classes: int) -> None:
+    """A class-folder set numbers classes by sorted folder name: warn when that cannot match the model."""
+    if not data.is_dir():
+        return
+    folders = sum(1 for p in data.iterdir() if p.is_dir())
+    if folders != classes:
+        warn(f"{data} has {folders} class folders but the model scores {classes} classes; folder k (sorted by name) "
+             "is taken as class k, so name the folders in the model's class order (e.g. 000..999) or use a CSV")
+
+
+def _table(target, result) -> str:
+    from ..table import format_table
+
+    def pct(correct: int) -> str:
+        return f"{100 * correct / result.images:.1f}% ({correct}/{result.images})"
+
+    return format_table(["target", "resolution", "images", "unreadable", "top-1", "top-5"],
+                        [[target.name, target.resolution, result.images, len(result.unreadable),
+                          pct(result.correct_top1), pct(result.correct_top5)]])
