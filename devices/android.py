@@ -16,14 +16,13 @@ from pathlib import Path
 from edgekit.console import warn
 from edgekit.errors import EdgekitError
 
-from .base import BenchSettings, Device, DeviceError, new_result, runs_here, thread_counts
+from .base import BenchSettings, Device, DeviceError, is_work_dir, new_result, runs_here, thread_counts
 from .profiles import AndroidProfile
 from .results import LatencyResult
 
 _LOG_PREFIX = re.compile(r"^(INFO|WARNING|ERROR|VERBOSE|DEBUG): ?")
 _KEY_VALUE = re.compile(r"(\w+)=([-+0-9.eE]+|inf|nan)")
 _NUMBER = r"([-+]?[0-9.]+(?:[eE][-+]?\d+)?)"
-_WORK_DIR = re.compile(r"^/[A-Za-z0-9_./-]*/edgekit\.[A-Za-z0-9]+$")
 _DELEGATE_FLAGS = {"xnnpack": ["--use_xnnpack=true"], "cpu": ["--use_xnnpack=false"],
                    "gpu": ["--use_gpu=true"], "nnapi": ["--use_nnapi=true"]}
 _ORT_PROVIDERS = {"xnnpack": "xnnpack", "cpu": "cpu", "nnapi": "nnapi"}
@@ -193,7 +192,7 @@ class AndroidDevice(Device):
         template = f"{self.profile.work_dir.rstrip('/')}/edgekit.XXXXXX"
         done = self._shell(["mktemp", "-d", template], what="creating a work folder")
         work_dir = done.stdout.strip().splitlines()[-1] if done.stdout.strip() else ""
-        if done.returncode != 0 or not _WORK_DIR.match(work_dir):
+        if done.returncode != 0 or not is_work_dir(work_dir):
             raise DeviceError(f"{self.profile.describe()}: cannot create a work folder under "
                               f"{self.profile.work_dir} ({(done.stderr.strip() or work_dir)[-200:]})")
         return work_dir

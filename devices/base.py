@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,6 +27,12 @@ class BenchSettings:
     warmup: int = 10
     threads: tuple[int, ...] | None = None  # None: each device's own (profile, else 1 and all cores)
     seed: int = 0
+
+
+def is_work_dir(path: str) -> bool:
+    """What mktemp printed looks like the folder edgekit asked for: safe to ``rm -rf`` later."""
+    return (path.startswith("/") and "\n" not in path and "/../" not in path + "/"
+            and re.fullmatch(r"edgekit\.[A-Za-z0-9]+", path.rsplit("/", 1)[-1]) is not None)
 
 
 def default_threads(cpu_count: int | None) -> tuple[int, ...]:

@@ -8,19 +8,20 @@ edgekit chose (the work folder mktemp made, model_0.tflite, ...) plus the profil
 
 from __future__ import annotations
 
-import re
+import os
 import shlex
+import shutil
 import subprocess
+import tempfile
 from pathlib import Path
 
 from edgekit.console import warn
 from edgekit.errors import EdgekitError
 
-from .base import (RUNNER, BenchSettings, Device, DeviceError, fill_from_runner, new_result, parse_runner_output,
-                   runner_arguments, runner_failure, runs_here, thread_counts)
+from .base import (RUNNER, BenchSettings, Device, DeviceError, fill_from_runner, is_work_dir, new_result,
+                   parse_runner_output, runner_arguments, runner_failure, runs_here, thread_counts)
 from .profiles import SshProfile
 
-_WORK_DIR = re.compile(r"^/[A-Za-z0-9_.@+/-]*/edgekit\.[A-Za-z0-9]+$")
 _SSH_FAILED = 255  # ssh's own status for connection and authentication failures
 _SMALL_COMMAND_SECONDS = 60.0
 _RUNTIME_PACKAGES = {"tflite": ("ai_edge_litert", "tflite_runtime"), "onnx": ("onnxruntime",)}
@@ -35,7 +36,11 @@ def _remote_word(word: str) -> str:
 
 
 class SshDevice(Device):
+    """One connection (an OpenSSH control master) carries every command of a session: a handshake costs
+    0.5-1 s on a board, and a bundle at three thread counts needs dozens of commands."""
+
     profile: SshProfile
+    _control_path: str | None = None
 
     # ---- the ssh and scp command lines -------------------------------------------------------------
     def _options(self) -> list[str]:
@@ -52,6 +57,8 @@ class SshDevice(Device):
             opts += ["-i", str(Path(p.identity_file).expanduser()), "-o", "IdentitiesOnly=yes"]
         if p.user:
             opts += ["-o", f"User={p.user}"]
+        if self._control_path:
+            opts += ["-o", "ControlMaster=no", "-o", f"ControlPath={self._control_path}"]
         return opts
 
     def ssh_command(self, remote: str) -> list[str]:
@@ -111,13 +118,52 @@ class SshDevice(Device):
                               f"{done.stderr.strip()[-300:] or 'no message'}; check free space in the work folder")
 
     # ---- one bench session -------------------------------------------------------------------------
+    def _connect(self) -> None:
+        """Start the control master; connection problems (host key, refused, timeout) surface here."""
+        control_dir = tempfile.mkdtemp(prefix="edgekit-ssh-")
+        command = self.ssh_command("true")
+        # ControlPersist lets the master outlive edgekit by at most two minutes if edgekit is killed.
+        command[1:1] = ["-o", "ControlMaster=yes", "-o", "ControlPersist=120",
+                        "-o", f"ControlPath={os.path.join(control_dir, 'master')}"]
+        # The master forks into the background holding stderr: a file, not a pipe, or reading would never end.
+        with tempfile.TemporaryFile("w+") as errors:
+            try:
+                done = subprocess.run(command, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=errors,
+                                      timeout=self.profile.connect_timeout + 30)
+            except FileNotFoundError:
+                shutil.rmtree(control_dir, ignore_errors=True)
+                raise EdgekitError("the ssh client is not installed; install openssh-client") from None
+            except subprocess.TimeoutExpired:
+                shutil.rmtree(control_dir, ignore_errors=True)
+                raise DeviceError(f"{self.profile.describe()} (device {self.profile.name}) did not answer within "
+                                  f"{self.profile.connect_timeout + 30:g} s; check that it is on the network") from None
+            errors.seek(0)
+            stderr = errors.read()
+        if done.returncode != 0:
+            shutil.rmtree(control_dir, ignore_errors=True)
+            raise DeviceError(self._connection_failure(stderr))
+        self._control_path = os.path.join(control_dir, "master")
+
+    def _disconnect(self) -> None:
+        if not self._control_path:
+            return
+        stop = self.ssh_command("true")
+        stop[-1:] = []  # no remote command: -O exit talks to the master only
+        stop[1:1] = ["-O", "exit"]
+        try:
+            subprocess.run(stop, capture_output=True, timeout=15, stdin=subprocess.DEVNULL)
+        except (OSError, subprocess.TimeoutExpired):
+            pass  # ControlPersist ends it soon anyway
+        shutil.rmtree(os.path.dirname(self._control_path), ignore_errors=True)
+        self._control_path = None
+
     def _make_work_dir(self) -> str:
         parent = self.profile.work_dir
         template = f"{parent.rstrip('/')}/edgekit.XXXXXX" if parent else None
         script = f"mktemp -d {shlex.quote(template)}" if template else 'mktemp -d "${TMPDIR:-/tmp}/edgekit.XXXXXX"'
         done = self._remote(["sh", "-c", script], what="creating a work folder")
         work_dir = done.stdout.strip().splitlines()[-1] if done.stdout.strip() else ""
-        if done.returncode != 0 or not _WORK_DIR.match(work_dir):
+        if done.returncode != 0 or not is_work_dir(work_dir):
             raise DeviceError(f"{self.profile.describe()}: cannot create a work folder with mktemp "
                               f"({(done.stderr.strip() or work_dir)[-200:]}); set work_dir in the profile")
         return work_dir
@@ -150,6 +196,14 @@ class SshDevice(Device):
         if p.host_key_checking == "off":
             warn(f"device {p.name}: host key checking is OFF in its profile; anyone on the network path can "
                  "impersonate the board", loud=True)
+        self._connect()
+        try:
+            yield from self._session(files, settings)
+        finally:
+            self._disconnect()
+
+    def _session(self, files, settings: BenchSettings):
+        p = self.profile
         work_dir = self._make_work_dir()
         try:
             self._copy(RUNNER, f"{work_dir}/runner.py", _SMALL_COMMAND_SECONDS)
