@@ -20,7 +20,7 @@ _COLORS = ["#4C72B0", "#DD8452", "#55A868", "#C44E52", "#8172B3", "#937860", "#D
 
 def _row_label(r: LatencyResult) -> str:
     thread_word = "thread" if r.threads == 1 else "threads"
-    return f"{r.artifact}  [{r.precision}]\n{r.device} · {r.runtime or r.format} · {r.threads} {thread_word}"
+    return f"{r.artifact}  [{r.precision}]\n{r.device} · {r.runtime_label or r.format} · {r.threads} {thread_word}"
 
 
 def write_latency_chart(results: list[LatencyResult], path: Path, title: str) -> Path | None:
@@ -35,7 +35,9 @@ def write_latency_chart(results: list[LatencyResult], path: Path, title: str) ->
         return None
     failed = len(results) - len(rows)
     devices = list(dict.fromkeys(r.device for r in rows))
-    color = {d: _COLORS[i % len(_COLORS)] for i, d in enumerate(devices)}
+    # Colour tells devices apart; with one device it tells artifacts apart instead.
+    key = (lambda r: r.device) if len(devices) > 1 else (lambda r: r.artifact)
+    color = {k: _COLORS[i % len(_COLORS)] for i, k in enumerate(dict.fromkeys(key(r) for r in rows))}
 
     height = 1.4 + 0.62 * len(rows)
     fig, ax = plt.subplots(figsize=(11, height), layout="constrained")
@@ -44,7 +46,7 @@ def write_latency_chart(results: list[LatencyResult], path: Path, title: str) ->
     highs = [r.max_ms or r.mean_ms for r in rows]
     log_axis = bool(lows) and max(highs) / max(min(lows), 1e-6) > 20
     for y, r in zip(positions, rows):
-        c = color[r.device]
+        c = color[key(r)]
         if len(r.samples_ms) >= 2:
             samples = np.asarray(r.samples_ms)
             parts = ax.violinplot(np.log10(samples) if log_axis else samples, positions=[y], orientation="horizontal",
@@ -73,8 +75,18 @@ def write_latency_chart(results: list[LatencyResult], path: Path, title: str) ->
                     xytext=(6, 0), textcoords="offset points", va="center", fontsize=8.5)
     ax.set_yticks(positions, [_row_label(r) for r in rows], fontsize=8.5)
     ax.set_ylim(-0.7, len(rows) - 0.3)
+    top = max(max(r.samples_ms, default=0) for r in rows)
+    top = max(top, *highs)
     if log_axis:
+        from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+
         ax.set_xscale("log")
+        ax.set_xlim(min(lows) / 1.5, top * 1.5)
+        ax.xaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
+        ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))  # 20, not 2x10^1
+        ax.xaxis.set_minor_formatter(NullFormatter())
+    else:
+        ax.set_xlim(0, top * 1.05)  # bars from zero, so ratios between rows read true
     ax.set_xlabel("time per inference (ms)" + (", log scale" if log_axis else ""))
     ax.grid(axis="x", which="both", alpha=0.3)
     ax.set_axisbelow(True)
@@ -85,7 +97,8 @@ def write_latency_chart(results: list[LatencyResult], path: Path, title: str) ->
     ax.text(0, 1.01, note, transform=ax.transAxes, fontsize=7.5, color="#555555", va="bottom")
     if len(devices) > 1:
         handles = [plt.Line2D([], [], color=color[d], lw=6, label=d) for d in devices]
-        ax.legend(handles=handles, title="device", loc="lower right", fontsize=8, title_fontsize=8)
+        fig.legend(handles=handles, loc="outside lower center", ncols=min(len(devices), 6), fontsize=8,
+                   frameon=False)
     with atomic_path(Path(path)) as tmp:
         fig.savefig(tmp, format="png", dpi=110)
     plt.close(fig)

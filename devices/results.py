@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field, fields
 
+# Short names for tables and charts.
+RUNTIME_NAMES = {"ai_edge_litert": "LiteRT", "onnxruntime": "ORT", "tflite_runtime": "tflite_runtime",
+                 "benchmark_model": "benchmark_model", "onnxruntime_perf_test": "ort_perf_test"}
 STAT_KEYS = ("mean_ms", "std_ms", "min_ms", "p50_ms", "p90_ms", "p99_ms", "max_ms")
 
 
@@ -67,6 +70,14 @@ class LatencyResult:
     @property
     def inferences_per_s(self) -> float | None:
         return 1000.0 / self.mean_ms if self.mean_ms else None
+
+    @property
+    def runtime_label(self) -> str | None:
+        """'LiteRT 2.3.0', 'ORT 1.31.1', 'benchmark_model 2.15.0'; None before anything ran."""
+        if not self.runtime:
+            return None
+        name = RUNTIME_NAMES.get(self.runtime, self.runtime)
+        return f"{name} {self.runtime_version}" if self.runtime_version else name
 
     def with_samples(self, samples_ms: list[float]) -> "LatencyResult":
         self.samples_ms = list(samples_ms)

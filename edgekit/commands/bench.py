@@ -10,8 +10,6 @@ from pathlib import Path
 from ..devices.results import format_ms as _ms
 from .common import positive_int
 
-RUNTIME_NAMES = {"ai_edge_litert": "LiteRT", "onnxruntime": "ORT", "tflite_runtime": "tflite_runtime",
-                 "benchmark_model": "benchmark_model", "onnxruntime_perf_test": "ort_perf_test"}
 HEADERS = ["artifact", "precision", "device", "runtime", "threads", "load ms", "first ms", "mean", "std", "min",
            "p50", "p90", "p99", "max", "inf/s", "peak RSS MB", "size"]
 
@@ -57,20 +55,13 @@ def add_parser(sub) -> None:
     p.set_defaults(run=run)
 
 
-def _runtime(r) -> str:
-    if not r.runtime:
-        return "FAILED" if r.error else "-"
-    name = RUNTIME_NAMES.get(r.runtime, r.runtime)
-    return f"{name} {r.runtime_version}" if r.runtime_version else name
-
-
 def results_table(results) -> str:
     from ..table import format_table, human_bytes
 
     rows = []
     for r in results:
         ips = r.inferences_per_s
-        rows.append([r.artifact, r.precision, r.device, _runtime(r), r.threads, _ms(r.load_ms), _ms(r.first_ms),
+        rows.append([r.artifact, r.precision, r.device, r.runtime_label or ("FAILED" if r.error else "-"), r.threads, _ms(r.load_ms), _ms(r.first_ms),
                      _ms(r.mean_ms), _ms(r.std_ms), _ms(r.min_ms), _ms(r.p50_ms), _ms(r.p90_ms), _ms(r.p99_ms),
                      _ms(r.max_ms), "-" if ips is None else f"{ips:.1f}",
                      "-" if r.peak_rss_mb is None else f"{r.peak_rss_mb:.1f}", human_bytes(r.model_bytes)])
