@@ -1,0 +1,62 @@
+"""`edgekit validate DIR`: the CI gate. Re-runs every file of a bundle with ONNX Runtime and LiteRT alone
+(no PyTorch) on the stored parity inputs and judges it against the stored reference outputs.
+
+Exit codes: 0 every file intact and every gate passes, 1 anything fails (altered file, failed export,
+failed gate), 2 bad usage (no bundle there, unreadable manifest).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from .common import positive_int, write_json
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("validate", help="re-check an export bundle without PyTorch (CI gate)",
+                       description="Exit 0: all files intact and all parity gates pass; 1: something failed; "
+                                   "2: bad usage.")
+    p.add_argument("bundle", type=Path, metavar="DIR",
+                   help="a bundle folder (exports/mobilenet_v2) or a folder of bundles (exports)")
+    p.add_argument("--gate", action="append", default=[], metavar="PRECISION.METRIC=VALUE",
+                   help="override a gate recorded in the manifest, e.g. fp32.cosine_min=0.99999 (repeatable)")
+    p.add_argument("--threads", type=positive_int, help="runtime threads (default: the runtime's choice)")
+    p.add_argument("--json", metavar="FILE", help="also write the verdicts as JSON (- for stdout)")
+    p.set_defaults(run=run)
+
+
+def run(args) -> int:
+    from ..manifest import find_bundles, validate_bundle
+    from ..parity import DEFAULT_GATES
+    from ..report import PARITY_HEADERS, parity_rows
+    from ..table import format_table
+
+    checks = []
+    for bundle in find_bundles(args.bundle):
+        manifest_gates = None
+        if args.gate:
+            from ..manifest import Manifest
+
+            manifest_gates = (Manifest.read(bundle).gates or DEFAULT_GATES).with_overrides(args.gate)
+        checks.append(validate_bundle(bundle, manifest_gates, args.threads))
+
+    for check in checks:
+        verdict = "PASS" if check.passed else "FAIL"
+        print(f"{check.bundle}: {verdict}")
+        if check.parity:
+            headers = [h for h in PARITY_HEADERS if h not in ("mean abs err", "cosine mean")]
+            rows = [[c for h, c in zip(PARITY_HEADERS, row) if h in headers] for row in parity_rows(check.parity)]
+            print(format_table(headers, rows))
+        for problem in check.problems:
+            print(f"  problem: {problem}")
+        print()
+    if args.json:
+        write_json(args.json, [{"bundle": str(c.bundle), "passed": c.passed, "problems": c.problems,
+                                "parity": [p.to_dict() for p in c.parity]} for c in checks])
+    failed = [c for c in checks if not c.passed]
+    if failed:
+        print(f"validate FAILED: {', '.join(str(c.bundle) for c in failed)}")
+        return 1
+    print(f"validate passed: {len(checks)} bundle(s), "
+          f"{sum(len(c.parity) for c in checks)} file(s) match their PyTorch reference")
+    return 0

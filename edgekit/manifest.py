@@ -1,0 +1,302 @@
+"""The bundle's ``manifest.json``: what was exported, from what, with which tools, and how well it matches.
+
+A bundle is one folder, ``DIR/<variant>/``, holding the model files, ``labels.txt``, ``reference.npz`` (the
+parity inputs and the PyTorch outputs), ``manifest.json`` and ``report.md``. The manifest is the single
+source for ``report.md``, for ``edgekit validate`` and for programs; it imports no torch.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import platform
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from importlib import metadata as importlib_metadata
+from pathlib import Path
+
+import numpy as np
+
+from . import __version__
+from .errors import EdgekitError, GateFailure
+from .fileio import atomic_path, atomic_write_text
+from .parity import GateTable, ParityResult, is_real
+from .runtimes import TensorSpec
+
+MANIFEST_NAME = "manifest.json"
+REPORT_NAME = "report.md"
+REFERENCE_NAME = "reference.npz"
+LABELS_NAME = "labels.txt"
+FORMAT_VERSION = 1
+
+# Distributions whose versions decide what an exported file contains or how it runs
+TRACKED_DISTRIBUTIONS = ("torch", "onnx", "onnxruntime", "onnxslim", "ai-edge-litert", "litert-torch",
+                         "ai-edge-quantizer", "numpy")
+
+
+def library_versions() -> dict[str, str | None]:
+    """Installed versions, read from package metadata (importing torch just to ask would defeat validate)."""
+    versions: dict[str, str | None] = {"edgekit": __version__, "python": platform.python_version()}
+    for name in TRACKED_DISTRIBUTIONS:
+        try:
+            versions[name] = importlib_metadata.version(name)
+        except importlib_metadata.PackageNotFoundError:
+            versions[name] = None
+    return versions
+
+
+def sha256_file(path: Path) -> str:
+    with open(path, "rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()
+
+
+@dataclass(frozen=True)
+class Artifact:
+    """One exported file as an app or a CI job needs to know it."""
+
+    path: str  # relative to the bundle folder
+    format: str  # onnx | tflite
+    precision: str  # fp32 | fp16 | int8
+    bytes: int
+    sha256: str
+    inputs: tuple[TensorSpec, ...]
+    outputs: tuple[TensorSpec, ...]
+    seconds: float | None = None  # time to produce it
+    details: dict = field(default_factory=dict)  # format facts: opset, operator counts...
+
+    def to_dict(self) -> dict:
+        return {"path": self.path, "format": self.format, "precision": self.precision, "bytes": self.bytes,
+                "sha256": self.sha256, "inputs": [t.to_dict() for t in self.inputs],
+                "outputs": [t.to_dict() for t in self.outputs], "seconds": self.seconds, "details": self.details}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "Artifact":
+        def spec(t: dict) -> TensorSpec:
+            return TensorSpec(t["name"], tuple(t["shape"]), t["dtype"], t["layout"], t.get("scale"),
+                              t.get("zero_point"))
+
+        return cls(d["path"], d["format"], d["precision"], int(d["bytes"]), d["sha256"],
+                   tuple(spec(t) for t in d.get("inputs", [])), tuple(spec(t) for t in d.get("outputs", [])),
+                   d.get("seconds"), d.get("details", {}))
+
+    @classmethod
+    def describe(cls, bundle: Path, relative: str, fmt: str, precision: str, seconds: float | None = None,
+                 details: dict | None = None) -> "Artifact":
+        """Measure a finished file: size, hash, and its inputs/outputs as the runtime reports them."""
+        from .runtimes import open_runtime
+
+        path = bundle / relative
+        runtime = open_runtime(path)
+        return cls(relative, fmt, precision, path.stat().st_size, sha256_file(path), tuple(runtime.inputs),
+                   tuple(runtime.outputs), seconds, details or {})
+
+    def check_file(self, bundle: Path) -> str | None:
+        """A problem with the file on disk (missing, altered), or None when it is the file exported."""
+        path = bundle / self.path
+        if not path.is_file():
+            return f"{self.path} is missing from the bundle"
+        digest = sha256_file(path)
+        if digest != self.sha256:
+            return (f"{self.path}: sha256 mismatch, the file was altered after export "
+                    f"(manifest {self.sha256[:12]}..., file {digest[:12]}...); export it again")
+        return None
+
+
+@dataclass(frozen=True)
+class StepRecord:
+    name: str
+    status: str  # done | failed
+    seconds: float
+    detail: str | None = None
+
+    def to_dict(self) -> dict:
+        return {"name": self.name, "status": self.status, "seconds": round(self.seconds, 3), "detail": self.detail}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "StepRecord":
+        return cls(d["name"], d["status"], float(d["seconds"]), d.get("detail"))
+
+
+@dataclass
+class Manifest:
+    model: dict  # ModelConfig.to_dict() plus the variant
+    preprocessing: dict
+    options: dict  # the export's options, as asked
+    status: str = "complete"  # complete | failed
+    artifacts: list[Artifact] = field(default_factory=list)
+    parity: list[ParityResult] = field(default_factory=list)
+    gates: GateTable | None = None
+    reference: dict = field(default_factory=dict)  # file, sha256, inputs' sources
+    labels: dict = field(default_factory=dict)  # file, count, source
+    steps: list[StepRecord] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    error: str | None = None
+    versions: dict = field(default_factory=library_versions)
+    created: str = field(default_factory=lambda: datetime.now(timezone.utc).isoformat(timespec="seconds"))
+    edgekit_version: str = __version__
+
+    @property
+    def variant(self) -> str:
+        return self.model["variant"]
+
+    @property
+    def weights(self) -> dict:
+        return self.model.get("weights", {})
+
+    @property
+    def failed_step(self) -> str | None:
+        return next((s.name for s in self.steps if s.status == "failed"), None)
+
+    @property
+    def passed(self) -> bool:
+        return self.status == "complete" and all(p.passed for p in self.parity)
+
+    def artifact(self, path: str) -> Artifact:
+        return next(a for a in self.artifacts if a.path == path)
+
+    def to_dict(self) -> dict:
+        return {
+            "format_version": FORMAT_VERSION, "edgekit_version": self.edgekit_version, "created": self.created,
+            "status": self.status, "passed": self.passed, "failed_step": self.failed_step, "error": self.error,
+            "versions": self.versions, "model": self.model, "weights": self.weights,
+            "preprocessing": self.preprocessing, "options": self.options, "labels": self.labels,
+            "artifacts": [a.to_dict() for a in self.artifacts],
+            "gates": self.gates.to_dict() if self.gates else None,
+            "reference": self.reference, "parity": [p.to_dict() for p in self.parity],
+            "steps": [s.to_dict() for s in self.steps], "warnings": self.warnings,
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "Manifest":
+        return cls(model=d["model"], preprocessing=d["preprocessing"], options=d.get("options", {}),
+                   status=d.get("status", "complete"),
+                   artifacts=[Artifact.from_dict(a) for a in d.get("artifacts", [])],
+                   parity=[ParityResult.from_dict(p) for p in d.get("parity", [])],
+                   gates=GateTable.from_dict(d["gates"]) if d.get("gates") else None,
+                   reference=d.get("reference", {}), labels=d.get("labels", {}),
+                   steps=[StepRecord.from_dict(s) for s in d.get("steps", [])], warnings=d.get("warnings", []),
+                   error=d.get("error"), versions=d.get("versions", {}), created=d.get("created", ""),
+                   edgekit_version=d.get("edgekit_version", ""))
+
+    def write(self, bundle: Path) -> Path:
+        path = bundle / MANIFEST_NAME
+        atomic_write_text(path, json.dumps(self.to_dict(), indent=2) + "\n")
+        return path
+
+    @classmethod
+    def read(cls, bundle: Path) -> "Manifest":
+        path = bundle / MANIFEST_NAME
+        if not path.is_file():
+            raise EdgekitError(f"{bundle} holds no {MANIFEST_NAME}; give a bundle folder written by "
+                               "`edgekit export` (e.g. exports/mobilenet_v2)")
+        try:
+            data = json.loads(path.read_text("utf-8"))
+            if data.get("format_version") != FORMAT_VERSION:
+                raise EdgekitError(f"{path} has format_version {data.get('format_version')!r}, this edgekit "
+                                   f"reads {FORMAT_VERSION}; export the bundle again")
+            return cls.from_dict(data)
+        except EdgekitError:
+            raise
+        except (ValueError, KeyError, TypeError, AttributeError) as e:
+            raise EdgekitError(f"{path} is not a valid edgekit manifest ({type(e).__name__}: {e}); export the "
+                               "bundle again") from None
+
+
+# ---------------------------------------------------------------------------------------------- reference
+@dataclass
+class Reference:
+    """The parity inputs and the PyTorch model's outputs on them, stored so validate needs no torch."""
+
+    inputs: np.ndarray  # NCHW float32
+    outputs: np.ndarray  # [N, classes] float32
+    sources: list[str]
+
+    def write(self, bundle: Path) -> dict:
+        path = bundle / REFERENCE_NAME
+        with atomic_path(path) as tmp:
+            with open(tmp, "wb") as f:
+                np.savez_compressed(f, inputs=self.inputs, outputs=self.outputs, sources=np.array(self.sources))
+        return {"file": REFERENCE_NAME, "sha256": sha256_file(path), "samples": len(self.inputs),
+                "real_images": int(is_real(self.sources).sum()),
+                "random_inputs": int((~is_real(self.sources)).sum()),
+                "input_shape": list(self.inputs.shape), "sources": self.sources}
+
+    @classmethod
+    def read(cls, bundle: Path, expected_sha256: str | None) -> "Reference":
+        path = bundle / REFERENCE_NAME
+        if not path.is_file():
+            raise EdgekitError(f"{path} is missing; validate needs the reference outputs, export the bundle again")
+        if expected_sha256 and sha256_file(path) != expected_sha256:
+            raise GateFailure(f"{path}: sha256 mismatch, the reference was altered after export; export the "
+                              "bundle again")
+        try:
+            with np.load(path, allow_pickle=False) as data:
+                return cls(data["inputs"].astype(np.float32), data["outputs"].astype(np.float32),
+                           [str(s) for s in data["sources"]])
+        except (ValueError, KeyError, OSError) as e:
+            raise EdgekitError(f"{path} is not a readable reference ({e}); export the bundle again") from None
+
+
+# ---------------------------------------------------------------------------------------------- validate
+@dataclass
+class BundleCheck:
+    """``edgekit validate`` on one bundle: integrity problems plus a fresh parity verdict per file."""
+
+    bundle: Path
+    manifest: Manifest
+    problems: list[str]
+    parity: list[ParityResult]
+
+    @property
+    def passed(self) -> bool:
+        return not self.problems and all(p.passed for p in self.parity)
+
+
+def find_bundles(folder: Path) -> list[Path]:
+    """``folder`` itself when it is a bundle, else the bundles directly inside it."""
+    if not folder.is_dir():
+        raise EdgekitError(f"{folder} is not a folder; give a bundle written by `edgekit export` "
+                           "(e.g. exports/mobilenet_v2) or the folder holding bundles")
+    if (folder / MANIFEST_NAME).is_file():
+        return [folder]
+    bundles = sorted(p for p in folder.iterdir() if p.is_dir() and (p / MANIFEST_NAME).is_file())
+    if not bundles:
+        raise EdgekitError(f"{folder} holds no {MANIFEST_NAME} (nor do its sub-folders); run `edgekit export` "
+                           "first or give the bundle folder")
+    return bundles
+
+
+def validate_bundle(bundle: Path, gates: GateTable | None = None, threads: int | None = None) -> BundleCheck:
+    """Re-check every file of a bundle with ONNX Runtime and LiteRT alone: hashes, then parity against the
+    stored reference, judged by ``gates`` (default: the gates recorded at export)."""
+    from .parity import DEFAULT_GATES, check_artifact, is_gated, is_real
+
+    manifest = Manifest.read(bundle)
+    problems: list[str] = []
+    results: list[ParityResult] = []
+    if manifest.status != "complete":
+        problems.append(f"the export failed at step {manifest.failed_step or '?'}: {manifest.error}")
+        return BundleCheck(bundle, manifest, problems, results)
+    if not manifest.artifacts:
+        problems.append("the manifest lists no model files")
+    try:
+        reference = Reference.read(bundle, manifest.reference.get("sha256"))
+    except EdgekitError as e:
+        problems.append(str(e))
+        return BundleCheck(bundle, manifest, problems, results)
+    table = gates or manifest.gates or DEFAULT_GATES
+    trained = bool(manifest.weights.get("trained", False))
+    for artifact in manifest.artifacts:
+        problem = artifact.check_file(bundle)
+        if problem:
+            problems.append(problem)
+            continue
+        gated, note = is_gated(artifact.precision, trained)
+        try:
+            results.append(check_artifact(bundle / artifact.path, artifact.path, artifact.precision,
+                                          reference.inputs, reference.outputs,
+                                          table.for_precision(artifact.precision), gated, note, threads,
+                                          is_real(reference.sources)))
+        except EdgekitError as e:
+            problems.append(f"{artifact.path}: {e}")
+    return BundleCheck(bundle, manifest, problems, results)

@@ -1,0 +1,380 @@
+"""The order of `edgekit export`: model -> export-ready copy -> reference -> fp32 files -> fp16 / int8 ->
+parity -> bundle. Each step is a plain function of typed values; this module only orders them, records
+their timings and failures, and publishes the bundle.
+
+The bundle is built in a hidden staging folder beside its destination and renamed into place at the end, so
+``DIR/<variant>/`` always holds one whole run: an interrupted export leaves the previous bundle untouched,
+and a failed one leaves a bundle whose manifest says which step failed (``edgekit validate`` fails on it).
+"""
+
+from __future__ import annotations
+
+import importlib
+import math
+import os
+import shutil
+import tempfile
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .console import step, warn
+from .errors import EdgekitError
+from .fileio import atomic_path, atomic_write_text, ensure_writable_dir
+from .manifest import LABELS_NAME, MANIFEST_NAME, REPORT_NAME, Artifact, Manifest, Reference, StepRecord
+from .parity import DEFAULT_GATES, GateTable, build_inputs, check_artifact, is_gated, is_real, spread
+
+FORMATS = ("onnx", "tflite")
+CALIBRATION_METHODS = ("minmax", "entropy", "percentile")
+IO_DTYPES = ("int8", "uint8", "float32")
+ONNX_EXPORTERS = ("legacy", "dynamo")
+_REFERENCE_BATCH = 4  # PyTorch reference in small batches: big variants at high resolution stay in memory
+
+
+class ExportFailed(EdgekitError):
+    """A conversion step failed after the inputs were accepted: the bundle's manifest records which."""
+
+    exit_code = 3
+
+
+@dataclass(frozen=True)
+class ExportSpec:
+    """Everything `edgekit export` was asked to do; the CLI only fills this in."""
+
+    name: str
+    weights: str = "default"
+    width: float | None = None
+    resolution: int | None = None
+    num_classes: int | None = None
+    keep_background: bool = False
+    formats: tuple[str, ...] = FORMATS
+    fp16: bool = False
+    int8: bool = False
+    calib: Path | None = None
+    calib_samples: int = 128
+    calib_method: str = "minmax"
+    io_dtype: str = "int8"
+    data: Path | None = None  # parity pictures: image folder or labelled CSV; default --calib, else built-in
+    parity_samples: int = 16
+    parity_random: int = 4
+    seed: int = 0
+    out: Path = Path("exports")
+    labels: Path | None = None
+    gates: GateTable = field(default=DEFAULT_GATES)
+    opset: int = 17
+    onnx_exporter: str = "legacy"
+    dynamic_batch: bool = True
+
+    def __post_init__(self):
+        unknown = [f for f in self.formats if f not in FORMATS]
+        if unknown or not self.formats:
+            raise EdgekitError(f"unknown format {unknown[0] if unknown else '(none)'!r}: choose from "
+                               f"{', '.join(FORMATS)} (comma-separated, e.g. --formats onnx,tflite)")
+        if len(set(self.formats)) != len(self.formats):
+            raise EdgekitError(f"--formats lists a format twice: {','.join(self.formats)}")
+        if self.fp16 and "tflite" not in self.formats:
+            raise EdgekitError("--fp16 makes a float16 TFLite file; add tflite to --formats")
+        for value, allowed, what in ((self.calib_method, CALIBRATION_METHODS, "calibration method"),
+                                     (self.io_dtype, IO_DTYPES, "int8 I/O type"),
+                                     (self.onnx_exporter, ONNX_EXPORTERS, "ONNX exporter")):
+            if value not in allowed:
+                raise EdgekitError(f"unknown {what} {value!r}: choose from {', '.join(allowed)}")
+        if self.parity_samples < 0 or self.parity_random < 0 or self.parity_samples + self.parity_random < 1:
+            raise EdgekitError("parity needs at least one input: raise --parity-samples or --parity-random")
+        if self.calib_samples < 1:
+            raise EdgekitError("--calib-samples must be at least 1")
+
+    def options(self) -> dict:
+        """The options as the manifest records them."""
+        return {"formats": list(self.formats), "fp16": self.fp16, "int8": self.int8,
+                "calibration": {"folder": str(self.calib) if self.calib else None, "samples": self.calib_samples,
+                                "method": self.calib_method, "io_dtype": self.io_dtype} if self.int8 else None,
+                "parity": {"data": str(self.data) if self.data else None, "samples": self.parity_samples,
+                           "random": self.parity_random, "seed": self.seed},
+                "onnx": {"opset": self.opset, "exporter": self.onnx_exporter, "dynamic_batch": self.dynamic_batch},
+                "labels_file": str(self.labels) if self.labels else None, "out": str(self.out)}
+
+
+class _Steps:
+    """Runs named steps with progress on the console and keeps a record of each for the manifest."""
+
+    def __init__(self, records: list[StepRecord]):
+        self.records = records
+
+    @contextmanager
+    def run(self, name: str, label: str | None = None):
+        started = time.perf_counter()
+        try:
+            with step(label or name) as outcome:
+                yield outcome
+        except BaseException as e:
+            detail = str(e).splitlines()[0] if str(e) else type(e).__name__
+            self.records.append(StepRecord(name, "failed", time.perf_counter() - started, detail))
+            raise
+        self.records.append(StepRecord(name, "done", outcome["seconds"], outcome.get("detail")))
+
+
+def run_export(spec: ExportSpec, model=None) -> Manifest:
+    """Export ``spec`` (or the given prepared ``model``, which must carry ``edgekit_config``) to its bundle.
+
+    Returns the manifest whatever the parity verdict (``manifest.passed``); raises EdgekitError for bad
+    input before any work, ExportFailed when a step fails.
+    """
+    out_root = ensure_writable_dir(Path(spec.out))
+    records: list[StepRecord] = []
+    steps = _Steps(records)
+    if model is None:
+        with steps.run("model", f"model {spec.name} (weights: {spec.weights})") as outcome:
+            from .models import create_model
+
+            model = create_model(spec.name, width=spec.width, resolution=spec.resolution,
+                                 num_classes=spec.num_classes, weights=spec.weights,
+                                 keep_background=spec.keep_background)
+            outcome["detail"] = f"weights {model.edgekit_config.weights.source}"
+    config = model.edgekit_config
+    bundle = out_root / config.variant
+    _check_replaceable(bundle)
+    labels, labels_source = _resolve_labels(spec, config)
+    parity_images = _parity_images(spec)
+    if spec.int8 and spec.calib is not None:
+        from .images import find_images
+
+        if not find_images(spec.calib):
+            raise EdgekitError(f"calibration folder {spec.calib} holds no images (jpg, jpeg, png, bmp, searched "
+                               "recursively); point --calib at representative pictures")
+
+    manifest = Manifest(model=config.to_dict() | {"variant": config.variant}, preprocessing=_preprocessing(config),
+                        options=spec.options(), gates=spec.gates, steps=records)
+    manifest.labels = {"file": LABELS_NAME, "count": len(labels), "source": labels_source}
+    if not config.weights.trained:
+        manifest.warnings.append(f"weights are {config.weights.source} (untrained): the files compute the right "
+                                 "function but classify nothing; int8 figures are not gated"
+                                 + (f" ({config.weights.note})" if config.weights.note else ""))
+    staging = Path(tempfile.mkdtemp(prefix=f".{config.variant}.", suffix=".partial", dir=out_root))
+    try:
+        atomic_write_text(staging / LABELS_NAME, "\n".join(labels) + "\n")
+        _build(spec, model, staging, manifest, steps, parity_images, labels)
+    except KeyboardInterrupt:
+        shutil.rmtree(staging, ignore_errors=True)  # nothing half-made survives; the old bundle stays
+        raise
+    except Exception as e:
+        manifest.status = "failed"
+        manifest.error = str(e).splitlines()[0] if str(e) else type(e).__name__
+        try:
+            _publish(staging, bundle, manifest)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+        step_name = manifest.failed_step or "export"
+        if isinstance(e, EdgekitError):
+            raise ExportFailed(f"{step_name} failed: {manifest.error} (recorded in {bundle / MANIFEST_NAME})") from e
+        raise ExportFailed(f"{step_name} failed with {type(e).__name__}: {manifest.error} (recorded in "
+                           f"{bundle / MANIFEST_NAME}); please report it") from e
+    _publish(staging, bundle, manifest)
+    return manifest
+
+
+def _build(spec: ExportSpec, model, staging: Path, manifest: Manifest, steps: _Steps, parity_images: list[Path],
+           labels: tuple[str, ...]) -> None:
+    import numpy as np
+    import torch
+
+    from .exporters.common import edgekit_metadata, export_ready
+
+    config = model.edgekit_config
+    variant = config.variant
+    metadata = edgekit_metadata(config, labels)
+    with steps.run("prepare", "prepare (dropout removed, batch norm folded, padding static)"):
+        ready = export_ready(model, config.resolution)
+
+    with steps.run("reference", "parity reference (PyTorch, eval mode)") as outcome:
+        inputs = build_inputs(parity_images, config.preprocessing, config.resolution, spec.parity_samples,
+                              spec.parity_random, spec.seed)
+        with torch.no_grad():
+            outputs = np.concatenate([model.eval()(torch.from_numpy(chunk)).numpy()
+                                      for chunk in np.array_split(inputs.nchw, math.ceil(len(inputs.nchw) / _REFERENCE_BATCH))])
+        reference = Reference(inputs.nchw, outputs.astype(np.float32), inputs.sources)
+        manifest.reference = reference.write(staging) | {"skipped": inputs.skipped[:20]}
+        outcome["detail"] = f"{inputs.real} photos + {len(inputs.sources) - inputs.real} random inputs"
+
+    fp32_files: dict[str, Path] = {}
+    for fmt in spec.formats:
+        relative = f"{variant}.{fmt}"
+        with steps.run(f"{fmt} fp32", f"{fmt} export (fp32)") as outcome:
+            started = time.perf_counter()
+            with atomic_path(staging / relative) as tmp:
+                details = _export_fp32(fmt, spec, ready, tmp, config.resolution, metadata)
+            artifact = Artifact.describe(staging, relative, fmt, "fp32", time.perf_counter() - started, details)
+            manifest.artifacts.append(artifact)
+            fp32_files[fmt] = staging / relative
+            outcome["detail"] = _size(artifact.bytes)
+
+    if spec.fp16:
+        from .exporters.tflite import to_fp16
+
+        relative = f"{variant}_fp16.tflite"
+        with steps.run("tflite fp16", "tflite export (fp16 weights)") as outcome:
+            started = time.perf_counter()
+            with atomic_path(staging / relative) as tmp:
+                details = to_fp16(fp32_files["tflite"], tmp, metadata)
+            artifact = Artifact.describe(staging, relative, "tflite", "fp16", time.perf_counter() - started, details)
+            manifest.artifacts.append(artifact)
+            outcome["detail"] = _size(artifact.bytes)
+
+    if spec.int8:
+        _build_int8(spec, config, staging, manifest, steps, fp32_files, metadata)
+
+    with steps.run("parity", f"parity of {len(manifest.artifacts)} files on {len(reference.inputs)} inputs") as outcome:
+        for artifact in manifest.artifacts:
+            gated, note = is_gated(artifact.precision, config.weights.trained)
+            manifest.parity.append(check_artifact(
+                staging / artifact.path, artifact.path, artifact.precision, reference.inputs, reference.outputs,
+                spec.gates.for_precision(artifact.precision), gated, note, real=is_real(reference.sources)))
+        failed = [p.artifact for p in manifest.parity if not p.passed]
+        outcome["detail"] = f"FAILED: {', '.join(failed)}" if failed else "all gates pass"
+
+
+def _export_fp32(fmt: str, spec: ExportSpec, ready, out: Path, resolution: int, metadata: dict) -> dict:
+    if fmt == "onnx":
+        from .exporters.onnx import torch_to_onnx
+
+        return torch_to_onnx(ready, out, resolution=resolution, metadata=metadata, opset=spec.opset,
+                             dynamic_batch=spec.dynamic_batch, exporter=spec.onnx_exporter)
+    from .exporters.tflite import torch_to_tflite
+
+    return torch_to_tflite(ready, out, resolution=resolution, metadata=metadata)
+
+
+def _quantize_module(name: str):
+    """edgekit.quantize.<name>, or a clear error while the int8 back-ends are not part of this build."""
+    try:
+        return importlib.import_module(f"edgekit.quantize.{name}")
+    except ModuleNotFoundError as e:
+        if e.name and e.name.startswith("edgekit.quantize"):
+            raise EdgekitError(f"--int8 needs edgekit.quantize.{name}, which this edgekit build does not have; "
+                               "export without --int8 or update edgekit") from None
+        raise
+
+
+def _build_int8(spec: ExportSpec, config, staging: Path, manifest: Manifest, steps: _Steps,
+                fp32_files: dict[str, Path], metadata: dict) -> None:
+    calibration_module = _quantize_module("calibration")
+    with steps.run("calibration", "int8 calibration images") as outcome:
+        if spec.calib is not None:
+            calibration = calibration_module.CalibrationSet.from_folder(
+                spec.calib, config.preprocessing, config.resolution, spec.calib_samples)
+        else:
+            calibration = calibration_module.CalibrationSet.builtin(config.preprocessing, config.resolution,
+                                                                     spec.calib_samples)
+            manifest.warnings.append("int8 calibrated on edgekit's built-in photos; --calib DIR with pictures "
+                                     "from your own data calibrates better")
+        if hasattr(calibration, "to_dict"):
+            manifest.options["calibration"] |= {"used": calibration.to_dict()}
+        outcome["detail"] = f"{len(calibration)} images"
+    for fmt in spec.formats:
+        relative = f"{config.variant}_int8.{fmt}"
+        with steps.run(f"{fmt} int8", f"{fmt} int8 quantization") as outcome:
+            started = time.perf_counter()
+            with atomic_path(staging / relative) as tmp:
+                if fmt == "onnx":
+                    from .exporters import onnx as exporter
+
+                    _quantize_module("onnx_int8").quantize_onnx(fp32_files[fmt], tmp, calibration,
+                                                                method=spec.calib_method)
+                    details = {"calibration_method": spec.calib_method}
+                else:
+                    from .exporters import tflite as exporter
+
+                    _quantize_module("tflite_int8").quantize_tflite(fp32_files[fmt], tmp, calibration,
+                                                                    io_dtype=spec.io_dtype)
+                    details = {"io_dtype": spec.io_dtype}
+                exporter.add_metadata(tmp, metadata)
+                details["operators"] = exporter.operator_counts(tmp)
+            artifact = Artifact.describe(staging, relative, fmt, "int8", time.perf_counter() - started, details)
+            manifest.artifacts.append(artifact)
+            outcome["detail"] = _size(artifact.bytes)
+
+
+def _preprocessing(config) -> dict:
+    p = config.preprocessing
+    # edgekit.images.resize_and_crop: shorter side to floor(resolution / crop_fraction), then centre crop
+    return p.to_dict() | {"resize_shorter_side": int(math.floor(config.resolution / p.crop_fraction)),
+                          "crop": config.resolution}
+
+
+def _resolve_labels(spec: ExportSpec, config) -> tuple[tuple[str, ...], str]:
+    from .labels import default_labels, read_labels
+
+    if spec.labels is not None:
+        return read_labels(Path(spec.labels), config.num_classes), f"file {Path(spec.labels).name}"
+    if config.labels:
+        return tuple(config.labels), "model"
+    labels = default_labels(config.num_classes)
+    if config.num_classes in (1000, 1001):
+        return labels, "ImageNet-1k class names (index order)"
+    warn(f"no class names for {config.num_classes} classes: labels.txt holds class_0..class_{config.num_classes - 1}; "
+         "pass --labels FILE")
+    return labels, "generic (pass --labels FILE)"
+
+
+def _parity_images(spec: ExportSpec) -> list[Path]:
+    """Pictures for parity: --data (folder or labelled CSV), else --calib, else edgekit's built-in photos.
+    Evenly spread picks come first, the rest stand by for unreadable files."""
+    from .images import find_images, read_labelled_set
+
+    if spec.parity_samples == 0:
+        return []
+    if spec.data is not None:
+        data = Path(spec.data)
+        paths = [item.path for item in read_labelled_set(data)] if data.is_file() else find_images(data)
+        if not paths:
+            raise EdgekitError(f"{data} holds no images (jpg, jpeg, png, bmp); give a picture folder or a "
+                               "labelled CSV with --data")
+    elif spec.calib is not None:
+        paths = find_images(Path(spec.calib))
+    else:
+        from .sample_images import sample_image_paths
+
+        paths = sample_image_paths()
+    chosen = spread(paths, spec.parity_samples)
+    return chosen + [p for p in paths if p not in set(chosen)]
+
+
+def _check_replaceable(bundle: Path) -> None:
+    if bundle.exists() and not bundle.is_dir():
+        raise EdgekitError(f"{bundle} exists and is not a folder; remove it or choose another --out")
+    if bundle.is_dir() and any(bundle.iterdir()) and not (bundle / MANIFEST_NAME).is_file():
+        raise EdgekitError(f"{bundle} exists and is not an edgekit bundle (no {MANIFEST_NAME}); edgekit will not "
+                           "replace it: remove it or choose another --out")
+
+
+def _publish(staging: Path, bundle: Path, manifest: Manifest) -> None:
+    """Write the manifest and report into the staging folder, then swap it in for the old bundle."""
+    from .report import render_report
+
+    manifest.write(staging)
+    atomic_write_text(staging / REPORT_NAME, render_report(manifest))
+    _usual_permissions(staging)
+    old = None
+    if bundle.exists():
+        old = bundle.with_name(f".{bundle.name}.old-{os.getpid()}")
+        os.replace(bundle, old)
+    os.replace(staging, bundle)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def _usual_permissions(folder: Path) -> None:
+    """Temporary files and folders are created private (0600/0700); a published bundle gets the modes any
+    other file the user writes gets (umask), so a CI job or another account can read it."""
+    umask = os.umask(0)
+    os.umask(umask)
+    folder.chmod(0o777 & ~umask)
+    for path in folder.iterdir():
+        path.chmod(0o666 & ~umask)
+
+
+def _size(n: int) -> str:
+    from .table import human_bytes
+
+    return human_bytes(n)

@@ -1,0 +1,132 @@
+"""What every exporter shares: the export-ready copy of a model, the metadata embedded in each file, and
+silencing the converters' own console output."""
+
+from __future__ import annotations
+
+import copy
+import os
+import sys
+import tempfile
+from contextlib import contextmanager
+from typing import Iterator
+
+from .. import __version__
+from ..types import ModelConfig
+
+INPUT_NAME = "image"
+OUTPUT_NAME = "logits"
+
+
+def export_ready(model, resolution: int):
+    """A copy of ``model`` for conversion at ``resolution``: eval mode, dropout removed, batch norm folded into
+    the convolution before it, TF SAME padding made static.
+
+    Dropout is an identity in eval mode but still reaches the exported graph, and inside litert-torch's PT2E
+    quantizer an eval-mode Dropout before the classifier corrupts the int8 FC bias (DESIGN.md). Folding BN here
+    gives every exporter the same graph; parity against the unfolded original proves the folding.
+    """
+    from torch import nn
+    from torch.nn.utils.fusion import fuse_conv_bn_eval
+
+    ready = copy.deepcopy(model).eval()
+    for parent in list(ready.modules()):
+        if not isinstance(parent, nn.Sequential):
+            continue  # only a Sequential's order is its execution order
+        names = list(parent._modules)
+        for name, next_name in zip(names, names[1:]):
+            conv, norm = parent._modules[name], parent._modules[next_name]
+            if isinstance(conv, nn.Conv2d) and isinstance(norm, nn.BatchNorm2d):
+                parent._modules[name] = fuse_conv_bn_eval(conv, norm)  # keeps TFSameConv2d's padding
+                parent._modules[next_name] = nn.Identity()
+    for parent in list(ready.modules()):
+        for name, child in list(parent.named_children()):
+            if isinstance(child, nn.modules.dropout._DropoutNd):
+                setattr(parent, name, nn.Identity())
+    _static_tf_padding(ready, resolution)
+    for p in ready.parameters():
+        p.requires_grad_(False)
+    return ready
+
+
+def _static_tf_padding(model, resolution: int) -> None:
+    """Replace each TFSameConv2d (padding computed from the input size at run time) by a plain convolution with
+    the padding that size gives at ``resolution``: symmetric padding inside the conv, asymmetric as a ZeroPad2d
+    in front. The run-time computation traces into Shape/Slice/Pad chains that onnxslim 0.1.98 constant-folds
+    into wrong pads (measured: cosine 0.49 against PyTorch on imported MobileNet v2); static pads export as one
+    Conv with asymmetric pads, and as TFLite's own SAME padding."""
+    import torch
+    from torch import nn
+
+    from ..models.blocks import TFSameConv2d, tf_same_padding
+
+    convs = {name: m for name, m in model.named_modules() if isinstance(m, TFSameConv2d)}
+    if not convs:
+        return
+    sizes: dict[str, tuple[int, int]] = {}
+    hooks = [m.register_forward_pre_hook(lambda module, args, name=name: sizes.__setitem__(name, tuple(args[0].shape[-2:])))
+             for name, m in convs.items()]
+    try:
+        with torch.no_grad():
+            model(torch.zeros(1, 3, resolution, resolution))
+    finally:
+        for hook in hooks:
+            hook.remove()
+    for name, conv in convs.items():
+        (height, width) = sizes[name]
+        top, bottom = tf_same_padding(height, conv.kernel_size[0], conv.stride[0], conv.dilation[0])
+        left, right = tf_same_padding(width, conv.kernel_size[1], conv.stride[1], conv.dilation[1])
+        symmetric = top == bottom and left == right
+        plain = nn.Conv2d(conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride,
+                          padding=(top, left) if symmetric else 0, dilation=conv.dilation, groups=conv.groups,
+                          bias=conv.bias is not None)
+        plain.load_state_dict(conv.state_dict())
+        replacement = plain if symmetric else nn.Sequential(nn.ZeroPad2d((left, right, top, bottom)), plain)
+        parent_name, _, child = name.rpartition(".")
+        setattr(model.get_submodule(parent_name) if parent_name else model, child, replacement.eval())
+
+
+def edgekit_metadata(config: ModelConfig, labels: tuple[str, ...]) -> dict:
+    """What an app needs to feed the file and read its output, embedded in every exported file."""
+    return {
+        "producer": f"edgekit {__version__}",
+        "model": config.name,
+        "variant": config.variant,
+        "resolution": config.resolution,
+        "num_classes": config.num_classes,
+        "padding": config.padding,
+        "preprocessing": config.preprocessing.to_dict(),
+        "weights": {"source": config.weights.source, "sha256": config.weights.sha256,
+                    "trained": config.weights.trained},
+        "labels": list(labels),
+    }
+
+
+@contextmanager
+def captured_output() -> Iterator[list[str]]:
+    """Send everything written to stdout/stderr inside the block (C++ logs, progress bars, prints) to a
+    temporary file instead of the user's terminal; the captured lines are appended to the yielded list, so a
+    failure can quote them. Works at the file-descriptor level, where native code writes."""
+    lines: list[str] = []
+    sys.stdout.flush()
+    sys.stderr.flush()
+    with tempfile.TemporaryFile() as sink:
+        saved = os.dup(1), os.dup(2)
+        os.dup2(sink.fileno(), 1)
+        os.dup2(sink.fileno(), 2)
+        try:
+            yield lines
+        finally:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os.dup2(saved[0], 1)
+            os.dup2(saved[1], 2)
+            os.close(saved[0])
+            os.close(saved[1])
+            sink.seek(0)
+            lines.extend(sink.read().decode("utf-8", errors="replace").splitlines())
+
+
+def one_line(error: BaseException) -> str:
+    """A converter's exception as one line: its type and the first non-empty line of its message."""
+    reason = next((line.strip() for line in str(error).splitlines() if line.strip()), "")
+    return f"{type(error).__name__}: {reason[:300]}" if reason else type(error).__name__

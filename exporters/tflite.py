@@ -1,0 +1,174 @@
+"""PyTorch -> TFLite with litert-torch: NHWC float32 input ``[1, H, W, 3]`` named ``image``, output ``logits``,
+no TRANSPOSE operator, BN folded and activations fused by the converter, edgekit's metadata embedded.
+
+The NHWC input comes from ``litert_torch.to_channel_last_io``: the wrapper's permute meets the converter's
+own NCHW->NHWC layout pass and both cancel, so the graph holds no transpose at all (checked after every
+conversion, because a stray TRANSPOSE costs real time on a phone). ``to_fp16`` stores the weights as
+float16 with ai-edge-quantizer's float-casting recipe (half the size; XNNPACK computes in fp32 or fp16).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import EdgekitError
+from ..tflite_model import TFLiteModel
+from .common import INPUT_NAME, OUTPUT_NAME, captured_output, one_line
+
+METADATA_NAME = "edgekit"  # the file's metadata entry: JSON, read back with TFLiteModel(...).metadata
+CONVERTER = "litert-torch"
+
+
+def torch_to_tflite(model, out: Path, *, resolution: int, metadata: dict) -> dict:
+    """Write ``out`` from an export-ready ``model``; returns facts for the manifest (operator counts)."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # the converter's C++ info lines
+    import torch
+
+    try:
+        with captured_output():  # importing it prints absl and oneDNN notices
+            import litert_torch
+    except ImportError as e:
+        raise EdgekitError(f"TFLite export needs litert-torch ({e}); `pip install litert-torch`") from None
+
+    litert_torch.config.show_progress = False  # edgekit prints its own progress per step
+    nhwc = litert_torch.to_channel_last_io(model, args=[0]).eval()
+    sample = torch.zeros(1, resolution, resolution, 3)
+    try:
+        with captured_output():
+            flat = litert_torch.convert(nhwc, (sample,)).model_content()
+    except Exception as e:  # torch.export and the MLIR converter raise many exception types
+        raise EdgekitError(f"TFLite conversion failed: {one_line(e)}; the model uses something litert-torch "
+                           "cannot convert (try --formats onnx)") from None
+    flat = embed_metadata(flat, metadata)
+    graph = TFLiteModel(flat, str(out))
+    _check_graph(graph, resolution)
+    out.write_bytes(flat)
+    return {"converter": CONVERTER, "operators": dict(sorted(graph.op_counts.items()))}
+
+
+def _check_graph(graph: TFLiteModel, resolution: int) -> None:
+    transposes = graph.op_counts.get("TRANSPOSE", 0)
+    if transposes:
+        raise EdgekitError(f"the TFLite graph has {transposes} TRANSPOSE operators; edgekit ships NHWC graphs "
+                           "without layout shuffles, report this model")
+    (tensor,) = graph.input_tensors()
+    if tensor.shape != (1, resolution, resolution, 3) or tensor.dtype != "FLOAT32":
+        raise EdgekitError(f"the TFLite input is {tensor.dtype} {list(tensor.shape)}, expected float32 "
+                           f"[1, {resolution}, {resolution}, 3]")
+
+
+def to_fp16(fp32: Path, out: Path, metadata: dict) -> dict:
+    """Write ``out``: ``fp32`` with float16 weights (DEQUANTIZE to float32 in front of each weighted op)."""
+    try:
+        from ai_edge_quantizer import algorithm_manager, quantizer
+        from ai_edge_quantizer.qtyping import TFLOperationName
+    except ImportError as e:
+        raise EdgekitError(f"fp16 export needs ai-edge-quantizer ({e}); `pip install ai-edge-quantizer`") from None
+    try:
+        with captured_output():
+            q = quantizer.Quantizer(str(fp32))
+            q.add_weight_only_config(regex=".*", operation_name=TFLOperationName.ALL_SUPPORTED, num_bits=16,
+                                     algorithm_key=algorithm_manager.AlgorithmName.FLOAT_CASTING)
+            flat = bytes(q.quantize().quantized_model)
+    except Exception as e:
+        raise EdgekitError(f"fp16 conversion failed: {one_line(e)}") from None
+    flat = embed_metadata(flat, metadata)
+    graph = TFLiteModel(flat, str(out))
+    if not any(t.dtype == "FLOAT16" for t in graph.tensors):
+        raise EdgekitError("the fp16 file holds no float16 weights; ai-edge-quantizer skipped every op")
+    out.write_bytes(flat)
+    return {"converter": f"{CONVERTER} + ai-edge-quantizer float casting",
+            "operators": dict(sorted(graph.op_counts.items()))}
+
+
+def add_metadata(path: Path, metadata: dict) -> None:
+    """Embed edgekit's metadata in a finished file in place (e.g. an int8 file written by the quantizer)."""
+    path.write_bytes(embed_metadata(path.read_bytes(), metadata))
+
+
+def operator_counts(path: Path) -> dict[str, int]:
+    return dict(sorted(TFLiteModel.from_file(path).op_counts.items()))
+
+
+def read_metadata(path: Path) -> dict:
+    raw = TFLiteModel.from_file(path).metadata.get(METADATA_NAME)
+    return json.loads(raw) if raw else {}
+
+
+def embed_metadata(flat: bytes, metadata: dict) -> bytes:
+    """Return ``flat`` with the ``edgekit`` metadata entry set to ``metadata`` as JSON, and the input and
+    output named ``image`` and ``logits`` (tensors and signature), so every format reads the same."""
+    from ai_edge_litert import schema_py_generated as schema
+
+    model = schema.ModelT.InitFromPackedBuf(bytearray(flat), 0)
+    for buffer in model.buffers:
+        if (buffer.offset or 0) > 1:
+            # ai-edge-quantizer appends weights after the flatbuffer and points at them by offset; bring them
+            # back inside so the file stays one plain flatbuffer (the format limits that to 2 GB)
+            buffer.data = np.frombuffer(flat, dtype=np.uint8, count=buffer.size, offset=buffer.offset)
+            buffer.offset = buffer.size = 0
+    if sum(len(b.data) for b in model.buffers if b.data is not None) >= (1 << 31) - (1 << 24):
+        raise EdgekitError("the TFLite model's weights exceed 2 GB; edgekit cannot embed metadata in it")
+    payload = np.frombuffer(json.dumps(metadata, separators=(",", ":")).encode("utf-8"), dtype=np.uint8)
+    model.metadata = model.metadata or []
+    entry = next((m for m in model.metadata if _text(m.name) == METADATA_NAME), None)
+    if entry is None:
+        buffer = schema.BufferT()
+        model.buffers.append(buffer)
+        entry = schema.MetadataT()
+        entry.name, entry.buffer = METADATA_NAME, len(model.buffers) - 1
+        model.metadata.append(entry)
+    model.buffers[entry.buffer].data = payload
+    _rename_io(model)
+    return _pack(model, schema)
+
+
+def _text(value) -> str:
+    return value.decode("utf-8", errors="replace") if isinstance(value, bytes) else (value or "")
+
+
+def _rename_io(model) -> None:
+    subgraph = model.subgraphs[0]
+    if len(subgraph.inputs) != 1 or len(subgraph.outputs) != 1:
+        return  # not a one-image classifier: keep the converter's names
+    subgraph.tensors[subgraph.inputs[0]].name = INPUT_NAME
+    subgraph.tensors[subgraph.outputs[0]].name = OUTPUT_NAME
+    for signature in model.signatureDefs or []:
+        if signature.subgraphIndex == 0 and len(signature.inputs) == 1 and len(signature.outputs) == 1:
+            signature.inputs[0].name = INPUT_NAME
+            signature.outputs[0].name = OUTPUT_NAME
+
+
+def _pack(model, schema) -> bytes:
+    import flatbuffers
+
+    class AlignedBufferT(schema.BufferT):
+        """Writes each buffer's bytes 16-byte aligned, as the TFLite converter does, so runtimes that map the
+        file can read weights in place."""
+
+        def Pack(self, builder):
+            data = None
+            if self.data is not None and len(self.data):
+                raw = np.asarray(self.data, dtype=np.uint8).tobytes()
+                builder.StartVector(1, len(raw), 16)
+                builder.head = builder.head - len(raw)
+                builder.Bytes[builder.head:builder.head + len(raw)] = raw
+                builder.vectorNumElems = len(raw)
+                data = builder.EndVector()
+            schema.BufferStart(builder)
+            if data is not None:
+                schema.BufferAddData(builder, data)
+            schema.BufferAddOffset(builder, self.offset or 0)
+            schema.BufferAddSize(builder, self.size or 0)
+            return schema.BufferEnd(builder)
+
+    for buffer in model.buffers:
+        buffer.__class__ = AlignedBufferT
+    size = sum(len(b.data) for b in model.buffers if b.data is not None)
+    builder = flatbuffers.Builder(size + (1 << 20))
+    builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
+    return bytes(builder.Output())
