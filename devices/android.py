@@ -16,7 +16,7 @@ from pathlib import Path
 from edgekit.console import warn
 from edgekit.errors import EdgekitError
 
-from .base import BenchSettings, Device, DeviceError, is_work_dir, new_result, runs_here, thread_counts
+from .base import BenchSettings, Device, DeviceError, is_work_dir, thread_counts
 from .profiles import AndroidProfile
 from .results import LatencyResult
 
@@ -220,21 +220,10 @@ class AndroidDevice(Device):
             tools = {"tflite": self._install_tool(benchmark_model, work_dir)}
             if perf_test and any(m.format == "onnx" for m in files):
                 tools["onnx"] = self._install_tool(perf_test, work_dir)
-            for index, model in enumerate(files):
-                if not runs_here(p, model):
-                    continue
-                rows = [new_result(model, p, t) for t in self.threads]
-                reason = self._cannot_run(model, tools)
-                if reason:
-                    for row in rows:
-                        row.error = reason
-                        yield row
-                    continue
-                remote_model = f"{work_dir}/model_{index}{model.path.suffix.lower()}"
-                self._push(model.path, remote_model)
-                for row in rows:
-                    yield self._measure(row, tools[model.format], remote_model, settings)
-                self._shell(["rm", "-f", remote_model], what="removing a model")
+            yield from self.copy_and_measure(
+                files, work_dir, lambda model: self._cannot_run(model, tools), self._push,
+                lambda row, remote: self._measure(row, tools[row.format], remote, settings),
+                lambda remote: self._shell(["rm", "-f", remote], what="removing a model"))
         finally:
             self._clean_up(work_dir)
 

@@ -117,3 +117,22 @@ class Device:
 
     def measurements(self, files: list[ModelFile], settings: BenchSettings):
         raise NotImplementedError
+
+    def copy_and_measure(self, files: list[ModelFile], work_dir: str, cannot_run, copy, measure, remove):
+        """The loop of remote devices (ssh, adb): each runnable file copied once into ``work_dir`` under a name
+        edgekit chose, timed at each thread count, then removed (a board's SD card may be small)."""
+        for index, model in enumerate(files):
+            if not runs_here(self.profile, model):
+                continue
+            rows = [new_result(model, self.profile, t) for t in self.threads]
+            reason = cannot_run(model)
+            if reason:
+                for row in rows:
+                    row.error = reason
+                    yield row
+                continue
+            remote_model = f"{work_dir}/model_{index}{model.path.suffix.lower()}"
+            copy(model.path, remote_model)
+            for row in rows:
+                yield measure(row, remote_model)
+            remove(remote_model)

@@ -18,8 +18,8 @@ from pathlib import Path
 from edgekit.console import warn
 from edgekit.errors import EdgekitError
 
-from .base import (RUNNER, BenchSettings, Device, DeviceError, fill_from_runner, is_work_dir, new_result,
-                   parse_runner_output, runner_arguments, runner_failure, runs_here, thread_counts)
+from .base import (RUNNER, BenchSettings, Device, DeviceError, fill_from_runner, is_work_dir, parse_runner_output,
+                   runner_arguments, runner_failure, thread_counts)
 from .profiles import SshProfile
 
 _SSH_FAILED = 255  # ssh's own status for connection and authentication failures
@@ -209,21 +209,11 @@ class SshDevice(Device):
             self._copy(RUNNER, f"{work_dir}/runner.py", _SMALL_COMMAND_SECONDS)
             info = self._probe(work_dir)
             self.threads = thread_counts(settings, p, info.get("cpu_count"))
-            for index, model in enumerate(files):
-                if not runs_here(p, model):
-                    continue
-                rows = [new_result(model, p, t) for t in self.threads]
-                reason = self._cannot_run(info, model)
-                if reason:
-                    for row in rows:
-                        row.error = reason
-                        yield row
-                    continue
-                remote_model = f"{work_dir}/model_{index}{model.path.suffix.lower()}"
-                self._copy(model.path, remote_model, p.timeout)
-                for row in rows:
-                    yield self._measure(row, work_dir, remote_model, settings)
-                self._remote(["rm", "-f", remote_model], what="removing a model")  # keeps a small SD card free
+            yield from self.copy_and_measure(
+                files, work_dir, lambda model: self._cannot_run(info, model),
+                lambda local, remote: self._copy(local, remote, p.timeout),
+                lambda row, remote: self._measure(row, work_dir, remote, settings),
+                lambda remote: self._remote(["rm", "-f", remote], what="removing a model"))
         finally:
             self._clean_up(work_dir)
 
