@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,14 +20,6 @@ class ModelFile:
     precision: str  # fp32 | fp16 | int8 | uint8 | int8-weights (dynamic range) | mixed
     bytes: int
     external_data: bool = False  # ONNX weights in side files: only the local device can load those
-
-
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _tflite_precision(path: Path) -> str:
@@ -88,53 +78,51 @@ def model_file(path: Path, label: str | None = None, precision: str | None = Non
     if fmt == "onnx":
         detected, external = _onnx_precision(path)
     else:
-        detected = _tflite_precision(path)
+        detected = precision or _tflite_precision(path)
     return ModelFile(path, label or path.name, fmt, precision or detected, path.stat().st_size, external)
 
 
-def _from_manifest(folder: Path, manifest_path: Path) -> list[ModelFile]:
-    try:
-        manifest = json.loads(manifest_path.read_text())
-        entries = manifest["artifacts"]
-    except (OSError, ValueError, KeyError, TypeError) as e:
-        raise EdgekitError(f"{manifest_path} is not a readable edgekit manifest ({type(e).__name__}: {e}); "
-                           "re-run edgekit export") from None
+def _from_bundle(bundle: Path, label_prefix: str = "") -> list[ModelFile]:
+    """The artifacts a bundle's manifest lists, each checked against its recorded size and sha256."""
+    from edgekit.manifest import Manifest
+
+    manifest = Manifest.read(bundle)
+    if manifest.status != "complete":
+        raise EdgekitError(f"{bundle}: its export failed at step {manifest.failed_step or '?'}; export it again "
+                           "before benchmarking")
+    if not manifest.artifacts:
+        raise EdgekitError(f"{bundle}/manifest.json lists no model files; export the bundle again")
+    root = bundle.resolve()
     files = []
-    root = folder.resolve()
-    for entry in entries:
-        rel = entry.get("path") if isinstance(entry, dict) else None
-        if not rel:
-            raise EdgekitError(f"{manifest_path}: an artifact has no 'path'; re-run edgekit export")
-        path = (folder / rel).resolve()
+    for artifact in manifest.artifacts:
+        path = (bundle / artifact.path).resolve()
         if not path.is_relative_to(root):
-            raise EdgekitError(f"{manifest_path}: artifact path {rel!r} points outside the bundle; refusing it")
-        if not path.is_file():
-            raise EdgekitError(f"artifact {rel} listed in {manifest_path} is missing; re-run edgekit export")
-        if "bytes" in entry and path.stat().st_size != int(entry["bytes"]):
-            raise EdgekitError(f"artifact {rel} is {path.stat().st_size} bytes, the manifest says {entry['bytes']}: "
-                               "it changed after export; re-run edgekit export")
-        if entry.get("sha256") and sha256_of(path) != entry["sha256"]:
-            raise EdgekitError(f"artifact {rel} does not match the sha256 in the manifest: it changed after "
-                               "export; re-run edgekit export")
-        files.append(model_file(path, label=rel, precision=entry.get("precision")))
-    if not files:
-        raise EdgekitError(f"{manifest_path} lists no artifacts; re-run edgekit export")
+            raise EdgekitError(f"{bundle}/manifest.json: artifact path {artifact.path!r} points outside the "
+                               "bundle; refusing it")
+        problem = artifact.check_file(bundle)
+        if problem:
+            raise EdgekitError(f"{bundle}: {problem}")
+        files.append(model_file(path, label=label_prefix + artifact.path, precision=artifact.precision))
     return files
 
 
 def load_target(target: str | Path, runtime: str | None = None) -> list[ModelFile]:
     """The files a bench run measures. ``runtime`` ("litert" | "onnxruntime") keeps that runtime's format."""
+    from edgekit.manifest import MANIFEST_NAME
+
     target = Path(target)
     if target.is_dir():
-        manifest = target / "manifest.json"
-        if manifest.is_file():
-            files = _from_manifest(target, manifest)
-        else:  # a plain folder of models is benchmarked file by file
-            paths = sorted(p for p in target.iterdir() if p.suffix.lower() in FORMATS and p.is_file())
-            if not paths:
-                raise EdgekitError(f"{target} has no manifest.json and no .tflite/.onnx files; pass a bundle made "
-                                   "by edgekit export or a model file")
+        bundles = sorted(p for p in target.iterdir() if p.is_dir() and (p / MANIFEST_NAME).is_file())
+        paths = sorted(p for p in target.iterdir() if p.suffix.lower() in FORMATS and p.is_file())
+        if (target / MANIFEST_NAME).is_file():
+            files = _from_bundle(target)
+        elif bundles:  # the --out folder of several exports: every bundle in it
+            files = [f for b in bundles for f in _from_bundle(b, label_prefix=f"{b.name}/")]
+        elif paths:  # a plain folder of models, file by file
             files = [model_file(p) for p in paths]
+        else:
+            raise EdgekitError(f"{target} holds no {MANIFEST_NAME}, no bundles and no .tflite/.onnx files; pass a "
+                               "bundle made by edgekit export or a model file")
     elif target.exists():
         files = [model_file(target)]
     else:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
-import json
 import shutil
 import sys
 from pathlib import Path
@@ -39,16 +37,15 @@ def int8_input_onnx(path: Path) -> Path:
 
 
 def write_bundle(folder: Path, files: dict[str, tuple[Path, str]]) -> Path:
-    """A bundle folder: each name -> (source file, precision), plus the manifest.json export writes."""
+    """A bundle folder as export writes it: each name -> (source file, precision), and its manifest.json."""
+    from edgekit.manifest import Artifact, Manifest
+
     folder.mkdir(parents=True, exist_ok=True)
     artifacts = []
     for name, (source, precision) in files.items():
-        target = folder / name
-        shutil.copyfile(source, target)
-        data = target.read_bytes()
-        artifacts.append({"path": name, "format": target.suffix[1:], "precision": precision, "bytes": len(data),
-                          "sha256": hashlib.sha256(data).hexdigest(), "inputs": [], "outputs": []})
-    (folder / "manifest.json").write_text(json.dumps({"artifacts": artifacts}, indent=2))
+        shutil.copyfile(source, folder / name)
+        artifacts.append(Artifact.describe(folder, name, Path(name).suffix[1:], precision))
+    Manifest(model={"variant": folder.name}, preprocessing={}, options={}, artifacts=artifacts).write(folder)
     return folder
 
 
