@@ -94,7 +94,7 @@ def main() -> int:
     parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results")
     args = parser.parse_args()
     rows = measure(args.data, args.limit, args.batch_size)
-    command = "python benchmarks/tflite_import_accuracy.py" + "".join(f" {a}" for a in sys.argv[1:])
+    command = ".venv/bin/python benchmarks/tflite_import_accuracy.py" + "".join(f" {a}" for a in sys.argv[1:])
     print(write(rows, args.out, command))
     return 0
 

@@ -1,0 +1,245 @@
+"""Importing Google's hosted MobileNet .tflite files into edgekit's PyTorch models.
+
+Accuracy is checked on the real files and the 250 shared ImageNet images against the source file run by the
+LiteRT interpreter on the very same preprocessed inputs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import edgekit
+from edgekit.errors import EdgekitError
+from edgekit.evaluate import evaluate, image_batches, top1_agreement, torch_predictor
+from edgekit.images import read_labelled_set
+from edgekit.models.registry import build_model
+from edgekit.models.tflite_import import import_tflite, model_layers
+from edgekit.runtimes import open_runtime
+
+FILES = {  # file -> (model, width, resolution)
+    "mobilenet_v1_0.25_128_quant.tflite": ("mobilenet_v1", 0.25, 128),
+    "mobilenet_v1_0.5_160_quant.tflite": ("mobilenet_v1", 0.5, 160),
+    "mobilenet_v1_0.75_192_quant.tflite": ("mobilenet_v1", 0.75, 192),
+    "mobilenet_v2_1.0_224_quant.tflite": ("mobilenet_v2", 1.0, 224),
+}
+SMALL = "mobilenet_v1_0.25_128_quant.tflite"
+
+
+@pytest.fixture(scope="module")
+def tflite_dir(shared_data) -> Path:
+    return shared_data / "tflite"
+
+
+@pytest.fixture(scope="module")
+def imported(tflite_dir):
+    """One import per file, shared by the tests of this module."""
+    cache = {}
+
+    def get(filename: str):
+        if filename not in cache:
+            cache[filename] = edgekit.create_model(FILES[filename][0], weights=tflite_dir / filename)
+        return cache[filename]
+
+    return get
+
+
+@pytest.fixture(scope="module")
+def image_sets(shared_data):
+    """The 250 shared images, decoded and preprocessed once per (resolution, preprocessing)."""
+    items = read_labelled_set(shared_data / "imagenet-samples" / "labels.csv")
+    assert len(items) == 250
+    cache = {}
+
+    def get(config):
+        key = (config.resolution, config.preprocessing)
+        if key not in cache:
+            cache[key] = list(image_batches(items, config.resolution, config.preprocessing, batch_size=50))
+        return cache[key]
+
+    return get
+
+
+@pytest.mark.parametrize("filename", list(FILES))
+def test_imported_model_matches_source_file(filename, tflite_dir, imported, image_sets):
+    model = imported(filename)
+    batches = image_sets(model.edgekit_config)
+    source = evaluate(open_runtime(tflite_dir / filename), batches)
+    ours = evaluate(torch_predictor(model), batches)
+    assert source.images == ours.images == 250
+    assert source.top1 > 0.3  # the source really classifies: the comparison is meaningful
+    assert abs(ours.top1 - source.top1) <= 0.02, (ours.top1, source.top1)
+    assert top1_agreement(source, ours) >= 0.90
+
+
+def test_symmetric_padding_is_measurably_worse(imported, image_sets):
+    """The same weights with PyTorch's symmetric padding lose a large part of their accuracy: TF SAME matters."""
+    model = imported(SMALL)
+    symmetric = build_model(replace(model.edgekit_config, padding="symmetric"))
+    symmetric.load_state_dict(model.state_dict())
+    batches = image_sets(model.edgekit_config)
+    tf_same = evaluate(torch_predictor(model), batches)
+    naive = evaluate(torch_predictor(symmetric), batches)
+    assert naive.top1 < tf_same.top1 - 0.10, (naive.top1, tf_same.top1)
+    assert top1_agreement(tf_same, naive) < 0.6
+
+
+@pytest.mark.parametrize("filename", list(FILES))
+def test_width_resolution_and_settings_come_from_the_file(filename, tflite_dir, imported):
+    name, width, resolution = FILES[filename]
+    cfg = imported(filename).edgekit_config
+    assert (cfg.name, cfg.width, cfg.resolution, cfg.num_classes) == (name, width, resolution, 1000)
+    assert cfg.padding == "tf_same"
+    # x = scale * (u8 - zero_point) with scale 1/128, zero point 128
+    assert cfg.preprocessing.mean == (128.0,) * 3 and cfg.preprocessing.std == (128.0,) * 3
+    assert cfg.preprocessing.crop_fraction == 0.875
+    assert cfg.weights.source == "tflite" and cfg.weights.trained
+    assert cfg.weights.path == str(tflite_dir / filename) and len(cfg.weights.sha256) == 64
+    assert "background" in cfg.weights.note
+    assert cfg.to_dict()["padding"] == "tf_same"
+    # labels packed in the file, background removed: class 0 is ImageNet's tench
+    assert len(cfg.labels) == 1000 and cfg.labels[0].startswith("tench")
+
+
+def test_folded_batch_norm_is_identity_plus_bias(imported):
+    model = imported(SMALL)
+    for layer in model_layers(model):
+        if layer.norm is not None:
+            norm = layer.norm
+            x = torch.randn(2, norm.num_features, 3, 3)
+            expected = x + norm.bias[None, :, None, None]
+            torch.testing.assert_close(norm(x), expected, rtol=0, atol=1e-5)
+
+
+def test_keep_background_gives_1001_classes(tflite_dir, imported):
+    default = imported(SMALL)
+    kept = edgekit.create_model("mobilenet_v1", weights=tflite_dir / SMALL, keep_background=True)
+    cfg = kept.edgekit_config
+    assert cfg.num_classes == 1001 and cfg.labels[0] == "background" and len(cfg.labels) == 1001
+    x = torch.randn(2, 3, 128, 128)
+    with torch.no_grad():
+        torch.testing.assert_close(kept(x)[:, 1:], default(x))
+
+
+def test_other_num_classes_replaces_the_head(tflite_dir, imported, capsys):
+    model = edgekit.create_model("mobilenet_v1", weights=tflite_dir / SMALL, num_classes=10)
+    assert model.edgekit_config.num_classes == 10 and model.edgekit_config.labels is None
+    assert "classifier replaced" in model.edgekit_config.weights.note
+    assert "replacing the classifier" in capsys.readouterr().err
+    # the feature extractor is the imported one
+    torch.testing.assert_close(model.features.state_dict(), imported(SMALL).features.state_dict())
+    with pytest.raises(EdgekitError, match="--keep-background"):
+        edgekit.create_model("mobilenet_v1", weights=tflite_dir / SMALL, num_classes=1001)
+
+
+def test_matching_width_and_resolution_are_accepted(tflite_dir):
+    model = import_tflite(tflite_dir / SMALL, "mobilenet_v1", width=0.25, resolution=128)
+    assert model.edgekit_config.width == 0.25
+
+
+def test_v1_file_as_v2_names_the_first_layer(tflite_dir):
+    with pytest.raises(EdgekitError) as e:
+        edgekit.create_model("mobilenet_v2", weights=tflite_dir / SMALL)
+    message = str(e.value)
+    assert "\n" not in message
+    assert "layer 0 (features.0.0" in message and "MobilenetV1/MobilenetV1/Conv2d_0" in message
+    assert "expected weight (32, 3, 3, 3), the file has (8, 3, 3, 3)" in message
+    assert "mobilenet_v1 width 0.25" in message  # what the file actually is
+
+
+def test_v2_file_as_v1_names_the_first_layer(tflite_dir):
+    with pytest.raises(EdgekitError, match=r"layer 2 \(features\.1\.pw\.0.*expected weight \(64, 32, 1, 1\)"):
+        edgekit.create_model("mobilenet_v1", weights=tflite_dir / "mobilenet_v2_1.0_224_quant.tflite")
+
+
+def test_width_mismatch_names_the_first_layer(tflite_dir):
+    with pytest.raises(EdgekitError) as e:
+        edgekit.create_model("mobilenet_v1", width=0.5, weights=tflite_dir / SMALL)
+    message = str(e.value)
+    assert "width 0.5" in message and "layer 0 (features.0.0" in message
+    assert "expected weight (16, 3, 3, 3), the file has (8, 3, 3, 3)" in message
+    assert "--width 0.25" in message
+
+
+def test_resolution_mismatch_is_an_error(tflite_dir):
+    with pytest.raises(EdgekitError, match="128x128.*--resolution 128"):
+        edgekit.create_model("mobilenet_v1", resolution=160, weights=tflite_dir / SMALL)
+
+
+def test_only_mobilenets_take_tflite_weights(tflite_dir):
+    with pytest.raises(EdgekitError, match="mobilenet_v1 and mobilenet_v2 only"):
+        edgekit.create_model("efficientnet_b0", weights=tflite_dir / SMALL)
+
+
+@pytest.mark.parametrize("fraction", [0.0, 0.00002, 0.1, 0.5, 0.9])
+def test_truncated_file_fails_cleanly(fraction, tflite_dir, tmp_path):
+    data = (tflite_dir / SMALL).read_bytes()
+    broken = tmp_path / "broken.tflite"
+    broken.write_bytes(data[: int(len(data) * fraction)])
+    with pytest.raises(EdgekitError) as e:
+        edgekit.create_model("mobilenet_v1", weights=broken)
+    assert "broken.tflite" in str(e.value) and "\n" not in str(e.value)
+
+
+def test_random_file_fails_cleanly(tmp_path):
+    rng = np.random.default_rng(0)
+    plain = tmp_path / "random.tflite"
+    plain.write_bytes(rng.bytes(4096))
+    tagged = tmp_path / "tagged.tflite"  # random bytes that carry the TFLite identifier
+    tagged.write_bytes(rng.bytes(4) + b"TFL3" + rng.bytes(4096))
+    for path in (plain, tagged):
+        with pytest.raises(EdgekitError, match=path.name):
+            edgekit.create_model("mobilenet_v1", weights=path)
+    with pytest.raises(EdgekitError, match="does not exist"):
+        edgekit.create_model("mobilenet_v1", weights=tmp_path / "missing.tflite")
+
+
+def _requantize_int8_per_channel(source: Path, target: Path) -> None:
+    """Rewrite every conv weight of ``source`` as int8 with a per-output-channel scale (the layout of newer
+    TFLite files), keeping uint8 activations: the file is for reading weights, not for running."""
+    import flatbuffers
+    from ai_edge_litert import schema_py_generated as schema
+
+    model = schema.ModelT.InitFromPackedBuf(bytearray(source.read_bytes()), 0)
+    graph = model.subgraphs[0]
+    ops = schema.BuiltinOperator
+    kinds = {i: max(code.builtinCode, code.deprecatedBuiltinCode) for i, code in enumerate(model.operatorCodes)}
+    for op in graph.operators:
+        if kinds[op.opcodeIndex] not in (ops.CONV_2D, ops.DEPTHWISE_CONV_2D):
+            continue
+        tensor = graph.tensors[op.inputs[1]]
+        buffer = model.buffers[tensor.buffer]
+        q = np.frombuffer(np.asarray(buffer.data, np.uint8).tobytes(), np.uint8).reshape(tensor.shape)
+        real = (q.astype(np.float64) - tensor.quantization.zeroPoint[0]) * tensor.quantization.scale[0]
+        axis = 3 if kinds[op.opcodeIndex] == ops.DEPTHWISE_CONV_2D else 0
+        reduce = tuple(a for a in range(real.ndim) if a != axis)
+        scale = np.maximum(np.abs(real).max(axis=reduce, keepdims=True), 1e-12) / 127.0
+        q8 = np.clip(np.round(real / scale), -127, 127).astype(np.int8)
+        buffer.data = np.frombuffer(q8.tobytes(), np.uint8)
+        tensor.type = schema.TensorType.INT8
+        tensor.quantization.scale = scale.reshape(-1).astype(np.float32)
+        tensor.quantization.zeroPoint = np.zeros(scale.size, np.int64)
+        tensor.quantization.quantizedDimension = axis
+    builder = flatbuffers.Builder(0)
+    builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
+    target.write_bytes(bytes(builder.Output()))
+
+
+def test_int8_per_channel_weights_are_dequantized_per_channel(tflite_dir, tmp_path, imported, image_sets):
+    per_channel = tmp_path / "per_channel_int8.tflite"
+    _requantize_int8_per_channel(tflite_dir / SMALL, per_channel)
+    model = edgekit.create_model("mobilenet_v1", weights=per_channel)
+    reference = imported(SMALL)
+    for ours, theirs in zip(model_layers(model), model_layers(reference)):
+        w, ref = ours.module.weight, theirs.module.weight
+        # int8 re-quantization moves each weight by at most half a step of its own channel's scale
+        step = ref.abs().amax(dim=tuple(range(1, ref.ndim)), keepdim=True) / 127
+        assert torch.all((w - ref).abs() <= step / 2 + 1e-6), ours.name
+    first_batch = image_sets(reference.edgekit_config)[:1]
+    agreement = top1_agreement(evaluate(torch_predictor(model), first_batch),
+                               evaluate(torch_predictor(reference), first_batch))
+    assert agreement >= 0.9
