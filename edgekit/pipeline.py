@@ -82,6 +82,8 @@ class ExportSpec:
                 raise EdgekitError(f"unknown {what} {value!r}: choose from {', '.join(allowed)}")
         if self.parity_samples < 0 or self.parity_random < 0 or self.parity_samples + self.parity_random < 1:
             raise EdgekitError("parity needs at least one input: raise --parity-samples or --parity-random")
+        if self.opset < 17:
+            raise EdgekitError(f"--opset {self.opset} is too old: edgekit exports ONNX opset 17 or newer")
         if self.calib_samples < 1:
             raise EdgekitError("--calib-samples must be at least 1")
 
@@ -144,7 +146,9 @@ def run_export(spec: ExportSpec, model=None) -> Manifest:
             raise EdgekitError(f"calibration folder {spec.calib} holds no images (jpg, jpeg, png, bmp, searched "
                                "recursively); point --calib at representative pictures")
 
-    manifest = Manifest(model=config.to_dict() | {"variant": config.variant}, preprocessing=_preprocessing(config),
+    from .exporters.common import preprocessing_record
+
+    manifest = Manifest(model=config.to_dict() | {"variant": config.variant}, preprocessing=preprocessing_record(config),
                         options=spec.options(), gates=spec.gates, steps=records)
     manifest.labels = {"file": LABELS_NAME, "count": len(labels), "source": labels_source}
     if not config.weights.trained:
@@ -190,9 +194,16 @@ def _build(spec: ExportSpec, model, staging: Path, manifest: Manifest, steps: _S
     with steps.run("reference", "parity reference (PyTorch, eval mode)") as outcome:
         inputs = build_inputs(parity_images, config.preprocessing, config.resolution, spec.parity_samples,
                               spec.parity_random, spec.seed)
-        with torch.no_grad():
-            outputs = np.concatenate([model.eval()(torch.from_numpy(chunk)).numpy()
-                                      for chunk in np.array_split(inputs.nchw, math.ceil(len(inputs.nchw) / _REFERENCE_BATCH))])
+        chunks = np.array_split(inputs.nchw, math.ceil(len(inputs.nchw) / _REFERENCE_BATCH))
+        # Untrained networks drive activations into denormal floats, which run ~20x slower on x86; values
+        # below 1e-38 change no figure parity reports, so they are flushed to zero for this step only.
+        flush = torch.set_flush_denormal(True)
+        try:
+            with torch.no_grad():
+                outputs = np.concatenate([model.eval()(torch.from_numpy(chunk)).numpy() for chunk in chunks])
+        finally:
+            if flush:
+                torch.set_flush_denormal(False)
         reference = Reference(inputs.nchw, outputs.astype(np.float32), inputs.sources)
         manifest.reference = reference.write(staging) | {"skipped": inputs.skipped[:20]}
         outcome["detail"] = f"{inputs.real} photos + {len(inputs.sources) - inputs.real} random inputs"
@@ -293,13 +304,6 @@ def _build_int8(spec: ExportSpec, config, staging: Path, manifest: Manifest, ste
             artifact = Artifact.describe(staging, relative, fmt, "int8", time.perf_counter() - started, details)
             manifest.artifacts.append(artifact)
             outcome["detail"] = _size(artifact.bytes)
-
-
-def _preprocessing(config) -> dict:
-    p = config.preprocessing
-    # edgekit.images.resize_and_crop: shorter side to floor(resolution / crop_fraction), then centre crop
-    return p.to_dict() | {"resize_shorter_side": int(math.floor(config.resolution / p.crop_fraction)),
-                          "crop": config.resolution}
 
 
 def _resolve_labels(spec: ExportSpec, config) -> tuple[tuple[str, ...], str]:

@@ -3,11 +3,13 @@ silencing the converters' own console output."""
 
 from __future__ import annotations
 
+import contextlib
 import copy
+import io
+import math
 import os
 import sys
 import tempfile
-from contextlib import contextmanager
 from typing import Iterator
 
 from .. import __version__
@@ -85,6 +87,14 @@ def _static_tf_padding(model, resolution: int) -> None:
         setattr(model.get_submodule(parent_name) if parent_name else model, child, replacement.eval())
 
 
+def preprocessing_record(config: ModelConfig) -> dict:
+    """Preprocessing as files and manifests record it: mean, std, channel order, value range, and the resize
+    and crop of ``edgekit.images.resize_and_crop`` (shorter side to floor(resolution / crop_fraction))."""
+    p = config.preprocessing
+    return p.to_dict() | {"resize_shorter_side": int(math.floor(config.resolution / p.crop_fraction)),
+                          "crop": config.resolution}
+
+
 def edgekit_metadata(config: ModelConfig, labels: tuple[str, ...]) -> dict:
     """What an app needs to feed the file and read its output, embedded in every exported file."""
     return {
@@ -94,27 +104,30 @@ def edgekit_metadata(config: ModelConfig, labels: tuple[str, ...]) -> dict:
         "resolution": config.resolution,
         "num_classes": config.num_classes,
         "padding": config.padding,
-        "preprocessing": config.preprocessing.to_dict(),
+        "preprocessing": preprocessing_record(config),
         "weights": {"source": config.weights.source, "sha256": config.weights.sha256,
                     "trained": config.weights.trained},
         "labels": list(labels),
     }
 
 
-@contextmanager
+@contextlib.contextmanager
 def captured_output() -> Iterator[list[str]]:
     """Send everything written to stdout/stderr inside the block (C++ logs, progress bars, prints) to a
     temporary file instead of the user's terminal; the captured lines are appended to the yielded list, so a
-    failure can quote them. Works at the file-descriptor level, where native code writes."""
+    failure can quote them. Both levels: the file descriptors, where native code writes, and ``sys.stdout``/
+    ``sys.stderr``, which may not be those descriptors (a caller capturing output, a notebook)."""
     lines: list[str] = []
     sys.stdout.flush()
     sys.stderr.flush()
+    python_level = io.StringIO()
     with tempfile.TemporaryFile() as sink:
         saved = os.dup(1), os.dup(2)
         os.dup2(sink.fileno(), 1)
         os.dup2(sink.fileno(), 2)
         try:
-            yield lines
+            with contextlib.redirect_stdout(python_level), contextlib.redirect_stderr(python_level):
+                yield lines
         finally:
             sys.stdout.flush()
             sys.stderr.flush()
@@ -124,6 +137,7 @@ def captured_output() -> Iterator[list[str]]:
             os.close(saved[1])
             sink.seek(0)
             lines.extend(sink.read().decode("utf-8", errors="replace").splitlines())
+            lines.extend(python_level.getvalue().splitlines())
 
 
 def one_line(error: BaseException) -> str:

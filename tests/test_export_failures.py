@@ -1,0 +1,121 @@
+"""How `edgekit export` fails: one-line errors and exit codes for bad input, a manifest that records a
+failed conversion, and no file that looks finished after a failure or an interrupt."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+from torch import nn
+
+import edgekit
+from edgekit.cli import main
+from edgekit.manifest import Manifest
+from edgekit.pipeline import ExportFailed, ExportSpec, run_export
+
+SMALL = ["mobilenet_v1", "--width", "0.25", "--resolution", "128", "--weights", "random"]
+SMALL_VARIANT = "mobilenet_v1_w0.25_r128"
+
+
+def _one_line_error(capsys) -> str:
+    err = [line for line in capsys.readouterr().err.splitlines() if line.startswith("edgekit: error:")]
+    assert len(err) == 1
+    return err[0]
+
+
+def test_unknown_format_is_a_one_line_usage_error(tmp_path, capsys):
+    out = tmp_path / "exports"
+    assert main(["export", *SMALL, "--formats", "onnx,coreml", "--out", str(out)]) == 2
+    assert "unknown format 'coreml'" in _one_line_error(capsys)
+    assert not out.exists()
+
+
+def test_unwritable_output_folder_is_a_one_line_error(tmp_path, capsys):
+    blocker = tmp_path / "a_file"
+    blocker.write_text("not a folder")
+    assert main(["export", *SMALL, "--out", str(blocker / "exports")]) == 2
+    assert "cannot create output folder" in _one_line_error(capsys)
+
+
+def test_a_folder_that_is_not_a_bundle_is_never_replaced(tmp_path, capsys):
+    mine = tmp_path / SMALL_VARIANT
+    mine.mkdir()
+    (mine / "notes.txt").write_text("the user's own file")
+    assert main(["export", *SMALL, "--out", str(tmp_path)]) == 2
+    assert "is not an edgekit bundle" in _one_line_error(capsys)
+    assert (mine / "notes.txt").read_text() == "the user's own file"
+
+
+def test_bad_options_are_usage_errors(tmp_path, capsys):
+    assert main(["export", *SMALL, "--fp16", "--formats", "onnx", "--out", str(tmp_path)]) == 2
+    assert "--fp16" in _one_line_error(capsys)
+    assert main(["export", *SMALL, "--opset", "13", "--out", str(tmp_path)]) == 2
+    assert "opset 17 or newer" in _one_line_error(capsys)
+    assert main(["export", *SMALL, "--gate", "fp32.cosine=1", "--out", str(tmp_path)]) == 2
+    assert "unknown metric 'cosine'" in _one_line_error(capsys)
+    assert list(tmp_path.iterdir()) == []
+
+
+class DataDependent(nn.Module):
+    """Branches on a value: PyTorch's tracer (ONNX) follows one branch, torch.export (litert-torch) refuses."""
+
+    def __init__(self, net: nn.Module):
+        super().__init__()
+        self.net = net
+
+    def forward(self, x):
+        y = self.net(x)
+        if y.sum() > 0:
+            return y
+        return -y
+
+
+def test_a_model_that_cannot_be_converted_fails_with_the_step_recorded(tmp_path, capsys):
+    net = edgekit.create_model("mobilenet_v1", width=0.25, resolution=128)
+    model = DataDependent(net)
+    model.edgekit_config = net.edgekit_config
+    spec = ExportSpec("mobilenet_v1", out=tmp_path, parity_samples=2, parity_random=1)
+    with pytest.raises(ExportFailed, match="tflite fp32 failed: TFLite conversion failed") as failure:
+        run_export(spec, model=model)
+    assert failure.value.exit_code == 3
+    assert "\n" not in str(failure.value)
+
+    bundle = tmp_path / SMALL_VARIANT
+    manifest = Manifest.read(bundle)
+    assert manifest.status == "failed" and not manifest.passed
+    assert manifest.failed_step == "tflite fp32" and "GuardOnDataDependent" in manifest.error
+    assert [s.status for s in manifest.steps] == ["done", "done", "done", "failed"]
+    names = {p.name for p in bundle.iterdir()}
+    assert f"{SMALL_VARIANT}.tflite" not in names
+    assert not any(n.startswith(".") or n.endswith(".tmp") for n in names)  # no half-written file
+    assert [p.name for p in tmp_path.iterdir()] == [SMALL_VARIANT]  # no staging folder
+    assert "**EXPORT FAILED** at step `tflite fp32`" in (bundle / "report.md").read_text()
+
+    capsys.readouterr()
+    assert main(["validate", str(bundle)]) == 1
+    assert "export failed at step tflite fp32" in capsys.readouterr().out
+
+
+def test_an_interrupted_export_leaves_the_previous_bundle_and_no_partial_file(tmp_path):
+    previous = tmp_path / SMALL_VARIANT
+    previous.mkdir()
+    (previous / "manifest.json").write_text('{"previous": true}')
+    proc = subprocess.Popen([sys.executable, "-m", "edgekit.cli", "export", *SMALL, "--out", str(tmp_path)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        for line in proc.stderr:
+            if "tflite export (fp32) ..." in line:
+                break
+        time.sleep(1.0)  # inside the conversion
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=300)
+    finally:
+        proc.kill()
+    assert proc.returncode == 130, err
+    assert "interrupted" in err
+    assert [p.name for p in tmp_path.iterdir()] == [SMALL_VARIANT]
+    assert [p.name for p in previous.iterdir()] == ["manifest.json"]
+    assert (previous / "manifest.json").read_text() == '{"previous": true}'

@@ -1,0 +1,68 @@
+"""Every registered model family exports to ONNX and TFLite with fp32 parity passing (random weights, small
+resolutions so the suite stays fast), and the TF SAME padding of imported weights survives both formats."""
+
+from __future__ import annotations
+
+import pytest
+
+import edgekit
+from edgekit.models.registry import build_model, get_spec, list_models, resolve_config
+from edgekit.pipeline import ExportSpec, run_export
+from edgekit.tflite_model import TFLiteModel
+
+# Smallest valid configuration of each family: big variants at small resolution
+SMALL = {"mobilenet_v1": {"width": 0.25, "resolution": 128}, "mobilenet_v2": {"width": 0.35, "resolution": 96},
+         "efficientnet": {"resolution": 64}, "efficientnet_lite": {"resolution": 64}}
+
+
+def _first_of_each_family() -> list[str]:
+    seen: dict[str, str] = {}
+    for name in list_models():
+        seen.setdefault(get_spec(name).family, name)
+    return list(seen.values())
+
+
+def _export(model, out):
+    cfg = model.edgekit_config
+    spec = ExportSpec(cfg.name, width=cfg.width, resolution=cfg.resolution, out=out, parity_samples=3,
+                      parity_random=2)
+    return run_export(spec, model=model)
+
+
+def _check(manifest, bundle, resolution):
+    assert manifest.status == "complete"
+    assert [a.path for a in manifest.artifacts] == [f"{manifest.variant}.onnx", f"{manifest.variant}.tflite"]
+    for result in manifest.parity:
+        assert result.passed, (result.artifact, result.failures)
+        assert result.metrics.top1_agreement == 1.0 and result.metrics.cosine_min >= 0.9999
+    graph = TFLiteModel.from_file(bundle / f"{manifest.variant}.tflite")
+    assert graph.op_counts.get("TRANSPOSE", 0) == 0
+    assert graph.input_tensors()[0].shape == (1, resolution, resolution, 3)
+    assert not {"RELU6", "RELU"} & set(graph.op_counts)  # fused into the convolutions
+    onnx_ops = manifest.artifacts[0].details["operators"]
+    assert "BatchNormalization" not in onnx_ops and "Dropout" not in onnx_ops
+
+
+def test_every_family_is_covered():
+    assert set(SMALL) == {get_spec(n).family for n in list_models()}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", _first_of_each_family())
+def test_family_exports_to_both_formats(name, tmp_path):
+    options = SMALL[get_spec(name).family]
+    model = edgekit.create_model(name, width=options.get("width"), resolution=options["resolution"])
+    manifest = _export(model, tmp_path)
+    _check(manifest, tmp_path / manifest.variant, options["resolution"])
+
+
+@pytest.mark.slow
+def test_tf_same_padding_survives_export(tmp_path):
+    """EfficientNet-Lite with TF SAME padding (how TF-trained weights come in) at a resolution where SAME pads
+    asymmetrically: the ONNX convs carry begin/end pads, the TFLite ones their own SAME padding, parity holds."""
+    model = build_model(resolve_config("efficientnet_lite0", resolution=64, padding="tf_same"))
+    manifest = _export(model, tmp_path)
+    _check(manifest, tmp_path / manifest.variant, 64)
+    assert manifest.model["padding"] == "tf_same"
+    graph = TFLiteModel.from_file(tmp_path / manifest.variant / f"{manifest.variant}.tflite")
+    assert "PAD" not in graph.op_counts  # static TF padding became the convolutions' SAME padding
