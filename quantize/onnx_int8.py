@@ -1,0 +1,162 @@
+"""Static int8 ONNX: ONNX Runtime's QDQ quantization with per-channel weights, calibrated on real images.
+
+Steps: ORT's pre-processing (shape inference and graph optimisation), then a calibrator we build ourselves
+(so that the histogram methods get enough bins: through ``quantize_static`` ORT 1.31's Entropy method uses as
+many histogram bins as quantized bins and degenerates into MinMax, byte for byte), then ``quantize_static``
+reading the ranges from a calibration cache.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import EdgekitError
+from ..fileio import atomic_path
+from .calibration import CalibrationSet
+
+METHODS = ("minmax", "entropy", "percentile")
+ACTIVATION_TYPES = ("uint8", "int8")
+
+# Measured on this x86 CPU (benchmarks/results/int8.md): uint8 activations with int8 weights (U8S8) run
+# MobileNet v2 about 1.7x faster than int8 activations (S8S8), which MLAS serves through slower kernels here.
+DEFAULT_ACTIVATION_TYPE = "uint8"
+
+# Op types quantized. Left in float on purpose: Sigmoid and Mul (SiLU = x * sigmoid(x) and the
+# squeeze-and-excite gate). Quantizing them made EfficientNet-B0 slower than fp32 in ONNX Runtime
+# (table-lookup sigmoid and broadcast QLinearMul around every block) and costs accuracy; with them in
+# float ORT still runs every Conv/Gemm as an integer kernel. See benchmarks/results/int8.md.
+OP_TYPES_TO_QUANTIZE = ("Conv", "Gemm", "MatMul", "Add", "GlobalAveragePool", "AveragePool", "MaxPool",
+                        "Relu", "Clip", "Concat", "Pad", "Flatten", "Reshape", "Squeeze", "Unsqueeze", "Transpose",
+                        "Resize")
+
+CALIBRATION_BATCH = 16
+_HISTOGRAM_BINS = 2048  # TensorRT's choice for entropy calibration; ORT's quantize_static passes 128
+_PERCENTILE = 99.999
+
+
+class _Reader:
+    """ORT's CalibrationDataReader protocol over an array of NCHW images, a few images per run."""
+
+    def __init__(self, input_name: str, nchw: np.ndarray, batch: int):
+        self.input_name, self.nchw, self.batch = input_name, nchw, batch
+        self.position = 0
+
+    def get_next(self):
+        if self.position >= len(self.nchw):
+            return None
+        chunk = self.nchw[self.position:self.position + self.batch]
+        self.position += self.batch
+        return {self.input_name: chunk}
+
+    def __len__(self) -> int:
+        return len(self.nchw)
+
+    def rewind(self) -> None:
+        self.position = 0
+
+
+def _ort_enum(name: str, enum):
+    return getattr(enum, name)
+
+
+def quantize_onnx(fp32_onnx: Path, out: Path, calibration: CalibrationSet, method: str = "minmax",
+                  activation_type: str = DEFAULT_ACTIVATION_TYPE,
+                  op_types: tuple[str, ...] | None = OP_TYPES_TO_QUANTIZE) -> None:
+    """Write ``out``: a QDQ int8 copy of ``fp32_onnx`` (int8 per-channel weights, ``activation_type``
+    activations) with activation ranges from ``calibration``. ``op_types=None`` quantizes every op ORT can."""
+    import onnx
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization.calibrate import create_calibrator, save_tensors_data
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    if method not in METHODS:
+        raise EdgekitError(f"unknown calibration method {method!r}: choose one of {', '.join(METHODS)}")
+    if activation_type not in ACTIVATION_TYPES:
+        raise EdgekitError(f"unknown activation type {activation_type!r}: choose one of {', '.join(ACTIVATION_TYPES)}")
+    fp32_onnx, out = Path(fp32_onnx), Path(out)
+    if not fp32_onnx.is_file():
+        raise EdgekitError(f"model file {fp32_onnx} does not exist; export the fp32 ONNX first")
+    source = onnx.load(str(fp32_onnx), load_external_data=False)
+    input_name = source.graph.input[0].name
+    outputs = {o.name for o in source.graph.output}
+    metadata = {p.key: p.value for p in source.metadata_props}
+    del source
+    calibrate_method = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
+                        "percentile": CalibrationMethod.Percentile}[method]
+    calibrator_options = {"minmax": {},
+                          "entropy": {"num_bins": _HISTOGRAM_BINS, "num_quantized_bins": 256, "symmetric": False},
+                          "percentile": {"num_bins": _HISTOGRAM_BINS, "percentile": _PERCENTILE, "symmetric": False}}
+    quiet = logging.getLogger().level
+    logging.getLogger().setLevel(logging.ERROR)  # ORT logs a pre-processing reminder on every call
+    try:
+        with tempfile.TemporaryDirectory(prefix="edgekit-int8-") as work:
+            work = Path(work)
+            prepared = work / "prepared.onnx"
+            quant_pre_process(str(fp32_onnx), str(prepared))
+            calibrator = create_calibrator(prepared, list(op_types) if op_types else None,
+                                           augmented_model_path=str(work / "augmented.onnx"),
+                                           calibrate_method=calibrate_method,
+                                           extra_options=calibrator_options[method])
+            # one batch per call: the histogram collectors stack a call's outputs and need equal batch sizes
+            for start in range(0, len(calibration.nchw), CALIBRATION_BATCH):
+                chunk = calibration.nchw[start:start + CALIBRATION_BATCH]
+                with contextlib.redirect_stdout(io.StringIO()):
+                    calibrator.collect_data(_Reader(input_name, chunk, len(chunk)))
+            with contextlib.redirect_stdout(io.StringIO()):  # ORT prints its histogram progress on stdout
+                ranges = calibrator.compute_data()
+            if method != "minmax":
+                _clip_to_observed(ranges, calibrator.collector.histogram_dict, outputs)
+            del calibrator
+            cache = work / "ranges.json"
+            save_tensors_data(ranges, cache)
+            with atomic_path(out) as tmp:
+                quantize_static(
+                    str(prepared), str(tmp), calibration_data_reader=None, quant_format=QuantFormat.QDQ,
+                    op_types_to_quantize=list(op_types) if op_types else None, per_channel=True,
+                    activation_type=QuantType.QUInt8 if activation_type == "uint8" else QuantType.QInt8,
+                    weight_type=QuantType.QInt8, calibrate_method=calibrate_method,
+                    calibration_cache_path=str(cache))
+                _record_metadata(tmp, metadata, method, activation_type, calibration)
+    finally:
+        logging.getLogger().setLevel(quiet)
+
+
+def _clip_to_observed(ranges, histograms: dict, outputs: set[str]) -> None:
+    """Keep each histogram method's threshold inside the values actually seen.
+
+    ORT's entropy and percentile thresholds are symmetric, [-t, t]: for a ReLU or ReLU6 output, which is
+    never negative, that spends half of the uint8 levels on values that never occur (entropy calibration
+    lost 3.5 points of top-1 on MobileNet v2 that way). Clipping to the observed [min, max] keeps the
+    method's choice of t where it clips and gives the unused half back. The model's outputs keep their full
+    range: the largest logits are the rare values a histogram method clips first, and they are the answer.
+    """
+    for name, data in ranges.data.items():
+        if name not in histograms:
+            continue
+        observed_min, observed_max = histograms[name][2], histograms[name][3]
+        low, high = (observed_min, observed_max) if name in outputs else data.range_value
+        data.lowest = np.asarray(max(low, observed_min), dtype=np.float32)
+        data.highest = np.asarray(min(high, observed_max), dtype=np.float32)
+
+
+def _record_metadata(path: Path, fp32_metadata: dict[str, str], method: str, activation_type: str,
+                     calibration: CalibrationSet) -> None:
+    """Keep the fp32 file's metadata (name, preprocessing, labels), which pre-processing drops, and add how
+    the int8 file was made."""
+    import onnx
+
+    model = onnx.load(str(path))
+    entries = {p.key: p.value for p in model.metadata_props} | fp32_metadata
+    entries.update({"edgekit.precision": "int8", "edgekit.int8.calibration_method": method,
+                    "edgekit.int8.activation_type": activation_type, "edgekit.int8.weight_type": "int8",
+                    "edgekit.int8.calibration_samples": str(len(calibration))})
+    del model.metadata_props[:]
+    for key, value in entries.items():
+        model.metadata_props.add(key=key, value=value)
+    onnx.save(model, str(path))
