@@ -54,6 +54,13 @@ def test_probe_reports_the_runtimes_of_this_python():
     assert info["numpy"] == np.__version__ and info["cpu_count"] >= 1
 
 
+def test_runner_stays_python38_compatible():
+    # Boards run older Pythons than edgekit needs (Debian bullseye: 3.9; Ubuntu 20.04: 3.8).
+    import ast
+
+    ast.parse(RUNNER.read_text(), feature_version=(3, 8))
+
+
 @pytest.mark.parametrize("dtype", ["uint8", "int8", "float32", "float16", "int64"])
 def test_random_inputs_match_dtype_and_shape(dtype):
     data = runner.random_array(np.random.default_rng(0), np, (2, 8, 8, 3), dtype)
