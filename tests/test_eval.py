@@ -168,6 +168,13 @@ def test_eval_tflite_file_derives_preprocessing_and_drops_background(small_tflit
     assert data["correct_top1"] == direct.correct_top1 and data["correct_top5"] == direct.correct_top5
 
 
+def test_eval_json_to_stdout_is_pure_json(small_tflite, labels_csv, capsys):
+    code, out, err = _run(["eval", str(small_tflite), "--data", str(labels_csv), "--limit", "10", "--json", "-"],
+                          capsys)
+    assert code == 0, err
+    assert json.loads(out)["images"] == 10 and "top-1" in err  # the table moves to stderr
+
+
 def test_eval_keep_background_scores_the_same(small_tflite, labels_csv, small_model, first_50, tmp_path, capsys):
     out_json = tmp_path / "bg.json"
     code, _, err = _run(["eval", "mobilenet_v1", "--weights", str(small_tflite), "--keep-background",
@@ -207,6 +214,7 @@ def test_eval_float_onnx_needs_preprocessing(small_model, labels_csv, first_50, 
     (["eval", "mobilenet_v1", "--weights", "{tflite}", "--data", "{csv}", "--mean", "1", "2", "3"], "together"),
     (["eval", "mobilenet_v1", "--weights", "{tflite}", "--data", "{csv}", "--crop-fraction", "1.5"], "(0, 1]"),
     (["eval", "mobilenet_v2", "--weights", "{tflite}", "--data", "{csv}"], "layer 0"),
+    (["eval", "{tflite}", "--data", "{csv}", "--json", "{tflite}/out.json"], "cannot write --json"),
 ])
 def test_eval_errors_are_one_line_with_exit_code_2(argv, message, tmp_path, labels_csv, small_tflite, capsys):
     values = {"tmp": str(tmp_path), "csv": str(labels_csv), "tflite": str(small_tflite)}

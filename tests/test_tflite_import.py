@@ -243,3 +243,91 @@ def test_int8_per_channel_weights_are_dequantized_per_channel(tflite_dir, tmp_pa
     agreement = top1_agreement(evaluate(torch_predictor(model), first_batch),
                                evaluate(torch_predictor(reference), first_batch))
     assert agreement >= 0.9
+
+
+def _pad_explicitly(source: Path, target: Path, pads: tuple[int, int, int, int]) -> None:
+    """Rewrite each stride-2 SAME convolution of ``source`` as PAD ``pads`` (top, bottom, left, right) + VALID
+    convolution, the way Keras-built MobileNet files are laid out."""
+    import copy
+
+    import flatbuffers
+    from ai_edge_litert import schema_py_generated as schema
+
+    ops = schema.BuiltinOperator
+    model = schema.ModelT.InitFromPackedBuf(bytearray(source.read_bytes()), 0)
+    graph = model.subgraphs[0]
+    kinds = {i: max(code.builtinCode, code.deprecatedBuiltinCode) for i, code in enumerate(model.operatorCodes)}
+    pad_code = schema.OperatorCodeT()
+    pad_code.builtinCode = pad_code.deprecatedBuiltinCode = ops.PAD
+    pad_code.version = 1
+    model.operatorCodes.append(pad_code)
+    top, bottom, left, right = pads
+    rewritten = []
+    for op in graph.operators:
+        if kinds[op.opcodeIndex] in (ops.CONV_2D, ops.DEPTHWISE_CONV_2D) and op.builtinOptions.strideH == 2:
+            x = graph.tensors[op.inputs[0]]
+            amounts = schema.BufferT()
+            amounts.data = np.frombuffer(np.array([[0, 0], [top, bottom], [left, right], [0, 0]], np.int32)
+                                         .tobytes(), np.uint8)
+            model.buffers.append(amounts)
+            amounts_tensor = schema.TensorT()
+            amounts_tensor.shape, amounts_tensor.type = np.array([4, 2], np.int32), schema.TensorType.INT32
+            amounts_tensor.buffer, amounts_tensor.name = len(model.buffers) - 1, f"pad_amounts_{op.inputs[0]}".encode()
+            padded = copy.deepcopy(x)
+            padded.shape = np.array([1, x.shape[1] + top + bottom, x.shape[2] + left + right, x.shape[3]], np.int32)
+            padded.buffer, padded.name = 0, f"padded_{op.inputs[0]}".encode()
+            graph.tensors.extend([amounts_tensor, padded])
+            pad = schema.OperatorT()
+            pad.opcodeIndex = len(model.operatorCodes) - 1
+            pad.inputs = np.array([op.inputs[0], len(graph.tensors) - 2], np.int32)
+            pad.outputs = np.array([len(graph.tensors) - 1], np.int32)
+            pad.builtinOptionsType, pad.builtinOptions = schema.BuiltinOptions.PadOptions, schema.PadOptionsT()
+            rewritten.append(pad)
+            op.inputs[0] = len(graph.tensors) - 1
+            op.builtinOptions.padding = schema.Padding.VALID
+        rewritten.append(op)
+    graph.operators = rewritten
+    builder = flatbuffers.Builder(0)
+    builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
+    target.write_bytes(bytes(builder.Output()))
+
+
+def test_explicit_pad_like_keras_is_recognised_as_tf_same(tflite_dir, tmp_path, imported, image_sets):
+    keras_style = tmp_path / "pad_valid.tflite"
+    _pad_explicitly(tflite_dir / SMALL, keras_style, (0, 1, 0, 1))
+    batch = image_sets(imported(SMALL).edgekit_config)[:1]
+    # the rewritten file computes what the original does (so the test file is what it claims to be) ...
+    np.testing.assert_array_equal(open_runtime(keras_style)(batch[0].inputs[:8]),
+                                  open_runtime(tflite_dir / SMALL)(batch[0].inputs[:8]))
+    # ... and imports to the same model
+    model = edgekit.create_model("mobilenet_v1", weights=keras_style)
+    assert model.edgekit_config.padding == "tf_same"
+    for key, value in imported(SMALL).state_dict().items():
+        torch.testing.assert_close(model.state_dict()[key], value, rtol=0, atol=0)
+
+
+def test_padding_that_is_not_tf_same_is_refused(tflite_dir, tmp_path):
+    symmetric = tmp_path / "pad_symmetric.tflite"
+    _pad_explicitly(tflite_dir / SMALL, symmetric, (1, 1, 1, 1))
+    with pytest.raises(EdgekitError, match=r"layer 0 \(features\.0\.0.*PAD \(1, 1, 1, 1\) \+ VALID.*TF SAME"):
+        edgekit.create_model("mobilenet_v1", weights=symmetric)
+
+
+@pytest.mark.slow
+def test_reimports_a_float_tflite_converted_from_pytorch(imported, tmp_path, capsys):
+    """A float file with MEAN + FULLY_CONNECTED head and 1000 classes (litert-torch's layout of our own model)
+    imports back to the same weights; its float input says nothing about preprocessing, and the import says so."""
+    import litert_torch
+
+    model = imported(SMALL)
+    nhwc = litert_torch.to_channel_last_io(model, args=[0])
+    path = tmp_path / "mobilenet_v1_float.tflite"
+    litert_torch.convert(nhwc, (torch.zeros(1, 128, 128, 3),)).export(str(path))
+    capsys.readouterr()
+    again = edgekit.create_model("mobilenet_v1", weights=path)
+    cfg = again.edgekit_config
+    assert (cfg.width, cfg.resolution, cfg.num_classes, cfg.labels) == (0.25, 128, 1000, None)
+    assert cfg.preprocessing.mean == (127.5,) * 3 and "float input" in cfg.weights.note
+    assert "float input" in capsys.readouterr().err
+    for key, value in model.state_dict().items():
+        torch.testing.assert_close(again.state_dict()[key], value, rtol=1e-5, atol=1e-6)

@@ -7,12 +7,13 @@ same ``edgekit.evaluate.evaluate``, so figures from different targets are compar
 
 from __future__ import annotations
 
-import argparse
 from dataclasses import replace
 from pathlib import Path
 
 from ..console import info, warn
 from ..errors import EdgekitError
+from ..evaluate import BACKGROUND_MODES, PREPROCESSING_PRESETS
+from ..fileio import ensure_writable_dir
 from .common import add_model_arguments, positive_int, write_json
 
 MODEL_FILE_SUFFIXES = (".onnx", ".tflite")
@@ -21,10 +22,10 @@ MODEL_FILE_SUFFIXES = (".onnx", ".tflite")
 def add_parser(sub) -> None:
     p = sub.add_parser(
         "eval", help="top-1/top-5 accuracy on labelled images",
-        description="Top-1 and top-5 accuracy of a model (NAME with --weights) or of an .onnx/.tflite file on "
-                    "a labelled image set. Images are decoded with Pillow, converted to RGB, resized and "
-                    "centre-cropped (crop fraction 0.875 unless the weights say otherwise); files that cannot be "
-                    "decoded are counted and skipped.")
+        description="Top-1 and top-5 accuracy of a model (TARGET a registered name, with --weights) or of an "
+                    ".onnx/.tflite file (TARGET its path) on a labelled image set. Images are decoded with "
+                    "Pillow, converted to RGB, resized and centre-cropped (crop fraction 0.875 unless the weights "
+                    "say otherwise); files that cannot be decoded are counted and skipped.")
     add_model_arguments(p)
     for action in p._actions:  # the shared NAME positional also takes a model file here
         if action.dest == "name":
@@ -36,13 +37,13 @@ def add_parser(sub) -> None:
     p.add_argument("--limit", type=positive_int, help="score only the first N images")
     p.add_argument("--batch-size", type=positive_int, default=32, help="images per forward pass (default 32)")
     p.add_argument("--threads", type=positive_int, help="CPU threads for PyTorch / the runtime")
-    p.add_argument("--preprocessing", choices=("imagenet", "tf"),
+    p.add_argument("--preprocessing", choices=tuple(PREPROCESSING_PRESETS),
                    help="imagenet: torchvision mean/std; tf: [-1, 1] (mean 127.5, std 127.5). Default: what the "
                         "weights record, or for a file what its integer input implies")
     p.add_argument("--mean", type=float, nargs=3, metavar=("R", "G", "B"), help="mean on the 0..255 pixel scale")
     p.add_argument("--std", type=float, nargs=3, metavar=("R", "G", "B"), help="std on the 0..255 pixel scale")
     p.add_argument("--crop-fraction", type=float, help="centre crop as a fraction of the resized image (0.875)")
-    p.add_argument("--background", choices=("auto", "drop", "none"), default="auto",
+    p.add_argument("--background", choices=BACKGROUND_MODES, default="auto",
                    help="output 0 of TF's 1001-class ImageNet models is 'background': auto drops it when the "
                         "model has 1001 outputs (class k is then output k+1); drop / none force it")
     p.add_argument("--json", metavar="FILE", help="write the figures as JSON (- for stdout)")
@@ -53,6 +54,8 @@ def run(args) -> int:
     from ..evaluate import evaluate, image_batches
     from ..images import read_labelled_set
 
+    if args.json and args.json != "-":
+        _check_writable(Path(args.json))
     items = read_labelled_set(args.data)
     if args.limit:
         items = items[:args.limit]
@@ -68,11 +71,22 @@ def run(args) -> int:
         info(f"[edgekit] the model has {result.num_outputs} outputs: output 0 taken as 'background' and dropped "
              "(class k = output k+1)")
     _check_folder_classes(args.data, result.num_outputs - int(result.background_dropped))
-    print(_table(target, result))
+    if args.json == "-":
+        info(_table(target, result))  # stdout carries the JSON alone, so a program can parse it
+    else:
+        print(_table(target, result))
     if args.json:
         write_json(args.json, {"target": target.to_dict(), "data": {"source": str(args.data), "limit": args.limit},
                                **result.to_dict()})
     return 0
+
+
+def _check_writable(path: Path) -> None:
+    """Fail before the work, not after it, when --json cannot be written."""
+    try:
+        ensure_writable_dir(path.resolve().parent)
+    except EdgekitError as e:
+        raise EdgekitError(f"cannot write --json {path}: {str(e).split(';')[0]}; choose another path") from None
 
 
 def _open_target(args):
@@ -90,7 +104,8 @@ def _open_target(args):
                                               ("--keep-background", args.keep_background)) if used]
         if model_only:
             raise EdgekitError(f"{', '.join(model_only)} only appl{'y' if len(model_only) > 1 else 'ies'} to a "
-                               f"model name, not to the file {path.name}; drop {'them' if len(model_only) > 1 else 'it'}")
+                               f"model name, not to the file {path.name}; drop "
+                               f"{'them' if len(model_only) > 1 else 'it'}")
         target = file_target(path, resolution=args.resolution, preprocessing=override, threads=args.threads)
     elif path.suffix or len(path.parts) > 1:
         raise EdgekitError(f"{args.name} is neither a registered model nor an existing "
@@ -121,8 +136,6 @@ def _model_target(args, override):
 
 def _preprocessing_override(args):
     """The mean/std the user chose with --preprocessing and/or --mean/--std, or None to use the target's."""
-    from ..evaluate import PREPROCESSING_PRESETS
-
     if args.crop_fraction is not None and not 0.0 < args.crop_fraction <= 1.0:
         raise EdgekitError(f"--crop-fraction must be in (0, 1], got {args.crop_fraction:g}")
     if args.std and min(args.std) <= 0:

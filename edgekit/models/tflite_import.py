@@ -23,6 +23,7 @@ from ..errors import EdgekitError
 from ..evaluate import TF_SLIM_PREPROCESSING, quantized_input_preprocessing
 from ..tflite_model import TFLiteModel
 from ..types import Preprocessing, WeightsInfo
+from .blocks import tf_same_padding
 from .download import sha256_of
 from .registry import build_model, get_spec, resolve_config
 
@@ -49,7 +50,7 @@ class FileLayer:
     bias: np.ndarray
     stride: int
     activation: str
-    padding: str
+    padding: str  # "SAME", or what the file does instead (VALID, an explicit PAD that is not TF SAME's)
 
     def describe(self) -> str:
         return f"file op {self.op_index} {self.opcode} '{self.scope}'"
@@ -95,9 +96,14 @@ def read_tflite_weights(path: Path) -> TFLiteWeights:
     layers: list[FileLayer] = []
     residual_adds = 0
     pooled = False
+    pads: dict[int, tuple[int, int, int, int]] = {}  # PAD output tensor -> (top, bottom, left, right)
     for op in tfl.operators:
         if op.opcode in ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED"):
-            layers.append(_file_layer(tfl, op, producers, classifier=pooled or op.opcode == "FULLY_CONNECTED"))
+            layers.append(_file_layer(tfl, op, producers, classifier=pooled or op.opcode == "FULLY_CONNECTED",
+                                      explicit_pad=pads.pop(op.inputs[0], None)))
+        elif op.opcode == "PAD":
+            # Keras-built files pad explicitly (ZeroPadding2D) before a VALID convolution
+            pads[op.outputs[0]] = _pad_amounts(tfl, op, producers, path)
         elif op.opcode in _POOL_OPS:
             _check_global_pool(tfl, op, path)
             pooled = True
@@ -107,6 +113,8 @@ def read_tflite_weights(path: Path) -> TFLiteWeights:
             raise EdgekitError(f"{path.name} contains a {op.opcode} op (op {op.index}), which MobileNet v1/v2 do "
                                f"not use: it holds another architecture; only {', '.join(TFLITE_FAMILIES)} "
                                "files can be imported")
+    if pads:
+        raise EdgekitError(f"{path.name} pads a tensor that no convolution reads; it is not a MobileNet file")
     if not layers:
         raise EdgekitError(f"{path.name} holds no convolution weights; it is not an image classifier file")
     inputs = tfl.input_tensors()
@@ -143,7 +151,32 @@ def _constant(tfl: TFLiteModel, index: int, producers: dict, what: str, op) -> n
     return tensor.dequantized()
 
 
-def _file_layer(tfl: TFLiteModel, op, producers: dict, classifier: bool) -> FileLayer:
+def _pad_amounts(tfl: TFLiteModel, op, producers: dict, path: Path) -> tuple[int, int, int, int]:
+    amounts = _constant(tfl, op.inputs[1], producers, "padding", op).astype(np.int64)
+    if amounts.shape != (4, 2) or amounts[0].any() or amounts[3].any():
+        raise EdgekitError(f"{path.name}: PAD (op {op.index}) pads {amounts.tolist()}, not only height and width; "
+                           "not a MobileNet file")
+    return int(amounts[1, 0]), int(amounts[1, 1]), int(amounts[2, 0]), int(amounts[2, 1])
+
+
+def _padding_of(tfl: TFLiteModel, op, weight: np.ndarray, stride: int,
+                explicit_pad: tuple[int, int, int, int] | None) -> str:
+    """"SAME" when the op pads as TF SAME does (natively, or as PAD + VALID), else a description."""
+    native = "SAME" if getattr(op.options, "padding", _TF_SAME) == _TF_SAME else "VALID"
+    if explicit_pad is None:
+        return native
+    if native == "VALID" and op.opcode != "FULLY_CONNECTED":
+        kernel = weight.shape[1:3]  # OHWI and 1HWC alike
+        padded = tfl.tensors[op.inputs[0]].shape
+        height, width = padded[1] - explicit_pad[0] - explicit_pad[1], padded[2] - explicit_pad[2] - explicit_pad[3]
+        same = tf_same_padding(height, kernel[0], stride) + tf_same_padding(width, kernel[1], stride)
+        if same == explicit_pad:
+            return "SAME"
+    return f"PAD {explicit_pad} + {native}"
+
+
+def _file_layer(tfl: TFLiteModel, op, producers: dict, classifier: bool,
+                explicit_pad: tuple[int, int, int, int] | None = None) -> FileLayer:
     weight_index = op.inputs[1]
     weight = _constant(tfl, weight_index, producers, "weight", op)
     bias_index = op.inputs[2] if len(op.inputs) > 2 else -1
@@ -167,7 +200,7 @@ def _file_layer(tfl: TFLiteModel, op, producers: dict, classifier: bool) -> File
     stride = int(getattr(options, "strideH", 1) or 1)
     if getattr(options, "strideW", stride) != stride:
         raise EdgekitError(f"op {op.index} of {tfl.source} has unequal strides; not a MobileNet file")
-    padding = "SAME" if getattr(options, "padding", _TF_SAME) == _TF_SAME else "VALID"
+    padding = _padding_of(tfl, op, weight, stride, explicit_pad)
     if op.opcode == "DEPTHWISE_CONV_2D":
         kind, weight = "depthwise", weight.transpose(3, 0, 1, 2)  # 1HW(C*mult) -> (C*mult)1HW
     elif op.opcode == "FULLY_CONNECTED":
@@ -232,37 +265,56 @@ def _expected_shape(layer: ModelLayer, classes: int | None) -> tuple[int, ...]:
     return (classes,) + shape[1:] if layer.kind == "classifier" and classes is not None else shape
 
 
-def first_mismatch(weights: TFLiteWeights, model: nn.Module) -> str | None:
-    """None if every layer of the file fits ``model``, else a sentence naming the first layer that does not."""
+@dataclass(frozen=True)
+class Mismatch:
+    """Where a file stops fitting a model. ``rank`` orders candidate widths: a later layer fits better, and
+    at the same layer a mismatch found by a later check (padding after shape) does."""
+
+    layer: int
+    check: int  # 0 kind, 1 shape, 2 stride, 3 activation, 4 padding, 5 layer count, 6 residuals
+    message: str
+
+    @property
+    def rank(self) -> tuple[int, int]:
+        return self.layer, self.check
+
+    def __str__(self) -> str:
+        return self.message
+
+
+def first_mismatch(weights: TFLiteWeights, model: nn.Module) -> Mismatch | None:
+    """None if every layer of the file fits ``model``, else the first layer that does not, in a sentence."""
     ours = model_layers(model)
     theirs = weights.layers
     for i, (mine, file) in enumerate(zip(ours, theirs)):
         where = f"layer {i} ({mine.name}, {file.describe()})"
         if mine.kind != file.kind:
-            return f"{where}: expected a {mine.kind} layer, the file has a {file.kind} layer"
+            return Mismatch(i, 0, f"{where}: expected a {mine.kind} layer, the file has a {file.kind} layer")
         # the classifier's class count may differ (background, other data sets): compare its input only
         expected = _expected_shape(mine, file.weight.shape[0] if mine.kind == "classifier" else None)
         if expected != file.weight.shape:
-            return f"{where}: expected weight {expected}, the file has {tuple(file.weight.shape)}"
+            return Mismatch(i, 1, f"{where}: expected weight {expected}, the file has {tuple(file.weight.shape)}")
         if mine.stride != file.stride:
-            return f"{where}: expected stride {mine.stride}, the file has stride {file.stride}"
+            return Mismatch(i, 2, f"{where}: expected stride {mine.stride}, the file has stride {file.stride}")
         if mine.activation != file.activation:
-            return f"{where}: expected activation {mine.activation}, the file has {file.activation}"
-        if file.padding != "SAME" and max(file.weight.shape[2:], default=1) > 1:
-            return f"{where}: the file uses {file.padding} padding, edgekit reproduces TF SAME only"
+            return Mismatch(i, 3, f"{where}: expected activation {mine.activation}, the file has {file.activation}")
+        if file.padding != "SAME" and (max(file.weight.shape[2:], default=1) > 1 or "PAD" in file.padding):
+            return Mismatch(i, 4, f"{where}: the file pads with {file.padding}, which is not TF SAME; edgekit "
+                                  "reproduces TF SAME only")
+    count = min(len(ours), len(theirs))
     if len(ours) != len(theirs):
-        longer, count = (ours, len(theirs)) if len(ours) > len(theirs) else (theirs, len(ours))
-        extra = longer[count]
+        extra = (ours if len(ours) > len(theirs) else theirs)[count]
         label = extra.name if isinstance(extra, ModelLayer) else extra.describe()
-        return (f"the file has {len(theirs)} weighted layers, the model {len(ours)}: layer {count} ({label}) "
-                "has no counterpart")
+        return Mismatch(count, 5, f"the file has {len(theirs)} weighted layers, the model {len(ours)}: "
+                                  f"layer {count} ({label}) has no counterpart")
     residuals = sum(1 for m in model.modules() if getattr(m, "use_res_connect", False))
     if residuals != weights.residual_adds:
-        return f"the file has {weights.residual_adds} residual additions, the model {residuals}"
+        return Mismatch(count, 6, f"the file has {weights.residual_adds} residual additions, the model "
+                                  f"{residuals}")
     return None
 
 
-def _fit(weights: TFLiteWeights, name: str, width: float) -> str | None:
+def _fit(weights: TFLiteWeights, name: str, width: float) -> Mismatch | None:
     return first_mismatch(weights, build_model(resolve_config(name, width, weights.resolution, padding="tf_same")))
 
 
@@ -283,8 +335,9 @@ def _infer_width(weights: TFLiteWeights, name: str, width: float | None) -> floa
         problems[candidate] = _fit(weights, name, candidate)
         if problems[candidate] is None:
             return candidate
-    default = spec.default_width or 1.0
-    raise EdgekitError(f"{source} does not fit {name} at any width (e.g. width {default:g}: {problems[default]}); "
+    # name the width that fits longest: its first mismatch is the informative one
+    closest = max(problems, key=lambda w: (problems[w].rank, w == spec.default_width))
+    raise EdgekitError(f"{source} does not fit {name} at any width (closest, width {closest:g}: {problems[closest]}); "
                        f"{_other_family_hint(weights, name)}")
 
 
