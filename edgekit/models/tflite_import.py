@@ -4,8 +4,10 @@ The files hold (quantization-aware) trained weights with batch norm folded into 
 ReLU6 fused. We read them with ``TFLiteModel``, dequantize every weight and bias, check layer by layer, in
 graph order, that the file computes the architecture the user asked for, and copy the values into an
 edgekit model built with TF "SAME" padding (on stride 2 TF pads one pixel after, none before: with
-PyTorch's symmetric padding the same weights lose half their accuracy). The folded bias goes into the
-BatchNorm layer, set to the identity, so the module keeps torchvision's structure and state-dict keys.
+PyTorch's symmetric padding the same weights lose 11-24 points of top-1, benchmarks/tflite_import_accuracy.py).
+Keras-built files pad explicitly (PAD + VALID convolution); that is accepted where it equals TF SAME. The
+folded bias goes into the BatchNorm layer, set to the identity, so the module keeps torchvision's structure
+and state-dict keys.
 """
 
 from __future__ import annotations
