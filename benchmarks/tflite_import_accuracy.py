@@ -88,7 +88,8 @@ def write(rows: list[dict], out: Path, command: str) -> str:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", type=Path, default=Path(os.environ.get("EDGEKIT_DATA", REPO.parent / "shared" / "data")))
+    parser.add_argument("--data", type=Path,
+                        default=Path(os.environ.get("EDGEKIT_DATA", REPO.parent / "shared" / "data")))
     parser.add_argument("--limit", type=int, help="first N images only (default: all)")
     parser.add_argument("--batch-size", type=int, default=50)
     parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results")
