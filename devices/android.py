@@ -147,7 +147,7 @@ class AndroidDevice(Device):
 
     def adb_command(self, *args: str) -> list[str]:
         serial = ["-s", self.profile.serial] if self.profile.serial else []
-        return [self.profile.adb, *serial, *args]
+        return [str(Path(self.profile.adb).expanduser()), *serial, *args]
 
     def _adb(self, *args: str, timeout: float = _SMALL_COMMAND_SECONDS, what: str = "adb") -> subprocess.CompletedProcess:
         command = self.adb_command(*args)

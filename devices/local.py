@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 from .base import (RUNNER, BenchSettings, Device, fill_from_runner, new_result, parse_runner_output,
                    runner_arguments, runner_failure, runs_here, thread_counts)
@@ -19,7 +20,7 @@ class LocalDevice(Device):
     profile: LocalProfile
 
     def measurements(self, files, settings: BenchSettings):
-        python = self.profile.python or sys.executable
+        python = str(Path(self.profile.python).expanduser()) if self.profile.python else sys.executable
         self.threads = thread_counts(settings, self.profile, os.cpu_count())
         for model in files:
             if not runs_here(self.profile, model):

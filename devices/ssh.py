@@ -1,7 +1,8 @@
 """``ssh`` devices (Raspberry Pi, Jetson, any Linux board): copy the runner and the models, run, clean up.
 
-Uses the system ``ssh``/``scp`` clients with argument lists, so the user's keys, agent and ~/.ssh/config
-work as in a terminal. BatchMode (never a password prompt), host keys checked by default, a connect timeout
+Uses the system ``ssh`` client with argument lists, so the user's keys, agent and ~/.ssh/config work as
+in a terminal. Files travel as ``cat > PATH`` on ssh's stdin rather than through scp, whose remote-path
+handling differs between its SFTP and legacy modes across OpenSSH versions. BatchMode (never a password prompt), host keys checked by default, a connect timeout
 and a timeout per command. The one string the remote shell parses is built with shlex quoting from names
 edgekit chose (the work folder mktemp made, model_0.tflite, ...) plus the profile's python path.
 """
@@ -42,7 +43,7 @@ class SshDevice(Device):
     profile: SshProfile
     _control_path: str | None = None
 
-    # ---- the ssh and scp command lines -------------------------------------------------------------
+    # ---- the ssh command line ----------------------------------------------------------------------
     def _options(self) -> list[str]:
         p = self.profile
         opts = ["-o", "BatchMode=yes", "-o", f"ConnectTimeout={max(1, round(p.connect_timeout))}",
@@ -65,19 +66,19 @@ class SshDevice(Device):
         port = ["-p", str(self.profile.port)] if self.profile.port else []
         return ["ssh", *self._options(), *port, "--", self.profile.host, remote]
 
-    def scp_command(self, local: Path, remote_path: str) -> list[str]:
-        port = ["-P", str(self.profile.port)] if self.profile.port else []
-        host = self.profile.host
-        if ":" in host and not host.startswith("["):
-            host = f"[{host}]"  # an IPv6 address
-        return ["scp", "-q", *self._options(), *port, "--", str(local), f"{host}:{remote_path}"]
-
-    def _call(self, command: list[str], timeout: float, what: str) -> subprocess.CompletedProcess:
+    def _call(self, command: list[str], timeout: float, what: str, upload: Path | None = None):
+        """Run ssh; ``upload`` is a local file fed to the remote command's stdin."""
         try:
-            done = subprocess.run(command, capture_output=True, text=True, timeout=timeout,
-                                  stdin=subprocess.DEVNULL)
+            if upload is None:
+                done = subprocess.run(command, capture_output=True, text=True, timeout=timeout,
+                                      stdin=subprocess.DEVNULL)
+            else:
+                with open(upload, "rb") as source:
+                    done = subprocess.run(command, capture_output=True, timeout=timeout, stdin=source)
+                done.stdout, done.stderr = (done.stdout.decode(errors="replace"),
+                                            done.stderr.decode(errors="replace"))
         except FileNotFoundError:
-            raise EdgekitError(f"the {command[0]} client is not installed; install openssh-client") from None
+            raise EdgekitError("the ssh client is not installed; install openssh-client") from None
         except subprocess.TimeoutExpired:
             raise DeviceError(f"{self.profile.describe()}: {what} got no answer within {timeout:g} s; check the "
                               "device, or raise timeout in its profile") from None
@@ -112,7 +113,8 @@ class SshDevice(Device):
         return self._call(self.ssh_command(" ".join(_remote_word(w) for w in words)), timeout, what)
 
     def _copy(self, local: Path, remote_path: str, timeout: float) -> None:
-        done = self._call(self.scp_command(local, remote_path), timeout, f"copying {local.name}")
+        command = self.ssh_command(f"cat > {_remote_word(remote_path)}")
+        done = self._call(command, timeout, f"copying {local.name}", upload=local)
         if done.returncode != 0:
             raise DeviceError(f"{self.profile.describe()}: copying {local.name} failed: "
                               f"{done.stderr.strip()[-300:] or 'no message'}; check free space in the work folder")

@@ -169,11 +169,14 @@ def test_cli_table_json_and_chart(bundle, tmp_path, capsys):
     assert not list(out.parent.glob(".*.tmp"))  # no half-written files left behind
 
 
-def test_bundle_gets_its_chart_by_default(bundle, capsys):
+def test_bundle_gets_its_chart_by_default_and_json_can_go_to_stdout(bundle, capsys):
     assert main(["bench", str(bundle), "--runs", "2", "--warmup", "0", "--threads", "2",
-                 "--runtime", "litert"]) == 0
+                 "--runtime", "litert", "--json", "-"]) == 0
     assert (bundle / "latency.png").stat().st_size > 10_000
-    assert "model_fp32.onnx" not in capsys.readouterr().out
+    captured = capsys.readouterr()
+    data = json.loads(captured.out)  # stdout holds the JSON alone; the table went to stderr
+    assert [r["artifact"] for r in data["results"]] == ["model_uint8.tflite"]
+    assert "model_uint8.tflite" in captured.err and "model_fp32.onnx" not in captured.err
 
 
 def test_corrupt_and_unknown_files_fail_in_one_line(tmp_path, capsys):
