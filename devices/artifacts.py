@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from edgekit.console import warn
 from edgekit.errors import EdgekitError
 
 FORMATS = {".tflite": "tflite", ".onnx": "onnx"}
@@ -116,8 +117,16 @@ def load_target(target: str | Path, runtime: str | None = None) -> list[ModelFil
         paths = sorted(p for p in target.iterdir() if p.suffix.lower() in FORMATS and p.is_file())
         if (target / MANIFEST_NAME).is_file():
             files = _from_bundle(target)
-        elif bundles:  # the --out folder of several exports: every bundle in it
-            files = [f for b in bundles for f in _from_bundle(b, label_prefix=f"{b.name}/")]
+        elif bundles:  # the --out folder of several exports: every usable bundle in it
+            files, problems = [], []
+            for bundle in bundles:
+                try:
+                    files += _from_bundle(bundle, label_prefix=f"{bundle.name}/")
+                except EdgekitError as e:
+                    problems.append(str(e))
+                    warn(f"skipping bundle {bundle.name}: {e}")
+            if not files:
+                raise EdgekitError(problems[0])
         elif paths:  # a plain folder of models, file by file
             files = [model_file(p) for p in paths]
         else:

@@ -7,6 +7,7 @@ from an edgekit model. Few runs: these tests check what is reported, never how f
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 
@@ -124,8 +125,14 @@ def test_precision_read_from_files_without_manifest(v2_quant, small_onnx, tmp_pa
         load_target(small_onnx, runtime="litert")
 
 
-def test_folder_of_bundles_benches_each_bundle(bundle):
+def test_folder_of_bundles_benches_each_usable_bundle(bundle, tmp_path, capsys):
     assert [m.label for m in load_target(bundle.parent)] == ["bundle/model_uint8.tflite", "bundle/model_fp32.onnx"]
+    exports = tmp_path / "exports"
+    shutil.copytree(bundle, exports / "good")
+    shutil.copytree(bundle, exports / "altered")
+    (exports / "altered" / "model_fp32.onnx").write_bytes(b"not the exported file")
+    assert [m.label for m in load_target(exports)] == ["good/model_uint8.tflite", "good/model_fp32.onnx"]
+    assert "skipping bundle altered: " in capsys.readouterr().err
 
 
 def test_manifest_problems_are_one_line_errors(bundle, tmp_path):
