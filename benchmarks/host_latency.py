@@ -166,7 +166,8 @@ def main() -> int:
     parser.add_argument("--runs", type=int, default=50)
     parser.add_argument("--passes", type=int, default=3, help="sweeps over all files; the best p50 is kept")
     parser.add_argument("--warmup", type=int, default=10)
-    parser.add_argument("--data", type=Path, default=Path(os.environ.get("EDGEKIT_DATA", REPO.parent / "shared" / "data")))
+    parser.add_argument("--data", type=Path,
+                        default=Path(os.environ.get("EDGEKIT_DATA", REPO.parent / "shared" / "data")))
     parser.add_argument("--work", type=Path, default=Path("/tmp/edgekit-host-latency"),
                         help="where the exported bundles go (reused when present)")
     parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "host_latency")

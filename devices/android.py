@@ -16,7 +16,7 @@ from pathlib import Path
 from edgekit.console import warn
 from edgekit.errors import EdgekitError
 
-from .base import BenchSettings, Device, DeviceError, is_work_dir, thread_counts
+from .base import BenchSettings, Device, DeviceError, thread_counts, work_dir_from_mktemp
 from .profiles import AndroidProfile
 from .results import LatencyResult
 
@@ -149,7 +149,7 @@ class AndroidDevice(Device):
         serial = ["-s", self.profile.serial] if self.profile.serial else []
         return [str(Path(self.profile.adb).expanduser()), *serial, *args]
 
-    def _adb(self, *args: str, timeout: float = _SMALL_COMMAND_SECONDS, what: str = "adb") -> subprocess.CompletedProcess:
+    def _adb(self, *args: str, timeout: float = _SMALL_COMMAND_SECONDS, what: str = "adb"):
         command = self.adb_command(*args)
         try:
             return subprocess.run(command, capture_output=True, text=True, timeout=timeout,
@@ -191,11 +191,7 @@ class AndroidDevice(Device):
     def _make_work_dir(self) -> str:
         template = f"{self.profile.work_dir.rstrip('/')}/edgekit.XXXXXX"
         done = self._shell(["mktemp", "-d", template], what="creating a work folder")
-        work_dir = done.stdout.strip().splitlines()[-1] if done.stdout.strip() else ""
-        if done.returncode != 0 or not is_work_dir(work_dir):
-            raise DeviceError(f"{self.profile.describe()}: cannot create a work folder under "
-                              f"{self.profile.work_dir} ({(done.stderr.strip() or work_dir)[-200:]})")
-        return work_dir
+        return work_dir_from_mktemp(done, self.profile.describe(), "set work_dir in the profile to a writable folder")
 
     def _cpu_count(self) -> int | None:
         done = self._shell(["nproc"], what="counting cores")
@@ -216,7 +212,8 @@ class AndroidDevice(Device):
         self._connect()
         work_dir = self._make_work_dir()
         try:
-            self.threads = thread_counts(settings, p, self._cpu_count() if not (settings.threads or p.threads) else None)
+            asked = settings.threads or p.threads
+            self.threads = thread_counts(settings, p, None if asked else self._cpu_count())
             tools = {"tflite": self._install_tool(benchmark_model, work_dir)}
             if perf_test and any(m.format == "onnx" for m in files):
                 tools["onnx"] = self._install_tool(perf_test, work_dir)

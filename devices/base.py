@@ -29,10 +29,14 @@ class BenchSettings:
     seed: int = 0
 
 
-def is_work_dir(path: str) -> bool:
-    """What mktemp printed looks like the folder edgekit asked for: safe to ``rm -rf`` later."""
-    return (path.startswith("/") and "\n" not in path and "/../" not in path + "/"
-            and re.fullmatch(r"edgekit\.[A-Za-z0-9]+", path.rsplit("/", 1)[-1]) is not None)
+def work_dir_from_mktemp(done, where: str, fix: str) -> str:
+    """The folder ``mktemp -d .../edgekit.XXXXXX`` printed, checked to be that folder: safe to ``rm -rf`` later."""
+    path = done.stdout.strip().splitlines()[-1] if done.stdout.strip() else ""
+    if (done.returncode != 0 or not path.startswith("/") or "/../" in path + "/"
+            or not re.fullmatch(r"edgekit\.[A-Za-z0-9]+", path.rsplit("/", 1)[-1])):
+        raise DeviceError(f"{where}: cannot create a work folder with mktemp "
+                          f"({(done.stderr.strip() or path)[-200:]}); {fix}")
+    return path
 
 
 def default_threads(cpu_count: int | None) -> tuple[int, ...]:

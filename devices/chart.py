@@ -90,7 +90,8 @@ def write_latency_chart(results: list[LatencyResult], path: Path, title: str) ->
     ax.set_xlabel("time per inference (ms)" + (", log scale" if log_axis else ""))
     ax.grid(axis="x", which="both", alpha=0.3)
     ax.set_axisbelow(True)
-    note = "violin: all runs · thick bar: 25-75% · white: median · black tick: p99 (or median when only summary figures)"
+    note = ("violin: all runs · thick bar: 25-75% · white: median · black tick: p99 "
+            "(or median when only summary figures)")
     if failed:
         note += f" · {failed} failed row{'s' if failed > 1 else ''} not drawn (see the table)"
     ax.set_title(f"{title}\n", fontsize=11, loc="left")

@@ -1,10 +1,11 @@
 """``ssh`` devices (Raspberry Pi, Jetson, any Linux board): copy the runner and the models, run, clean up.
 
 Uses the system ``ssh`` client with argument lists, so the user's keys, agent and ~/.ssh/config work as
-in a terminal. Files travel as ``cat > PATH`` on ssh's stdin rather than through scp, whose remote-path
-handling differs between its SFTP and legacy modes across OpenSSH versions. BatchMode (never a password prompt), host keys checked by default, a connect timeout
-and a timeout per command. The one string the remote shell parses is built with shlex quoting from names
-edgekit chose (the work folder mktemp made, model_0.tflite, ...) plus the profile's python path.
+in a terminal: BatchMode (never a password prompt), host keys checked by default, a connect timeout and a
+timeout per command. Files travel as ``cat > PATH`` on ssh's stdin rather than through scp, whose
+remote-path handling differs between its SFTP and legacy modes across OpenSSH versions. Each string the
+remote shell parses is built with shlex quoting from names edgekit chose (the work folder mktemp made,
+model_0.tflite, ...) plus the profile's python path.
 """
 
 from __future__ import annotations
@@ -19,8 +20,8 @@ from pathlib import Path
 from edgekit.console import warn
 from edgekit.errors import EdgekitError
 
-from .base import (RUNNER, BenchSettings, Device, DeviceError, fill_from_runner, is_work_dir, parse_runner_output,
-                   runner_arguments, runner_failure, thread_counts)
+from .base import (RUNNER, BenchSettings, Device, DeviceError, fill_from_runner, parse_runner_output,
+                   runner_arguments, runner_failure, thread_counts, work_dir_from_mktemp)
 from .profiles import SshProfile
 
 _SSH_FAILED = 255  # ssh's own status for connection and authentication failures
@@ -164,11 +165,7 @@ class SshDevice(Device):
         template = f"{parent.rstrip('/')}/edgekit.XXXXXX" if parent else None
         script = f"mktemp -d {shlex.quote(template)}" if template else 'mktemp -d "${TMPDIR:-/tmp}/edgekit.XXXXXX"'
         done = self._remote(["sh", "-c", script], what="creating a work folder")
-        work_dir = done.stdout.strip().splitlines()[-1] if done.stdout.strip() else ""
-        if done.returncode != 0 or not is_work_dir(work_dir):
-            raise DeviceError(f"{self.profile.describe()}: cannot create a work folder with mktemp "
-                              f"({(done.stderr.strip() or work_dir)[-200:]}); set work_dir in the profile")
-        return work_dir
+        return work_dir_from_mktemp(done, self.profile.describe(), "set work_dir in the profile")
 
     def _probe(self, work_dir: str) -> dict:
         python = self.profile.python

@@ -143,8 +143,8 @@ def test_adb_command_lines(phone, shared_data):
     folder.mkdir()
     model = folder / """mobilenet "v2" it's quant.tflite"""
     shutil.copyfile(shared_data / "tflite" / "mobilenet_v2_1.0_224_quant.tflite", model)
-    profile = AndroidProfile(name="pixel", kind="android", serial="R58M123", benchmark_model=str(phone["benchmark_model"]),
-                             delegate="gpu", taskset="f0")
+    profile = AndroidProfile(name="pixel", kind="android", serial="R58M123",
+                             benchmark_model=str(phone["benchmark_model"]), delegate="gpu", taskset="f0")
     results = run_benchmarks(load_target(model), [profile], BenchSettings(runs=50, warmup=5, threads=(1, 4)))
     assert [(r.threads, r.ok) for r in results] == [(1, True), (4, True)]
     assert results[0].mean_ms == pytest.approx(1240.27) and results[0].extra["delegate_setting"] == "gpu"

@@ -36,7 +36,8 @@ def add_parser(sub) -> None:
         description="Time every artifact of a bundle (or one .tflite/.onnx file) on one or more devices: load "
                     "time, first inference, mean/std/min/p50/p90/p99/max, inferences per second, peak memory. "
                     "Prints a table; --json and a PNG chart for the record.")
-    p.add_argument("target", nargs="?", metavar="TARGET", help="bundle folder from `edgekit export`, or a .tflite/.onnx file")
+    p.add_argument("target", nargs="?", metavar="TARGET",
+                   help="bundle folder from `edgekit export` (or a folder of them), or a .tflite/.onnx file")
     where = p.add_mutually_exclusive_group()
     where.add_argument("--device", metavar="NAME[,NAME...]", help="device profile name(s) (default: local)")
     where.add_argument("--all", dest="all_devices", action="store_true", help="every device in the profile file")
@@ -61,7 +62,8 @@ def results_table(results) -> str:
     rows = []
     for r in results:
         ips = r.inferences_per_s
-        rows.append([r.artifact, r.precision, r.device, r.runtime_label or ("FAILED" if r.error else "-"), r.threads, _ms(r.load_ms), _ms(r.first_ms),
+        runtime = r.runtime_label or ("FAILED" if r.error else "-")
+        rows.append([r.artifact, r.precision, r.device, runtime, r.threads, _ms(r.load_ms), _ms(r.first_ms),
                      _ms(r.mean_ms), _ms(r.std_ms), _ms(r.min_ms), _ms(r.p50_ms), _ms(r.p90_ms), _ms(r.p99_ms),
                      _ms(r.max_ms), "-" if ips is None else f"{ips:.1f}",
                      "-" if r.peak_rss_mb is None else f"{r.peak_rss_mb:.1f}", human_bytes(r.model_bytes)])
