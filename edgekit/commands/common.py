@@ -10,8 +10,9 @@ from ..errors import EdgekitError
 from ..fileio import atomic_write_text
 
 
-def add_model_arguments(parser: argparse.ArgumentParser, weights_default: str = "default") -> None:
-    parser.add_argument("name", metavar="NAME", help="registered model name (see `edgekit models`)")
+def add_model_arguments(parser: argparse.ArgumentParser, weights_default: str = "default", metavar: str = "NAME",
+                        name_help: str = "registered model name (see `edgekit models`)") -> None:
+    parser.add_argument("name", metavar=metavar, help=name_help)
     parser.add_argument("--width", type=float, help="width multiplier (MobileNets)")
     parser.add_argument("--resolution", type=int, help="input size in pixels (square)")
     parser.add_argument("--num-classes", type=int, help="classifier outputs (replaces a checkpoint's head)")

@@ -26,11 +26,8 @@ def add_parser(sub) -> None:
                     ".onnx/.tflite file (TARGET its path) on a labelled image set. Images are decoded with "
                     "Pillow, converted to RGB, resized and centre-cropped (crop fraction 0.875 unless the weights "
                     "say otherwise); files that cannot be decoded are counted and skipped.")
-    add_model_arguments(p)
-    for action in p._actions:  # the shared NAME positional also takes a model file here
-        if action.dest == "name":
-            action.metavar = "TARGET"
-            action.help = "registered model name (see `edgekit models`), or an .onnx/.tflite file"
+    add_model_arguments(p, metavar="TARGET",
+                        name_help="registered model name (see `edgekit models`), or an .onnx/.tflite file")
     p.add_argument("--data", type=Path, required=True,
                    help="CSV with file,class_index columns, or a folder with one sub-folder per class "
                         "(classes numbered in sorted folder order)")
