@@ -316,3 +316,27 @@ class _PreservingInterpreter:
 
     def tensor(self, index: int) -> np.ndarray:
         return self.interpreter.get_tensor(index)
+
+
+# ------------------------------------------------------------------------------------------------ tables
+LAYER_HEADERS = ("#", "layer", "op", "shape", "SQNR dB", "cosine", "loss dB")
+
+
+def _db(value: float | None) -> str:
+    if value is None:
+        return "-"
+    return "inf" if math.isinf(value) and value > 0 else f"{value:.1f}"
+
+
+def layer_rows(layers: list[LayerError]) -> list[list[str]]:
+    """Rows for ``format_table``/``markdown_table`` under ``LAYER_HEADERS`` (report.md and `edgekit inspect`)."""
+    return [[str(e.index), e.layer, e.op, "x".join(map(str, e.shape)), _db(e.sqnr_db), f"{e.cosine:.4f}",
+             _db(e.loss_db)] for e in layers]
+
+
+def summary(report: LayerReport) -> str:
+    """One line: which file, against what, on how many images, and how close its output is."""
+    out = report.output
+    tail = f"output SQNR {_db(out.sqnr_db)} dB, cosine {out.cosine:.4f}" if out else "no output compared"
+    return (f"{Path(report.artifact).name} vs {Path(report.reference).name}: {len(report.layers)} activations "
+            f"compared on {report.samples} images; {tail}")

@@ -23,6 +23,19 @@ from ..types import Preprocessing
 _SHUFFLE_SEED = 0
 
 
+def input_range(calibration: "CalibrationSet") -> tuple[float, float]:
+    """The model input's quantization range: every value the preprocessing can produce, not only those the
+    calibration images happened to reach (a camera frame may be pure black or white).
+
+    When mean and std are the same for the three channels this range puts the quantization grid on the pixel
+    grid: scale = 1 / std, zero point = mean (uint8), so a uint8 input is the raw camera byte and an int8
+    input is the byte - 128, with no rounding at all (Google's MobileNets: scale 1/128, zero point 128).
+    """
+    p = calibration.preprocessing
+    # not Preprocessing.value_range, which rounds to 6 decimals: the grid must be exact
+    return (min((0.0 - m) / s for m, s in zip(p.mean, p.std)), max((255.0 - m) / s for m, s in zip(p.mean, p.std)))
+
+
 @dataclass
 class CalibrationSet:
     """Preprocessed calibration images, ``nchw`` float32 [N, 3, H, W], and where they came from."""

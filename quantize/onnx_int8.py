@@ -8,17 +8,16 @@ reading the ranges from a calibration cache.
 
 from __future__ import annotations
 
-import contextlib
-import io
-import logging
+import json
 import tempfile
 from pathlib import Path
 
 import numpy as np
 
 from ..errors import EdgekitError
+from ..exporters.common import captured_output, one_line
 from ..fileio import atomic_path
-from .calibration import CalibrationSet
+from .calibration import CalibrationSet, input_range
 
 METHODS = ("minmax", "entropy", "percentile")
 ACTIVATION_TYPES = ("uint8", "int8")
@@ -27,14 +26,10 @@ ACTIVATION_TYPES = ("uint8", "int8")
 # MobileNet v2 about 1.7x faster than int8 activations (S8S8), which MLAS serves through slower kernels here.
 DEFAULT_ACTIVATION_TYPE = "uint8"
 
-# Op types quantized. Left in float on purpose: Sigmoid and Mul (SiLU = x * sigmoid(x) and the
-# squeeze-and-excite gate). Quantizing them made EfficientNet-B0 slower than fp32 in ONNX Runtime
-# (table-lookup sigmoid and broadcast QLinearMul around every block) and costs accuracy; with them in
-# float ORT still runs every Conv/Gemm as an integer kernel. See benchmarks/results/int8.md.
-OP_TYPES_TO_QUANTIZE = ("Conv", "Gemm", "MatMul", "Add", "GlobalAveragePool", "AveragePool", "MaxPool",
-                        "Relu", "Clip", "Concat", "Pad", "Flatten", "Reshape", "Squeeze", "Unsqueeze", "Transpose",
-                        "Resize")
-
+# Every op ONNX Runtime can quantize is quantized (op_types=None). Measured on EfficientNet-B0, 1 thread:
+# fp32 12.7 ms; all ops int8 10.9 ms; Sigmoid and Mul (SiLU, squeeze-and-excite) left in float 18.1 ms, slower
+# than fp32, because every SiLU then costs a DequantizeLinear and a QuantizeLinear (6 ms in all) and loses the
+# fused QuickGelu kernel fp32 uses. See benchmarks/results/int8.md.
 CALIBRATION_BATCH = 16
 _HISTOGRAM_BINS = 2048  # TensorRT's choice for entropy calibration; ORT's quantize_static passes 128
 _PERCENTILE = 99.999
@@ -57,23 +52,14 @@ class _Reader:
     def __len__(self) -> int:
         return len(self.nchw)
 
-    def rewind(self) -> None:
-        self.position = 0
-
-
-def _ort_enum(name: str, enum):
-    return getattr(enum, name)
-
 
 def quantize_onnx(fp32_onnx: Path, out: Path, calibration: CalibrationSet, method: str = "minmax",
                   activation_type: str = DEFAULT_ACTIVATION_TYPE,
-                  op_types: tuple[str, ...] | None = OP_TYPES_TO_QUANTIZE) -> None:
+                  op_types: tuple[str, ...] | None = None) -> None:
     """Write ``out``: a QDQ int8 copy of ``fp32_onnx`` (int8 per-channel weights, ``activation_type``
     activations) with activation ranges from ``calibration``. ``op_types=None`` quantizes every op ORT can."""
     import onnx
-    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
-    from onnxruntime.quantization.calibrate import create_calibrator, save_tensors_data
-    from onnxruntime.quantization.shape_inference import quant_pre_process
+    from onnxruntime.quantization import CalibrationMethod
 
     if method not in METHODS:
         raise EdgekitError(f"unknown calibration method {method!r}: choose one of {', '.join(METHODS)}")
@@ -82,7 +68,10 @@ def quantize_onnx(fp32_onnx: Path, out: Path, calibration: CalibrationSet, metho
     fp32_onnx, out = Path(fp32_onnx), Path(out)
     if not fp32_onnx.is_file():
         raise EdgekitError(f"model file {fp32_onnx} does not exist; export the fp32 ONNX first")
-    source = onnx.load(str(fp32_onnx), load_external_data=False)
+    try:
+        source = onnx.load(str(fp32_onnx), load_external_data=False)
+    except Exception as e:  # protobuf's DecodeError and friends
+        raise EdgekitError(f"{fp32_onnx} is not a readable ONNX model ({one_line(e)}); export it again") from None
     input_name = source.graph.input[0].name
     outputs = {o.name for o in source.graph.output}
     metadata = {p.key: p.value for p in source.metadata_props}
@@ -92,39 +81,53 @@ def quantize_onnx(fp32_onnx: Path, out: Path, calibration: CalibrationSet, metho
     calibrator_options = {"minmax": {},
                           "entropy": {"num_bins": _HISTOGRAM_BINS, "num_quantized_bins": 256, "symmetric": False},
                           "percentile": {"num_bins": _HISTOGRAM_BINS, "percentile": _PERCENTILE, "symmetric": False}}
-    quiet = logging.getLogger().level
-    logging.getLogger().setLevel(logging.ERROR)  # ORT logs a pre-processing reminder on every call
+    options = calibrator_options[method]
     try:
-        with tempfile.TemporaryDirectory(prefix="edgekit-int8-") as work:
-            work = Path(work)
-            prepared = work / "prepared.onnx"
-            quant_pre_process(str(fp32_onnx), str(prepared))
-            calibrator = create_calibrator(prepared, list(op_types) if op_types else None,
-                                           augmented_model_path=str(work / "augmented.onnx"),
-                                           calibrate_method=calibrate_method,
-                                           extra_options=calibrator_options[method])
-            # one batch per call: the histogram collectors stack a call's outputs and need equal batch sizes
-            for start in range(0, len(calibration.nchw), CALIBRATION_BATCH):
-                chunk = calibration.nchw[start:start + CALIBRATION_BATCH]
-                with contextlib.redirect_stdout(io.StringIO()):
-                    calibrator.collect_data(_Reader(input_name, chunk, len(chunk)))
-            with contextlib.redirect_stdout(io.StringIO()):  # ORT prints its histogram progress on stdout
-                ranges = calibrator.compute_data()
-            if method != "minmax":
-                _clip_to_observed(ranges, calibrator.collector.histogram_dict, outputs)
-            del calibrator
-            cache = work / "ranges.json"
-            save_tensors_data(ranges, cache)
-            with atomic_path(out) as tmp:
-                quantize_static(
-                    str(prepared), str(tmp), calibration_data_reader=None, quant_format=QuantFormat.QDQ,
-                    op_types_to_quantize=list(op_types) if op_types else None, per_channel=True,
-                    activation_type=QuantType.QUInt8 if activation_type == "uint8" else QuantType.QInt8,
-                    weight_type=QuantType.QInt8, calibrate_method=calibrate_method,
-                    calibration_cache_path=str(cache))
-                _record_metadata(tmp, metadata, method, activation_type, calibration)
-    finally:
-        logging.getLogger().setLevel(quiet)
+        with captured_output():  # ORT logs reminders and prints histogram progress on stdout
+            _quantize(fp32_onnx, out, calibration, method, activation_type, op_types, input_name, outputs,
+                      metadata, calibrate_method, options)
+    except EdgekitError:
+        raise
+    except Exception as e:  # ORT raises its own exception classes, onnx its own
+        raise EdgekitError(f"ONNX Runtime could not quantize {fp32_onnx.name} ({one_line(e)}); export the fp32 "
+                           "ONNX with edgekit, or leave out --int8") from None
+
+
+def _quantize(fp32_onnx: Path, out: Path, calibration: CalibrationSet, method: str, activation_type: str,
+              op_types, input_name: str, outputs: set[str], metadata: dict[str, str], calibrate_method,
+              calibrator_options: dict) -> None:
+    from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization.calibrate import create_calibrator, save_tensors_data
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    with tempfile.TemporaryDirectory(prefix="edgekit-int8-") as work:
+        work = Path(work)
+        prepared = work / "prepared.onnx"
+        quant_pre_process(str(fp32_onnx), str(prepared))
+        calibrator = create_calibrator(prepared, list(op_types) if op_types else None,
+                                       augmented_model_path=str(work / "augmented.onnx"),
+                                       calibrate_method=calibrate_method, extra_options=calibrator_options)
+        # one batch per call: the histogram collectors stack a call's outputs and need equal batch sizes
+        for start in range(0, len(calibration.nchw), CALIBRATION_BATCH):
+            chunk = calibration.nchw[start:start + CALIBRATION_BATCH]
+            calibrator.collect_data(_Reader(input_name, chunk, len(chunk)))
+        ranges = calibrator.compute_data()
+        if method != "minmax":
+            _clip_to_observed(ranges, calibrator.collector.histogram_dict, outputs)
+        if input_name in ranges.data:
+            low, high = input_range(calibration)
+            ranges.data[input_name].lowest = np.asarray(low, dtype=np.float32)
+            ranges.data[input_name].highest = np.asarray(high, dtype=np.float32)
+        del calibrator
+        cache = work / "ranges.json"
+        save_tensors_data(ranges, cache)
+        with atomic_path(out) as tmp:
+            quantize_static(
+                str(prepared), str(tmp), calibration_data_reader=None, quant_format=QuantFormat.QDQ,
+                op_types_to_quantize=list(op_types) if op_types else None, per_channel=True,
+                activation_type=QuantType.QUInt8 if activation_type == "uint8" else QuantType.QInt8,
+                weight_type=QuantType.QInt8, calibrate_method=calibrate_method, calibration_cache_path=str(cache))
+            _record_metadata(tmp, metadata, method, activation_type, calibration)
 
 
 def _clip_to_observed(ranges, histograms: dict, outputs: set[str]) -> None:
@@ -153,9 +156,10 @@ def _record_metadata(path: Path, fp32_metadata: dict[str, str], method: str, act
 
     model = onnx.load(str(path))
     entries = {p.key: p.value for p in model.metadata_props} | fp32_metadata
-    entries.update({"edgekit.precision": "int8", "edgekit.int8.calibration_method": method,
-                    "edgekit.int8.activation_type": activation_type, "edgekit.int8.weight_type": "int8",
-                    "edgekit.int8.calibration_samples": str(len(calibration))})
+    entries["quantization"] = json.dumps({
+        "precision": "int8", "format": "QDQ", "weights": "int8 per-channel symmetric",
+        "activations": f"{activation_type} per-tensor", "calibration_method": method,
+        "calibration_samples": len(calibration)})
     del model.metadata_props[:]
     for key, value in entries.items():
         model.metadata_props.add(key=key, value=value)

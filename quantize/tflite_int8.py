@@ -13,17 +13,17 @@ uint8) or DEQUANTIZE (int8 -> float) after the last.
 
 from __future__ import annotations
 
-import contextlib
-import io
 import os
+import warnings
 from pathlib import Path
 
 import numpy as np
 
 from ..errors import EdgekitError
+from ..exporters.common import captured_output, one_line
 from ..fileio import atomic_write_bytes
 from ..tflite_model import TFLiteModel
-from .calibration import CalibrationSet
+from .calibration import CalibrationSet, input_range
 
 IO_DTYPES = ("int8", "uint8", "float32")
 # Ops the issue names: each must compute on int8 tensors with int8 weights.
@@ -40,8 +40,14 @@ def quantize_tflite(fp32_tflite: Path, out: Path, calibration: CalibrationSet, i
         raise EdgekitError(f"unknown --io-dtype {io_dtype!r}: choose one of {', '.join(IO_DTYPES)}")
     fp32_tflite, out = Path(fp32_tflite), Path(out)
     source = TFLiteModel.from_file(fp32_tflite)  # fails with one line on a missing or corrupt file
-    quantized = _quantize_static(fp32_tflite, calibration)
-    quantized = _finish_graph(quantized, io_dtype, source)
+    try:
+        quantized = _quantize_static(fp32_tflite, calibration)
+        quantized = _finish_graph(quantized, io_dtype, source)
+    except EdgekitError:
+        raise
+    except Exception as e:  # the quantizer and the interpreter raise many exception types
+        raise EdgekitError(f"ai-edge-quantizer could not quantize {fp32_tflite.name} ({one_line(e)}); export the "
+                           "fp32 TFLite with edgekit, or leave out --int8") from None
     report = integer_report(TFLiteModel(quantized, str(out)))
     if not report["fully_integer"]:
         # never ship a file called int8 that is not: the quantizer left float compute behind
@@ -55,7 +61,8 @@ def _quantize_static(fp32_tflite: Path, calibration: CalibrationSet) -> bytes:
     from ai_edge_quantizer import calibrator, quantizer, recipe, recipe_manager
     from ai_edge_quantizer.utils import qsv_utils
 
-    signatures = Interpreter(model_path=str(fp32_tflite)).get_signature_list()
+    interpreter = Interpreter(model_path=str(fp32_tflite))
+    signatures = interpreter.get_signature_list()
     if not signatures:
         raise EdgekitError(f"{fp32_tflite.name} has no signature; ai-edge-quantizer needs one (export it with "
                            "edgekit, which uses litert-torch)")
@@ -72,13 +79,24 @@ def _quantize_static(fp32_tflite: Path, calibration: CalibrationSet) -> bytes:
     # the plain min/max update gives the ranges ONNX Runtime's MinMax gives.
     rules = recipe_manager.RecipeManager()
     rules.load_quantization_recipe(plan)
-    ranges_of = calibrator.Calibrator(fp32_tflite.read_bytes(), num_threads=os.cpu_count() or 1,
-                                      qsv_update_func=qsv_utils.min_max_update)
-    # the library prints a size report on stdout, which edgekit keeps for tables and JSON
-    with contextlib.redirect_stdout(io.StringIO()):
+    with captured_output():
+        ranges_of = calibrator.Calibrator(fp32_tflite.read_bytes(), num_threads=os.cpu_count() or 1,
+                                          qsv_update_func=qsv_utils.min_max_update)
+    # the library prints progress bars, interpreter notices and a size report; edgekit prints its own steps
+    # and keeps stdout for tables and JSON
+    with captured_output():
         ranges_of.calibrate({key: samples}, rules)
-        result = engine.quantize(ranges_of.get_model_qsvs(), enable_progress_bar=False,
-                                 enable_progress_report=False)
+    ranges = ranges_of.get_model_qsvs()
+    input_tensor = interpreter.get_signature_runner(key).get_input_details()[input_name]["name"]
+    if input_tensor in ranges:
+        low, high = input_range(calibration)
+        ranges[input_tensor] = dict(ranges[input_tensor]) | {
+            "min": np.full_like(np.asarray(ranges[input_tensor]["min"], dtype=np.float32), low),
+            "max": np.full_like(np.asarray(ranges[input_tensor]["max"], dtype=np.float32), high)}
+    with captured_output(), warnings.catch_warnings():
+        # all-zero weight channels overflow the library's bias cast; _repair_dead_channels fixes them after
+        warnings.filterwarnings("ignore", "invalid value encountered in cast", RuntimeWarning)
+        result = engine.quantize(ranges, enable_progress_bar=False, enable_progress_report=False)
     return bytes(result.quantized_model)
 
 

@@ -1,0 +1,164 @@
+"""`edgekit inspect DIR|FILE`: where an int8 file loses accuracy, layer by layer, against its fp32 file.
+
+DIR is an export bundle (every int8 file is compared with the fp32 file of its format, on the bundle's real
+parity images); FILE is one int8 .onnx/.tflite (its fp32 file is the sibling without ``_int8``, or --fp32).
+The table lists the layers that lose most (SQNR of a layer's inputs minus its own); --all lists every
+compared activation in graph order. Needs no PyTorch.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ..console import info, step, warn
+from ..errors import EdgekitError
+from ..types import Preprocessing
+from .common import positive_int, write_json
+
+MODEL_SUFFIXES = (".onnx", ".tflite")
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser(
+        "inspect", help="per-layer int8 error against the fp32 file (which layers lose most)",
+        description="Compare each activation of an int8 .onnx/.tflite with the fp32 file's on real images: "
+                    "SQNR (dB), cosine, and the loss each layer adds. PATH is an export bundle or an int8 file.")
+    p.add_argument("path", type=Path, metavar="DIR|FILE", help="export bundle folder, or an int8 .onnx/.tflite")
+    p.add_argument("--fp32", type=Path, metavar="FILE",
+                   help="the fp32 file to compare with (default: the int8 file's name without _int8)")
+    p.add_argument("--images", type=Path, metavar="DIR",
+                   help="pictures to compare on (default: the bundle's parity photos, else edgekit's built-in "
+                        "photos)")
+    p.add_argument("--samples", type=positive_int, default=8, help="images to compare on (default 8)")
+    p.add_argument("--top", type=positive_int, default=10, help="layers listed, largest loss first (default 10)")
+    p.add_argument("--all", action="store_true", help="list every compared activation in graph order")
+    p.add_argument("--json", metavar="FILE", help="write every layer's figures as JSON (- for stdout)")
+    p.set_defaults(run=run)
+
+
+@dataclass
+class _Pair:
+    int8: Path
+    fp32: Path
+
+
+def run(args) -> int:
+    from ..layerwise import LAYER_HEADERS, compare_layers, layer_rows, summary
+    from ..table import format_table
+
+    pairs, inputs = _targets(args)
+    reports = []
+    for pair in pairs:
+        with step(f"comparing {pair.int8.name} with {pair.fp32.name} layer by layer"):
+            report = compare_layers(pair.int8, pair.fp32, inputs)
+        reports.append(report)
+        print(summary(report))
+        if pair.int8.suffix.lower() == ".tflite":
+            print(_integer_line(pair.int8))
+        layers = report.layers if args.all else report.worst(args.top)
+        title = "every compared activation, graph order" if args.all else f"{len(layers)} layers that lose most"
+        print(f"{title} (loss = SQNR of the layer's inputs - its own SQNR):")
+        print(format_table(LAYER_HEADERS, layer_rows(layers)))
+        print()
+    if args.json:
+        write_json(args.json, [r.to_dict(worst=args.top) for r in reports])
+    return 0
+
+
+def _integer_line(path: Path) -> str:
+    from ..quantize.tflite_int8 import integer_report
+
+    report = integer_report(path)
+    if report["fully_integer"]:
+        ops = ", ".join(f"{k} {v}" for k, v in report["required_int8_ops"].items() if v)
+        return f"fully integer: yes ({ops} on int8; input {report['inputs'][0]['dtype']})"
+    return f"fully integer: NO ({'; '.join(report['problems'][:3])})"
+
+
+def _targets(args) -> tuple[list[_Pair], np.ndarray]:
+    path: Path = args.path
+    if path.is_dir():
+        return _bundle_targets(path, args)
+    if not path.is_file():
+        raise EdgekitError(f"{path} does not exist; give an export bundle folder or an int8 .onnx/.tflite file")
+    if path.suffix.lower() not in MODEL_SUFFIXES:
+        raise EdgekitError(f"{path.name} is not an .onnx or .tflite file; give an int8 model file or a bundle")
+    fp32 = args.fp32 or path.with_name(path.name.replace("_int8", "", 1))
+    if fp32 == path:
+        raise EdgekitError(f"cannot tell which fp32 file {path.name} was made from; pass --fp32 FILE")
+    if not fp32.is_file():
+        raise EdgekitError(f"fp32 file {fp32} not found beside {path.name}; pass --fp32 FILE")
+    preprocessing, resolution = _file_preprocessing(path)
+    return [_Pair(path, fp32)], _images(args, preprocessing, resolution, None)
+
+
+def _bundle_targets(bundle: Path, args) -> tuple[list[_Pair], np.ndarray]:
+    from ..manifest import Manifest, Reference
+    from ..parity import is_real
+
+    manifest = Manifest.read(bundle)
+    pairs = []
+    for artifact in manifest.artifacts:
+        if artifact.precision != "int8":
+            continue
+        fp32 = next((a for a in manifest.artifacts if a.format == artifact.format and a.precision == "fp32"), None)
+        if fp32 is None:
+            warn(f"{artifact.path} has no fp32 {artifact.format} file in the bundle to compare with; skipped")
+            continue
+        pairs.append(_Pair(bundle / artifact.path, bundle / fp32.path))
+    if not pairs:
+        raise EdgekitError(f"{bundle} holds no int8 file; export with --int8 first")
+    preprocessing = Preprocessing.from_dict(manifest.preprocessing)
+    resolution = int(manifest.model["resolution"])
+    stored = None
+    if args.images is None:
+        reference = Reference.read(bundle, manifest.reference.get("sha256"))
+        real = is_real(reference.sources)
+        stored = reference.inputs[real] if real.any() else reference.inputs
+    return pairs, _images(args, preprocessing, resolution, stored)
+
+
+def _file_preprocessing(path: Path) -> tuple[Preprocessing, int]:
+    """What the file's embedded edgekit metadata says (or the bundle manifest beside it)."""
+    from ..manifest import MANIFEST_NAME, Manifest
+
+    if (path.parent / MANIFEST_NAME).is_file():
+        manifest = Manifest.read(path.parent)
+        return Preprocessing.from_dict(manifest.preprocessing), int(manifest.model["resolution"])
+    if path.suffix.lower() == ".onnx":
+        from ..exporters.onnx import read_metadata
+
+        metadata = {k: _json(v) for k, v in read_metadata(path).items()}
+    else:
+        from ..exporters.tflite import read_metadata
+
+        metadata = read_metadata(path)
+    if not isinstance(metadata.get("preprocessing"), dict) or "resolution" not in metadata:
+        raise EdgekitError(f"{path.name} carries no edgekit metadata (preprocessing, resolution); inspect a file "
+                           "exported by edgekit, or its bundle folder")
+    return Preprocessing.from_dict(metadata["preprocessing"]), int(metadata["resolution"])
+
+
+def _json(text: str):
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text
+
+
+def _images(args, preprocessing: Preprocessing, resolution: int, stored: np.ndarray | None) -> np.ndarray:
+    from ..quantize.calibration import CalibrationSet
+
+    if args.images is not None:
+        return CalibrationSet.from_folder(args.images, preprocessing, resolution, args.samples).nchw
+    if stored is not None and len(stored):
+        return stored[:args.samples]
+    from ..sample_images import sample_image_paths
+
+    info("comparing on edgekit's built-in photos; --images DIR compares on your own pictures")
+    return CalibrationSet.from_files(sample_image_paths()[:args.samples], preprocessing, resolution,
+                                     source="builtin sample photos").nchw
