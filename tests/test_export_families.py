@@ -66,3 +66,15 @@ def test_tf_same_padding_survives_export(tmp_path):
     assert manifest.model["padding"] == "tf_same"
     graph = TFLiteModel.from_file(tmp_path / manifest.variant / f"{manifest.variant}.tflite")
     assert "PAD" not in graph.op_counts  # static TF padding became the convolutions' SAME padding
+
+
+@pytest.mark.slow
+def test_dynamo_onnx_exporter_gives_the_same_graph(tmp_path):
+    model = edgekit.create_model("mobilenet_v1", width=0.25, resolution=128)
+    spec = ExportSpec("mobilenet_v1", formats=("onnx",), onnx_exporter="dynamo", out=tmp_path, parity_samples=3,
+                      parity_random=2)
+    manifest = run_export(spec, model=model)
+    (artifact,) = manifest.artifacts
+    assert manifest.passed and artifact.details["exporter"] == "dynamo" and artifact.details["opset"] >= 17
+    assert artifact.details["operators"]["Conv"] == 27 and "BatchNormalization" not in artifact.details["operators"]
+    assert artifact.inputs[0].shape == ("batch", 3, 128, 128)

@@ -62,7 +62,7 @@ def add_parser(sub) -> None:
     o = p.add_argument_group("ONNX")
     o.add_argument("--opset", type=int, default=17, help="ONNX opset, 17 or newer (default 17)")
     o.add_argument("--onnx-exporter", choices=("legacy", "dynamo"), default="legacy",
-                   help="torch.onnx exporter (default legacy: same graph, ~30x faster here)")
+                   help="torch.onnx exporter (default legacy: same graph and parity, ~3x faster here)")
     o.add_argument("--static-batch", action="store_true", help="fix the ONNX batch size at 1")
     p.set_defaults(run=run)
 
