@@ -80,7 +80,9 @@ class ExportSpec:
                                      (self.onnx_exporter, ONNX_EXPORTERS, "ONNX exporter")):
             if value not in allowed:
                 raise EdgekitError(f"unknown {what} {value!r}: choose from {', '.join(allowed)}")
-        if self.parity_samples < 0 or self.parity_random < 0 or self.parity_samples + self.parity_random < 1:
+        if self.parity_samples < 0 or self.parity_random < 0:
+            raise EdgekitError("--parity-samples and --parity-random count pictures: use 0 or more")
+        if self.parity_samples + self.parity_random < 1:
             raise EdgekitError("parity needs at least one input: raise --parity-samples or --parity-random")
         if self.opset < 17:
             raise EdgekitError(f"--opset {self.opset} is too old: edgekit exports ONNX opset 17 or newer")
@@ -215,7 +217,7 @@ def _build(spec: ExportSpec, model, staging: Path, manifest: Manifest, steps: _S
             started = time.perf_counter()
             with atomic_path(staging / relative) as tmp:
                 details = _export_fp32(fmt, spec, ready, tmp, config.resolution, metadata)
-            artifact = Artifact.describe(staging, relative, fmt, "fp32", time.perf_counter() - started, details)
+            artifact = _describe(staging, relative, fmt, "fp32", time.perf_counter() - started, details)
             manifest.artifacts.append(artifact)
             fp32_files[fmt] = staging / relative
             outcome["detail"] = _size(artifact.bytes)
@@ -228,7 +230,7 @@ def _build(spec: ExportSpec, model, staging: Path, manifest: Manifest, steps: _S
             started = time.perf_counter()
             with atomic_path(staging / relative) as tmp:
                 details = to_fp16(fp32_files["tflite"], tmp, metadata)
-            artifact = Artifact.describe(staging, relative, "tflite", "fp16", time.perf_counter() - started, details)
+            artifact = _describe(staging, relative, "tflite", "fp16", time.perf_counter() - started, details)
             manifest.artifacts.append(artifact)
             outcome["detail"] = _size(artifact.bytes)
 
@@ -301,7 +303,7 @@ def _build_int8(spec: ExportSpec, config, staging: Path, manifest: Manifest, ste
                     details = {"io_dtype": spec.io_dtype}
                 exporter.add_metadata(tmp, metadata)
                 details["operators"] = exporter.operator_counts(tmp)
-            artifact = Artifact.describe(staging, relative, fmt, "int8", time.perf_counter() - started, details)
+            artifact = _describe(staging, relative, fmt, "int8", time.perf_counter() - started, details)
             manifest.artifacts.append(artifact)
             outcome["detail"] = _size(artifact.bytes)
 
@@ -366,6 +368,13 @@ def _publish(staging: Path, bundle: Path, manifest: Manifest) -> None:
     os.replace(staging, bundle)
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
+
+
+def _describe(bundle: Path, relative: str, fmt: str, precision: str, seconds: float, details: dict) -> Artifact:
+    from .exporters.common import captured_output
+
+    with captured_output():  # LiteRT announces its XNNPACK delegate on the first load
+        return Artifact.describe(bundle, relative, fmt, precision, seconds, details)
 
 
 def _usual_permissions(folder: Path) -> None:

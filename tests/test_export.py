@@ -196,3 +196,22 @@ def test_report_shows_parity_and_an_android_snippet_from_the_manifest(export, ma
     assert f'openFd("{VARIANT}.tflite")' in report
     assert f"resize the shorter side to {pre['resize_shorter_side']} px" in report
     assert f"edgekit validate {export['bundle']}" in report
+
+
+def test_android_snippet_quantizes_integer_input_with_the_files_parameters(manifest):
+    """An int8 TFLite bundle entry with uint8 camera input: the snippet feeds bytes with the file's scale
+    and zero point and reads the int8 output back to scores (report.md renders this for int8 files)."""
+    from dataclasses import replace
+
+    from edgekit.report import android_snippet
+    from edgekit.runtimes import TensorSpec
+
+    fp32 = manifest.artifact(f"{VARIANT}.tflite")
+    int8 = replace(fp32, path=f"{VARIANT}_int8.tflite", precision="int8",
+                   inputs=(TensorSpec("image", (1, 224, 224, 3), "uint8", "NHWC", 0.0078125, 128),),
+                   outputs=(TensorSpec("logits", (1, 1000), "int8", "NC", 0.1015625, -12),))
+    snippet = android_snippet(manifest, int8)
+    assert "ByteBuffer.allocateDirect(224 * 224 * 3 * 1)" in snippet
+    assert "input.put((Math.round(x / 0.0078125f) + 128).coerceIn(0, 255).toByte())" in snippet
+    assert "val scores = raw[0].map { (it.toInt() + 12) * 0.1015625f }" in snippet
+    assert f'openFd("{VARIANT}_int8.tflite")' in snippet

@@ -15,18 +15,6 @@ def _formats(text: str) -> tuple[str, ...]:
     return tuple(f.strip().lower() for f in text.split(",") if f.strip())
 
 
-def _count(text: str) -> int:
-    import argparse
-
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"{value} must be 0 or more")
-    return value
-
-
 def add_parser(sub) -> None:
     p = sub.add_parser("export", help="export to ONNX and TFLite with parity proven, as a bundle folder",
                        description="Writes DIR/<variant>/ with the model files, labels.txt, reference.npz, "
@@ -52,9 +40,9 @@ def add_parser(sub) -> None:
     g = p.add_argument_group("parity")
     g.add_argument("--data", type=Path, metavar="DIR|CSV",
                    help="parity pictures: a folder or a labelled CSV (default: --calib, else built-in photos)")
-    g.add_argument("--parity-samples", type=_count, default=16, metavar="N",
+    g.add_argument("--parity-samples", type=int, default=16, metavar="N",
                    help="real pictures in the parity set (default 16)")
-    g.add_argument("--parity-random", type=_count, default=4, metavar="N",
+    g.add_argument("--parity-random", type=int, default=4, metavar="N",
                    help="seeded random pictures added to the parity set (default 4)")
     g.add_argument("--gate", action="append", default=[], metavar="PRECISION.METRIC=VALUE",
                    help="override a parity gate, e.g. fp32.cosine_min=0.99999 or int8.top1_agreement=off "
