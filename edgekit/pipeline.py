@@ -21,6 +21,7 @@ from pathlib import Path
 
 from .console import step, warn
 from .errors import EdgekitError
+from .exporters.common import captured_output, edgekit_metadata, export_ready, preprocessing_record
 from .fileio import atomic_path, atomic_write_text, ensure_writable_dir
 from .manifest import LABELS_NAME, MANIFEST_NAME, REPORT_NAME, Artifact, Manifest, Reference, StepRecord
 from .parity import DEFAULT_GATES, GateTable, build_inputs, check_artifact, is_gated, is_real, spread
@@ -148,8 +149,6 @@ def run_export(spec: ExportSpec, model=None) -> Manifest:
             raise EdgekitError(f"calibration folder {spec.calib} holds no images (jpg, jpeg, png, bmp, searched "
                                "recursively); point --calib at representative pictures")
 
-    from .exporters.common import preprocessing_record
-
     manifest = Manifest(model=config.to_dict() | {"variant": config.variant}, preprocessing=preprocessing_record(config),
                         options=spec.options(), gates=spec.gates, steps=records)
     manifest.labels = {"file": LABELS_NAME, "count": len(labels), "source": labels_source}
@@ -184,8 +183,6 @@ def _build(spec: ExportSpec, model, staging: Path, manifest: Manifest, steps: _S
            labels: tuple[str, ...]) -> None:
     import numpy as np
     import torch
-
-    from .exporters.common import edgekit_metadata, export_ready
 
     config = model.edgekit_config
     variant = config.variant
@@ -371,8 +368,6 @@ def _publish(staging: Path, bundle: Path, manifest: Manifest) -> None:
 
 
 def _describe(bundle: Path, relative: str, fmt: str, precision: str, seconds: float, details: dict) -> Artifact:
-    from .exporters.common import captured_output
-
     with captured_output():  # LiteRT announces its XNNPACK delegate on the first load
         return Artifact.describe(bundle, relative, fmt, precision, seconds, details)
 
