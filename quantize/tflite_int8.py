@@ -13,6 +13,7 @@ uint8) or DEQUANTIZE (int8 -> float) after the last.
 
 from __future__ import annotations
 
+import json
 import os
 import warnings
 from pathlib import Path
@@ -26,6 +27,10 @@ from ..tflite_model import TFLiteModel
 from .calibration import CalibrationSet, input_range
 
 IO_DTYPES = ("int8", "uint8", "float32")
+# ai-edge-quantizer 0.10 sets static activation ranges from min/max only (its other algorithms are for
+# weights); --calib-method entropy|percentile applies to the ONNX file.
+CALIBRATION_METHOD = "minmax"
+QUANTIZATION_METADATA = "edgekit_quantization"  # metadata entry: JSON, how the int8 file was made
 # Ops the issue names: each must compute on int8 tensors with int8 weights.
 REQUIRED_INT8_OPS = ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "ADD")
 # Constant operands that are integers by nature, not quantized values: biases, shapes, axes, paddings.
@@ -42,7 +47,10 @@ def quantize_tflite(fp32_tflite: Path, out: Path, calibration: CalibrationSet, i
     source = TFLiteModel.from_file(fp32_tflite)  # fails with one line on a missing or corrupt file
     try:
         quantized = _quantize_static(fp32_tflite, calibration)
-        quantized = _finish_graph(quantized, io_dtype, source)
+        record = {"precision": "int8", "weights": "int8 per-channel symmetric",
+                  "activations": "int8 per-tensor", "io_dtype": io_dtype, "calibration_method": CALIBRATION_METHOD,
+                  "calibration_samples": len(calibration)}
+        quantized = _finish_graph(quantized, io_dtype, source, record)
     except EdgekitError:
         raise
     except Exception as e:  # the quantizer and the interpreter raise many exception types
@@ -143,9 +151,9 @@ def _edge_tensor(model, inner, dtype: str):
     return outer
 
 
-def _finish_graph(buffer: bytes, io_dtype: str, fp32: TFLiteModel) -> bytes:
-    """Repair dead channels, convert the graph's edges to ``io_dtype`` and carry over the fp32 file's
-    metadata (name, preprocessing, labels) where the quantizer dropped it."""
+def _finish_graph(buffer: bytes, io_dtype: str, fp32: TFLiteModel, record: dict) -> bytes:
+    """Repair dead channels, convert the graph's edges to ``io_dtype``, carry over the fp32 file's metadata
+    (name, preprocessing, labels) where the quantizer dropped it and add how the file was quantized."""
     import flatbuffers
 
     schema = _schema()
@@ -181,7 +189,8 @@ def _finish_graph(buffer: bytes, io_dtype: str, fp32: TFLiteModel) -> bytes:
             for entry in list(signature.inputs or []) + list(signature.outputs or []):
                 entry.tensorIndex = remap.get(entry.tensorIndex, entry.tensorIndex)
     present = {(m.name.decode() if isinstance(m.name, bytes) else m.name) for m in model.metadata or []}
-    for name, data in fp32.metadata.items():
+    entries = dict(fp32.metadata) | {QUANTIZATION_METADATA: json.dumps(record).encode()}
+    for name, data in entries.items():
         if name in present:
             continue
         entry = schema.MetadataT()

@@ -160,6 +160,8 @@ def test_tflite_keeps_metadata_and_runner_reads_quantization(quantized):
     from edgekit.runtimes import TFLiteRunner
 
     assert read_metadata(quantized.int8["tflite"]) == read_metadata(quantized.fp32["tflite"])
+    record = json.loads(TFLiteModel.from_file(quantized.int8["tflite"]).metadata["edgekit_quantization"])
+    assert record["calibration_samples"] == len(quantized.calibration) and record["io_dtype"] == "int8"
     runner = TFLiteRunner(quantized.int8["tflite"])
     assert runner.inputs[0].dtype == "int8" and runner.inputs[0].scale == pytest.approx(1 / 128)
     assert runner.outputs[0].dtype == "int8" and runner.outputs[0].scale > 0
