@@ -170,21 +170,16 @@ def _finish_graph(buffer: bytes, io_dtype: str, fp32: TFLiteModel, record: dict)
     if io_dtype != "int8":
         quantize_op = _opcode_index(model, schema.BuiltinOperator.QUANTIZE, 1)
         dequantize_op = _opcode_index(model, schema.BuiltinOperator.DEQUANTIZE, 2)  # version 2: int8 input
-        for position, inner_index in enumerate(list(graph.inputs)):
-            inner = graph.tensors[inner_index]
-            graph.tensors.append(_edge_tensor(model, inner, io_dtype))
-            outer_index = len(graph.tensors) - 1
-            graph.inputs[position] = outer_index
-            remap[inner_index] = outer_index
-            graph.operators.insert(0, _operator(quantize_op, outer_index, inner_index))
-        for position, inner_index in enumerate(list(graph.outputs)):
-            inner = graph.tensors[inner_index]
-            graph.tensors.append(_edge_tensor(model, inner, io_dtype))
-            outer_index = len(graph.tensors) - 1
-            graph.outputs[position] = outer_index
-            remap[inner_index] = outer_index
-            code = quantize_op if io_dtype == "uint8" else dequantize_op
-            graph.operators.append(_operator(code, inner_index, outer_index))
+        output_op = quantize_op if io_dtype == "uint8" else dequantize_op
+        for edges, is_input in ((graph.inputs, True), (graph.outputs, False)):
+            for position, inner_index in enumerate(list(edges)):
+                graph.tensors.append(_edge_tensor(model, graph.tensors[inner_index], io_dtype))
+                outer_index = len(graph.tensors) - 1
+                edges[position] = remap[inner_index] = outer_index
+                if is_input:  # outer -> QUANTIZE -> int8 graph
+                    graph.operators.insert(0, _operator(quantize_op, outer_index, inner_index))
+                else:  # int8 graph -> QUANTIZE/DEQUANTIZE -> outer
+                    graph.operators.append(_operator(output_op, inner_index, outer_index))
         for signature in model.signatureDefs or []:
             for entry in list(signature.inputs or []) + list(signature.outputs or []):
                 entry.tensorIndex = remap.get(entry.tensorIndex, entry.tensorIndex)
