@@ -76,6 +76,19 @@ class Operator:
     options: object = field(repr=False, default=None)  # the schema's *OptionsT object (stride, padding...)
 
 
+def _buffer_bytes(buffer, file_bytes: bytes, source: str) -> bytes | None:
+    """A buffer's contents: inline in the flatbuffer, or stored after it at ``offset`` (how ai-edge-quantizer
+    and models over 2 GB write weights); offset 0 and 1 both mean "no external data"."""
+    if buffer.data is not None and len(buffer.data):
+        return bytes(bytearray(buffer.data))
+    if buffer.offset > 1 and buffer.size:
+        if buffer.offset + buffer.size > len(file_bytes):
+            raise EdgekitError(f"{source} is truncated: a weight buffer ends at byte {buffer.offset + buffer.size} "
+                               f"of {len(file_bytes)}; export the file again")
+        return bytes(file_bytes[buffer.offset:buffer.offset + buffer.size])
+    return None
+
+
 class TFLiteModel:
     """The first subgraph of a .tflite file, with tensors and operators in execution order."""
 
@@ -91,7 +104,8 @@ class TFLiteModel:
             buffers = model.buffers
             op_names = _enum_names(schema.BuiltinOperator)
             type_names = _enum_names(schema.TensorType)
-            self.tensors = [self._tensor(i, t, buffers, type_names) for i, t in enumerate(subgraph.tensors)]
+            contents = [_buffer_bytes(b, buffer, source) for b in buffers]
+            self.tensors = [self._tensor(i, t, contents, type_names) for i, t in enumerate(subgraph.tensors)]
             self.operators = []
             for i, op in enumerate(subgraph.operators or []):
                 code = model.operatorCodes[op.opcodeIndex]
@@ -104,8 +118,7 @@ class TFLiteModel:
             self.inputs = [int(i) for i in subgraph.inputs]
             self.outputs = [int(i) for i in subgraph.outputs]
             self.metadata = {
-                (m.name.decode() if isinstance(m.name, bytes) else m.name):
-                    bytes(bytearray(buffers[m.buffer].data)) if buffers[m.buffer].data is not None else b""
+                (m.name.decode() if isinstance(m.name, bytes) else m.name): contents[m.buffer] or b""
                 for m in (model.metadata or [])
             }
             self.description = (model.description or b"").decode(errors="replace") if isinstance(
@@ -124,7 +137,7 @@ class TFLiteModel:
         return cls(path.read_bytes(), str(path))
 
     @staticmethod
-    def _tensor(index, t, buffers, type_names) -> Tensor:
+    def _tensor(index, t, contents: list[bytes | None], type_names) -> Tensor:
         dtype = type_names.get(t.type, str(t.type))
         shape = tuple(int(s) for s in t.shape) if t.shape is not None else ()
         quant = None
@@ -134,9 +147,9 @@ class TFLiteModel:
                                  np.asarray(q.zeroPoint if q.zeroPoint is not None else [], dtype=np.int64),
                                  int(q.quantizedDimension))
         data = None
-        raw = buffers[t.buffer].data if t.buffer < len(buffers) else None
-        if raw is not None and len(raw) and dtype in _NUMPY_DTYPES:
-            data = np.frombuffer(bytes(bytearray(raw)), dtype=_NUMPY_DTYPES[dtype]).reshape(shape)
+        raw = contents[t.buffer] if t.buffer < len(contents) else None
+        if raw and dtype in _NUMPY_DTYPES:
+            data = np.frombuffer(raw, dtype=_NUMPY_DTYPES[dtype]).reshape(shape)
         name = t.name.decode(errors="replace") if isinstance(t.name, bytes) else (t.name or "")
         return Tensor(index, name, shape, dtype, quant, data)
 
