@@ -33,6 +33,22 @@ def round_repeats(repeats: int, depth_multiplier: float) -> int:
     return int(math.ceil(repeats * depth_multiplier))
 
 
+def init_weights(model: nn.Module, linear_init: Callable[[nn.Linear], None]) -> None:
+    """torchvision's initialisation: He-normal convs (fan out), unit BN, zero biases; the classifier's
+    weights differ between families, so the caller passes that part."""
+    for m in model.modules():
+        if isinstance(m, nn.Conv2d):
+            nn.init.kaiming_normal_(m.weight, mode="fan_out")
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.BatchNorm2d):
+            nn.init.ones_(m.weight)
+            nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.Linear):
+            linear_init(m)
+            nn.init.zeros_(m.bias)
+
+
 def tf_same_padding(size: int, kernel: int, stride: int, dilation: int = 1) -> tuple[int, int]:
     """(before, after) padding TensorFlow's SAME uses: any odd pixel goes after, not before."""
     total = max((math.ceil(size / stride) - 1) * stride + (kernel - 1) * dilation + 1 - size, 0)

@@ -12,7 +12,7 @@ from typing import Callable
 import torch
 from torch import nn
 
-from .blocks import ConvNormAct, MBConv, PaddingMode, make_divisible, round_repeats
+from .blocks import ConvNormAct, MBConv, PaddingMode, init_weights, make_divisible, round_repeats
 
 
 @dataclass(frozen=True)
@@ -113,18 +113,11 @@ class EfficientNet(nn.Module):
             stage.repeats if fix_depth else round_repeats(stage.repeats, scaling.depth))
 
     def _init_weights(self) -> None:
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_normal_(m.weight, mode="fan_out")
-                if m.bias is not None:
-                    nn.init.zeros_(m.bias)
-            elif isinstance(m, nn.BatchNorm2d):
-                nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
-            elif isinstance(m, nn.Linear):
-                bound = 1.0 / m.out_features ** 0.5
-                nn.init.uniform_(m.weight, -bound, bound)
-                nn.init.zeros_(m.bias)
+        def uniform(linear: nn.Linear) -> None:
+            bound = 1.0 / linear.out_features ** 0.5
+            nn.init.uniform_(linear.weight, -bound, bound)
+
+        init_weights(self, uniform)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.avgpool(self.features(x))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .blocks import ConvNormAct, DepthwiseSeparable, InvertedResidual, PaddingMode, make_divisible
+from .blocks import ConvNormAct, DepthwiseSeparable, InvertedResidual, PaddingMode, init_weights, make_divisible
 
 # (output channels, stride) of the 13 depthwise-separable blocks, at width 1.0
 MOBILENET_V1_BLOCKS: tuple[tuple[int, int], ...] = (
@@ -22,17 +22,7 @@ MOBILENET_V2_STAGES: tuple[tuple[int, int, int, int], ...] = (
 
 
 def _init_weights(model: nn.Module) -> None:
-    for m in model.modules():
-        if isinstance(m, nn.Conv2d):
-            nn.init.kaiming_normal_(m.weight, mode="fan_out")
-            if m.bias is not None:
-                nn.init.zeros_(m.bias)
-        elif isinstance(m, nn.BatchNorm2d):
-            nn.init.ones_(m.weight)
-            nn.init.zeros_(m.bias)
-        elif isinstance(m, nn.Linear):
-            nn.init.normal_(m.weight, 0, 0.01)
-            nn.init.zeros_(m.bias)
+    init_weights(model, lambda linear: nn.init.normal_(linear.weight, 0, 0.01))
 
 
 class MobileNetV1(nn.Module):
