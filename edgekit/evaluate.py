@@ -18,7 +18,7 @@ import numpy as np
 
 from .console import Progress
 from .errors import EdgekitError
-from .images import LabelledImage, UnreadableImage, preprocess_file
+from .images import LabelledImage, load_batch
 from .types import IMAGENET_PREPROCESSING, Preprocessing
 
 Predictor = Callable[[np.ndarray], np.ndarray]
@@ -60,25 +60,13 @@ class Batch:
 
 def image_batches(items: Sequence[LabelledImage], resolution: int, preprocessing: Preprocessing,
                   batch_size: int = 32) -> Iterator[Batch]:
-    """Decode and preprocess ``items`` lazily, ``batch_size`` at a time; undecodable files are skipped and named."""
-    arrays: list[np.ndarray] = []
-    labels: list[int] = []
-    files: list[Path] = []
-    unreadable: list[str] = []
-    for item in items:
-        try:
-            arrays.append(preprocess_file(item.path, resolution, preprocessing))
-        except UnreadableImage as e:
-            unreadable.append(str(e))
-            continue
-        labels.append(item.label)
-        files.append(item.path)
-        if len(arrays) == batch_size:
-            yield Batch(np.stack(arrays), np.asarray(labels, np.int64), files, unreadable)
-            arrays, labels, files, unreadable = [], [], [], []
-    if arrays or unreadable:
-        inputs = np.stack(arrays) if arrays else np.zeros((0, 3, resolution, resolution), np.float32)
-        yield Batch(inputs, np.asarray(labels, np.int64), files, unreadable)
+    """Decode and preprocess ``items`` lazily, ``batch_size`` files at a time; undecodable files are skipped
+    and named (a batch may then hold fewer images)."""
+    for start in range(0, len(items), batch_size):
+        chunk = items[start:start + batch_size]
+        loaded = load_batch([item.path for item in chunk], resolution, preprocessing)
+        yield Batch(loaded.nchw, np.asarray([chunk[i].label for i in loaded.indices], np.int64), loaded.files,
+                    loaded.skipped)
 
 
 @dataclass

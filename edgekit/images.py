@@ -11,9 +11,11 @@ import csv
 import math
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 
+from .console import Progress
 from .errors import EdgekitError
 from .types import Preprocessing
 
@@ -65,6 +67,45 @@ def normalize(pixels_hwc: np.ndarray, preprocessing: Preprocessing) -> np.ndarra
 
 def preprocess_file(path: Path, resolution: int, preprocessing: Preprocessing) -> np.ndarray:
     return normalize(resize_and_crop(load_rgb(path), resolution, preprocessing), preprocessing)
+
+
+@dataclass
+class LoadedImages:
+    """Preprocessed pictures: ``nchw`` float32 [N, 3, H, W], the files they came from and their positions in
+    the list asked for, and ``skipped`` ("path: reason") for each file that could not be decoded."""
+
+    nchw: np.ndarray
+    files: list[Path]
+    indices: list[int]
+    skipped: list[str]
+
+
+def load_batch(paths: Sequence[Path], resolution: int, preprocessing: Preprocessing, *, limit: int | None = None,
+               progress_label: str | None = None) -> LoadedImages:
+    """Decode and preprocess ``paths`` in order, skipping (and naming) files that cannot be decoded, until
+    ``limit`` pictures are loaded (all by default). What to say about skipped files is the caller's business:
+    only it knows what the pictures are for."""
+    wanted = len(paths) if limit is None else min(limit, len(paths))
+    progress = Progress(progress_label, wanted) if progress_label else None
+    arrays: list[np.ndarray] = []
+    files: list[Path] = []
+    indices: list[int] = []
+    skipped: list[str] = []
+    for index, path in enumerate(paths):
+        if len(arrays) == wanted:
+            break
+        try:
+            arrays.append(preprocess_file(path, resolution, preprocessing))
+        except UnreadableImage as e:
+            skipped.append(str(e))
+            continue
+        files.append(Path(path))
+        indices.append(index)
+        if progress:
+            progress.advance()
+    nchw = np.stack(arrays).astype(np.float32, copy=False) if arrays else \
+        np.zeros((0, 3, resolution, resolution), np.float32)
+    return LoadedImages(nchw, files, indices, skipped)
 
 
 def find_images(folder: Path) -> list[Path]:

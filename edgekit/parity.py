@@ -19,7 +19,7 @@ import numpy as np
 
 from .console import warn
 from .errors import EdgekitError
-from .images import UnreadableImage, normalize, preprocess_file
+from .images import load_batch, normalize
 from .types import Preprocessing
 
 PRECISIONS = ("fp32", "fp16", "int8")
@@ -284,16 +284,8 @@ def build_inputs(images: list[Path], preprocessing: Preprocessing, resolution: i
     """Up to ``samples`` real pictures (unreadable ones skipped and counted) plus ``random_count`` pictures
     of uniform random pixels, all preprocessed the same way. Random pixels go through the same mean/std as
     photos, so they stay inside the value range an int8 input was calibrated for."""
-    arrays, sources, skipped = [], [], []
-    for path in images:
-        if len(arrays) == samples:
-            break
-        try:
-            arrays.append(preprocess_file(path, resolution, preprocessing))
-        except UnreadableImage as e:
-            skipped.append(str(e))
-            continue
-        sources.append(path.name)
+    loaded = load_batch(images, resolution, preprocessing, limit=samples)
+    arrays, sources, skipped = list(loaded.nchw), [path.name for path in loaded.files], loaded.skipped
     if skipped:
         warn(f"parity skipped {len(skipped)} unreadable image(s), e.g. {skipped[0]}")
     if images and not arrays:

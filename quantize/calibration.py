@@ -13,9 +13,9 @@ from pathlib import Path
 
 import numpy as np
 
-from ..console import Progress, warn
+from ..console import warn
 from ..errors import EdgekitError
-from ..images import UnreadableImage, find_images, preprocess_file
+from ..images import find_images, load_batch
 from ..types import Preprocessing
 
 # Files are drawn in a seeded shuffle so that a folder sorted by class still gives every class a chance
@@ -110,23 +110,10 @@ class CalibrationSet:
     @classmethod
     def _load(cls, candidates: list[Path], source: str, preprocessing: Preprocessing, resolution: int,
               samples: int, builtin: bool) -> "CalibrationSet":
-        arrays: list[np.ndarray] = []
-        used: list[Path] = []
-        skipped: list[str] = []
-        progress = Progress("calibration images", min(samples, len(candidates)))
-        for path in candidates:
-            if len(arrays) == samples:
-                break
-            try:
-                arrays.append(preprocess_file(path, resolution, preprocessing))
-            except UnreadableImage as e:
-                skipped.append(str(e))
-                continue
-            used.append(path)
-            progress.advance()
-        if skipped:
-            warn(f"skipped {len(skipped)} unreadable image(s) in {source}, e.g. {skipped[0]}")
-        if not arrays:
+        loaded = load_batch(candidates, resolution, preprocessing, limit=samples, progress_label="calibration images")
+        if loaded.skipped:
+            warn(f"skipped {len(loaded.skipped)} unreadable image(s) in {source}, e.g. {loaded.skipped[0]}")
+        if not loaded.files:
             raise EdgekitError(f"none of the {len(candidates)} images in {source} could be read "
-                               f"(first: {skipped[0]}); give a folder of valid jpg/png/bmp pictures")
-        return cls(np.stack(arrays).astype(np.float32), source, used, preprocessing, resolution, skipped, builtin)
+                               f"(first: {loaded.skipped[0]}); give a folder of valid jpg/png/bmp pictures")
+        return cls(loaded.nchw, source, loaded.files, preprocessing, resolution, loaded.skipped, builtin)
