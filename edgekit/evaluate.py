@@ -77,7 +77,7 @@ class EvalResult:
     labels: np.ndarray  # [N]
     topk: np.ndarray  # [N, k] class indices, best first
     unreadable: list[str]
-    seconds: float
+    seconds: float  # the predictor's forward passes alone (decoding is shared, so not counted)
     background_dropped: bool = False
     num_outputs: int = 0
 
@@ -119,40 +119,65 @@ def evaluate(predictor: Predictor, batches: Iterable[Batch], *, total: int | Non
     ``background``: ``auto`` drops output 0 when there are exactly 1001 outputs (TF's ImageNet files, so that
     class k is output k + 1), ``drop`` always drops it, ``none`` never does.
     """
+    return evaluate_many({label: predictor}, batches, total=total, background=background, label=label)[label]
+
+
+def evaluate_many(predictors: dict[str, Predictor], batches: Iterable[Batch], *, total: int | None = None,
+                  background: str = "auto", label: str = "images") -> dict[str, EvalResult]:
+    """Score several predictors on the same batches: each batch is decoded once and fed to every predictor in
+    turn, so all of them see identical tensors (and memory holds one batch, not the whole set). Each
+    predictor's time is its own forward passes; ``background`` as in ``evaluate``, decided per predictor."""
     if background not in BACKGROUND_MODES:
         raise EdgekitError(f"background must be one of {', '.join(BACKGROUND_MODES)}, got {background!r}")
+    if not predictors:
+        raise EdgekitError("nothing to evaluate: no model or file given")
     progress = Progress(label, total)
+    scorers = {name: _Scorer(predictor, background) for name, predictor in predictors.items()}
     files: list[str] = []
     labels: list[np.ndarray] = []
-    topk: list[np.ndarray] = []
     unreadable: list[str] = []
-    drop = None
-    outputs = 0
-    started = time.perf_counter()
     for batch in batches:
         unreadable.extend(batch.unreadable)
         if len(batch.labels):
-            scores = np.asarray(predictor(batch.inputs), dtype=np.float32).reshape(len(batch.labels), -1)
-            outputs = scores.shape[1]
-            if drop is None:
-                drop = background == "drop" or (background == "auto" and outputs == BACKGROUND_OUTPUTS)
-            scores = scores[:, 1:] if drop else scores
-            _check_labels(batch, scores.shape[1], drop)
-            k = min(TOP_K, scores.shape[1])
-            # argpartition then sort only the k best: cheap even for thousands of classes
-            best = np.argpartition(-scores, k - 1, axis=1)[:, :k]
-            order = np.take_along_axis(scores, best, axis=1).argsort(axis=1)[:, ::-1]
-            topk.append(np.take_along_axis(best, order, axis=1))
+            for scorer in scorers.values():
+                scorer.score(batch)
             labels.append(batch.labels)
             files.extend(str(f) for f in batch.files)
         progress.advance(len(batch.labels) + len(batch.unreadable))
-    seconds = time.perf_counter() - started
     if not files:
         first = f" (first: {unreadable[0]})" if unreadable else ""
         raise EdgekitError(f"none of the {len(unreadable)} images could be decoded{first}; give readable "
                            "jpg/png/bmp pictures")
-    return EvalResult(files, np.concatenate(labels), np.concatenate(topk), unreadable, seconds,
-                      bool(drop), outputs)
+    all_labels = np.concatenate(labels)
+    return {name: EvalResult(list(files), all_labels, np.concatenate(s.topk), list(unreadable), s.seconds,
+                             bool(s.drop), s.outputs)
+            for name, s in scorers.items()}
+
+
+class _Scorer:
+    """One predictor's running top-k predictions, output count and forward time."""
+
+    def __init__(self, predictor: Predictor, background: str):
+        self.predictor, self.background = predictor, background
+        self.topk: list[np.ndarray] = []
+        self.drop: bool | None = None
+        self.outputs = 0
+        self.seconds = 0.0
+
+    def score(self, batch: Batch) -> None:
+        started = time.perf_counter()
+        scores = np.asarray(self.predictor(batch.inputs), dtype=np.float32).reshape(len(batch.labels), -1)
+        self.seconds += time.perf_counter() - started
+        self.outputs = scores.shape[1]
+        if self.drop is None:
+            self.drop = self.background == "drop" or (self.background == "auto" and self.outputs == BACKGROUND_OUTPUTS)
+        scores = scores[:, 1:] if self.drop else scores
+        _check_labels(batch, scores.shape[1], self.drop)
+        k = min(TOP_K, scores.shape[1])
+        # argpartition then sort only the k best: cheap even for thousands of classes
+        best = np.argpartition(-scores, k - 1, axis=1)[:, :k]
+        order = np.take_along_axis(scores, best, axis=1).argsort(axis=1)[:, ::-1]
+        self.topk.append(np.take_along_axis(best, order, axis=1))
 
 
 def _check_labels(batch: Batch, classes: int, dropped: bool) -> None:

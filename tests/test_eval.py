@@ -205,7 +205,7 @@ def test_eval_float_onnx_needs_preprocessing(small_model, labels_csv, first_50, 
 
 
 @pytest.mark.parametrize("argv, message", [
-    (["eval", "{tmp}", "--data", "{csv}"], "export bundle is not supported yet"),
+    (["eval", "{tmp}", "--data", "{csv}"], "holds no manifest.json"),
     (["eval", "mobilenet_v9", "--data", "{csv}"], "unknown model"),
     (["eval", "{tmp}/missing.tflite", "--data", "{csv}"], "does not exist"),
     (["eval", "nowhere/model.pt", "--data", "{csv}"], "neither a registered model"),

@@ -1,8 +1,9 @@
-"""`edgekit eval TARGET --data SET`: top-1 and top-5 of a model with its weights, or of an .onnx/.tflite file.
+"""`edgekit eval TARGET --data SET`: top-1 and top-5 of a model with its weights, of an .onnx/.tflite file, or
+of an export bundle (its PyTorch model and every file in it, one table).
 
 TARGET is dispatched on what it names: a registered model (built with --weights etc.), a model file, or a
-folder (an export bundle, not evaluated yet). All of them become an ``EvalTarget`` and are scored by the
-same ``edgekit.evaluate.evaluate``, so figures from different targets are comparable.
+folder (a bundle, ``edgekit.bundle_eval``). All are scored by ``edgekit.evaluate`` on images preprocessed by
+``edgekit.images``, so figures from different targets are comparable.
 """
 
 from __future__ import annotations
@@ -10,10 +11,12 @@ from __future__ import annotations
 from dataclasses import replace
 from pathlib import Path
 
+from ..bundle_eval import PYTORCH_MODES
 from ..console import info, warn
 from ..errors import EdgekitError
 from ..evaluate import BACKGROUND_MODES, PREPROCESSING_PRESETS
 from ..fileio import ensure_writable_dir
+from ..types import Preprocessing
 from .common import add_model_arguments, positive_int, write_json
 
 MODEL_FILE_SUFFIXES = (".onnx", ".tflite")
@@ -22,12 +25,15 @@ MODEL_FILE_SUFFIXES = (".onnx", ".tflite")
 def add_parser(sub) -> None:
     p = sub.add_parser(
         "eval", help="top-1/top-5 accuracy on labelled images",
-        description="Top-1 and top-5 accuracy of a model (TARGET a registered name, with --weights) or of an "
-                    ".onnx/.tflite file (TARGET its path) on a labelled image set. Images are decoded with "
+        description="Top-1 and top-5 accuracy of a model (TARGET a registered name, with --weights), of an "
+                    ".onnx/.tflite file (TARGET its path), or of an export bundle (TARGET its folder: the PyTorch "
+                    "model and every file, one table) on a labelled image set. Images are decoded with "
                     "Pillow, converted to RGB, resized and centre-cropped (crop fraction 0.875 unless the weights "
                     "say otherwise); files that cannot be decoded are counted and skipped.")
     add_model_arguments(p, metavar="TARGET",
-                        name_help="registered model name (see `edgekit models`), or an .onnx/.tflite file")
+                        name_help="registered model name (see `edgekit models`), an .onnx/.tflite file, or an "
+                                  "export bundle folder (with a bundle, --weights FILE points at the weights "
+                                  "file when it moved since the export)")
     p.add_argument("--data", type=Path, required=True,
                    help="CSV with file,class_index columns, or a folder with one sub-folder per class "
                         "(classes numbered in sorted folder order)")
@@ -43,6 +49,10 @@ def add_parser(sub) -> None:
     p.add_argument("--background", choices=BACKGROUND_MODES, default="auto",
                    help="output 0 of TF's 1001-class ImageNet models is 'background': auto drops it when the "
                         "model has 1001 outputs (class k is then output k+1); drop / none force it")
+    p.add_argument("--pytorch", choices=PYTORCH_MODES, default="auto",
+                   help="bundles: the PyTorch row. auto (default): rebuilt from the manifest's weights when they "
+                        "can be had and reproduce the bundle's reference outputs, else a warning and the files "
+                        "alone; require: fail instead; skip: files alone, torch never imported")
     p.add_argument("--json", metavar="FILE", help="write the figures as JSON (- for stdout)")
     p.set_defaults(run=run)
 
@@ -56,6 +66,10 @@ def run(args) -> int:
     items = read_labelled_set(args.data)
     if args.limit:
         items = items[:args.limit]
+    if Path(args.name).is_dir():
+        return _run_bundle(args, items)
+    if args.pytorch != "auto":
+        raise EdgekitError(f"--pytorch applies to an export bundle, not to {args.name}; drop it")
     target = _open_target(args)
     p = target.preprocessing
     info(f"[edgekit] eval {target.name} on {len(items)} images of {args.data} at {target.resolution}px; "
@@ -78,6 +92,71 @@ def run(args) -> int:
     return 0
 
 
+def _run_bundle(args, items) -> int:
+    from ..bundle_eval import evaluate_bundle, open_bundle
+
+    model_only = [flag for flag, used in (("--width", args.width), ("--resolution", args.resolution),
+                                          ("--num-classes", args.num_classes),
+                                          ("--keep-background", args.keep_background)) if used]
+    if model_only:
+        raise EdgekitError(f"{', '.join(model_only)}: a bundle's model and files are fixed by its manifest; drop "
+                           f"{'them' if len(model_only) > 1 else 'it'}")
+    weights = None if args.weights == "default" else Path(args.weights)
+    if weights is not None and args.pytorch == "skip":
+        raise EdgekitError("--weights rebuilds the PyTorch row, which --pytorch skip leaves out; drop one of them")
+    override = _preprocessing_override(args)
+    opened = open_bundle(Path(args.name), pytorch=args.pytorch, weights=weights, preprocessing=override,
+                         threads=args.threads)
+    recorded = Preprocessing.from_dict(opened.manifest.preprocessing)
+    if args.crop_fraction is not None:
+        opened.preprocessing = replace(opened.preprocessing, crop_fraction=args.crop_fraction)
+        opened.preprocessing_source += "; crop from --crop-fraction"
+    if (opened.preprocessing.mean, opened.preprocessing.std) != (recorded.mean, recorded.std):
+        warn(f"feeding the bundle with {_describe(opened.preprocessing)}, not the {_describe(recorded)} its "
+             "manifest records: accuracy will reflect the mismatch")
+    info(f"[edgekit] preprocessing {_describe(opened.preprocessing)} ({opened.preprocessing_source})")
+    result = evaluate_bundle(opened, items, batch_size=args.batch_size, background=args.background,
+                             data={"source": str(args.data), "limit": args.limit})
+    first = result.any_result
+    if first.unreadable:
+        warn(f"skipped {len(first.unreadable)} unreadable image(s) of {len(items)}, e.g. {first.unreadable[0]}")
+    dropped = [name for name, r in result.results.items() if r.background_dropped]
+    if dropped:
+        info(f"[edgekit] output 0 taken as 'background' and dropped for {', '.join(dropped)} (1001 outputs)")
+    _check_folder_classes(args.data, first.num_outputs - int(first.background_dropped))
+    table = _bundle_table(result)
+    if args.json == "-":
+        info(table)
+    else:
+        print(table)
+    if args.json:
+        write_json(args.json, result.to_dict())
+    return 0
+
+
+def _bundle_table(result) -> str:
+    from ..table import format_table
+
+    def pct(value: float) -> str:
+        return f"{100 * value:.1f}%"
+
+    rows = []
+    for target in result.opened.targets:
+        r = result.results[target.name]
+        agreement = result.agreement(target.name)
+        shown = "reference" if target.name == result.agreement_with else "-" if agreement is None else pct(agreement)
+        rows.append([target.name, target.format, target.precision, pct(r.top1), pct(r.top5), shown, r.images,
+                     len(r.unreadable)])
+    table = format_table(["target", "format", "precision", "top-1", "top-5", "top-1 agreement", "images",
+                          "unreadable"], rows)
+    pytorch = result.opened.pytorch
+    if pytorch.status != "rebuilt":
+        versus = (f"top-1 agreement is with {result.agreement_with}, which parity tied to PyTorch at export"
+                  if result.agreement_with else "no fp32 file to measure top-1 agreement against")
+        table += f"\n(no PyTorch row: {pytorch.reason}; {versus})"
+    return table
+
+
 def _check_writable(path: Path) -> None:
     """Fail before the work, not after it, when --json cannot be written."""
     try:
@@ -92,9 +171,6 @@ def _open_target(args):
 
     path = Path(args.name)
     override = _preprocessing_override(args)
-    if path.is_dir():
-        raise EdgekitError(f"{path} is a folder: evaluating an export bundle is not supported yet; pass a model "
-                           f"file inside it ({', '.join(MODEL_FILE_SUFFIXES)}) or a model name with --weights")
     if path.suffix.lower() in MODEL_FILE_SUFFIXES:
         model_only = [flag for flag, used in (("--weights", args.weights != "default"), ("--width", args.width),
                                               ("--num-classes", args.num_classes),

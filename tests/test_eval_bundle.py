@@ -1,0 +1,210 @@
+"""`edgekit eval BUNDLE`: the PyTorch model and every file of an export bundle scored on the same images, in one
+table. The bundle is Google's MobileNet v1 0.25/128 imported as real weights, exported once per module with
+int8 calibrated on the shared everyday photos (none of the scored ImageNet images)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from edgekit.cli import main
+from edgekit.evaluate import evaluate, image_batches
+from edgekit.images import read_labelled_set
+from edgekit.runtimes import open_runtime
+from edgekit.types import Preprocessing
+
+VARIANT = "mobilenet_v1_w0.25_r128"
+WEIGHTS = "mobilenet_v1_0.25_128_quant.tflite"
+FILES = [f"{VARIANT}.onnx", f"{VARIANT}.tflite", f"{VARIANT}_int8.onnx", f"{VARIANT}_int8.tflite"]
+
+
+@pytest.fixture(scope="module")
+def labels_csv(shared_data) -> Path:
+    return shared_data / "imagenet-samples" / "labels.csv"
+
+
+@pytest.fixture(scope="module")
+def bundle(tmp_path_factory, shared_data) -> Path:
+    out = tmp_path_factory.mktemp("exports")
+    code = main(["export", "mobilenet_v1", "--weights", str(shared_data / "tflite" / WEIGHTS), "--int8",
+                 "--calib", str(shared_data / "photos"), "--out", str(out),
+                 "--parity-samples", "6", "--parity-random", "2"])
+    assert code == 0
+    return out / VARIANT
+
+
+@pytest.fixture(scope="module")
+def full_eval(bundle, labels_csv, tmp_path_factory):
+    """The whole shared set (250 images), table and JSON, once per module."""
+    json_path = tmp_path_factory.mktemp("eval") / "eval.json"
+    stdout_lines = []
+    code = _main_capturing(["eval", str(bundle), "--data", str(labels_csv), "--json", str(json_path)],
+                           stdout_lines)
+    assert code == 0
+    return "".join(stdout_lines), json.loads(json_path.read_text())
+
+
+def _main_capturing(argv, sink) -> int:
+    # module-scoped fixtures cannot use capsys: collect stdout through a redirect instead
+    import contextlib
+    import io
+
+    buffer = io.StringIO()
+    with contextlib.redirect_stdout(buffer):
+        code = main(argv)
+    sink.append(buffer.getvalue())
+    return code
+
+
+@pytest.fixture()
+def copy(bundle, tmp_path) -> Path:
+    """A private copy to tamper with."""
+    return Path(shutil.copytree(bundle, tmp_path / VARIANT))
+
+
+def _edit_manifest(bundle: Path, edit) -> None:
+    path = bundle / "manifest.json"
+    data = json.loads(path.read_text())
+    edit(data)
+    path.write_text(json.dumps(data))
+
+
+def _rows(table: str) -> dict[str, list[str]]:
+    return {line.split()[0]: line.split() for line in table.splitlines()[2:] if line.strip() and
+            not line.startswith("(")}
+
+
+def test_one_table_pytorch_and_every_file_int8_within_2_points(full_eval):
+    table, data = full_eval
+    rows = _rows(table)
+    assert list(rows) == ["pytorch", *FILES]
+    assert "top-1 agreement" in table.splitlines()[0]
+    assert rows["pytorch"][1:3] == ["pytorch", "fp32"] and rows["pytorch"][5] == "reference"
+    assert rows[f"{VARIANT}_int8.tflite"][1:3] == ["tflite", "int8"]
+    assert all(row[-2:] == ["250", "0"] for row in rows.values())  # images, unreadable
+
+    targets = {t["name"]: t for t in data["targets"]}
+    assert list(targets) == ["pytorch", *FILES]
+    reference = targets["pytorch"]
+    assert reference["images"] == 250 and reference["top1_agreement"] == 1.0
+    # the import's accuracy on these images (README: 46.0% imported top-1): a meaningful reference, not noise
+    assert 0.40 <= reference["top1"] <= 0.52 and reference["top5"] > reference["top1"]
+    for name in FILES[:2]:
+        assert targets[name]["top1_agreement"] >= 0.99, name  # fp32 files compute what PyTorch computes
+        assert abs(targets[name]["top1"] - reference["top1"]) <= 0.01
+    for name in FILES[2:]:
+        t = targets[name]
+        assert t["precision"] == "int8" and t["images"] == 250
+        assert abs(t["top1"] - reference["top1"]) <= 0.02, (name, t["top1"], reference["top1"])
+        assert 0.8 <= t["top1_agreement"] < 1.0  # integer arithmetic: close, and really not the float model
+    manifest = json.loads((Path(data["bundle"]) / "manifest.json").read_text())
+    by_path = {a["path"]: a for a in manifest["artifacts"]}
+    assert all(targets[n]["sha256"] == by_path[n]["sha256"] for n in FILES)
+    assert data["pytorch"]["status"] == "rebuilt" and data["pytorch"]["check"]["cosine_min"] > 0.9999
+    assert data["agreement_with"] == "pytorch" and data["resolution"] == 128
+    assert data["preprocessing"]["mean"] == [128.0] * 3 and data["preprocessing_source"] == "recorded in the manifest"
+    assert data["data"]["images"] == 250 and data["data"]["unreadable"] == 0
+
+
+def test_rows_match_the_file_scored_alone(full_eval, bundle, labels_csv):
+    # same images, same preprocessing: the bundle row is what evaluating the file by itself gives
+    _, data = full_eval
+    preprocessing = Preprocessing.from_dict(data["preprocessing"])
+    items = read_labelled_set(labels_csv)
+    alone = evaluate(open_runtime(bundle / FILES[3]), image_batches(items, 128, preprocessing))
+    row = next(t for t in data["targets"] if t["name"] == FILES[3])
+    assert (alone.correct_top1, alone.correct_top5) == (row["correct_top1"], row["correct_top5"])
+
+
+def test_altered_file_is_an_error_naming_it(copy, labels_csv, tmp_path, capsys):
+    model = copy / FILES[3]
+    data = bytearray(model.read_bytes())
+    data[len(data) // 2] ^= 0xFF  # still loads; the numbers would move a little
+    model.write_bytes(bytes(data))
+    out = tmp_path / "eval.json"
+    assert main(["eval", str(copy), "--data", str(labels_csv), "--limit", "4", "--json", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert f"{FILES[3]}: sha256 mismatch, the file was altered after export" in err
+    assert not out.exists()
+
+
+def test_moved_weights_warn_then_score_the_files_against_the_fp32_onnx(copy, labels_csv, shared_data, tmp_path,
+                                                                        capsys):
+    _edit_manifest(copy, lambda d: d["model"]["weights"].update(path=str(tmp_path / "gone" / WEIGHTS)))
+    out = tmp_path / "eval.json"
+    assert main(["eval", str(copy), "--data", str(labels_csv), "--limit", "8", "--json", str(out)]) == 0
+    table, err = capsys.readouterr()
+    assert "no PyTorch row: the weights file" in err and "is not there" in err
+    assert "pytorch" not in _rows(table) and _rows(table)[f"{VARIANT}.onnx"][5] == "reference"
+    assert f"top-1 agreement is with {VARIANT}.onnx" in table
+    data = json.loads(out.read_text())
+    assert data["pytorch"]["status"] == "unavailable" and data["agreement_with"] == f"{VARIANT}.onnx"
+    assert [t["name"] for t in data["targets"]] == FILES
+
+    assert main(["eval", str(copy), "--data", str(labels_csv), "--limit", "8", "--pytorch", "require"]) == 2
+    assert "cannot score the PyTorch model" in capsys.readouterr().err
+
+    # --weights points at the file where it is now; a different file is refused by its hash
+    assert main(["eval", str(copy), "--data", str(labels_csv), "--limit", "8",
+                 "--weights", str(shared_data / "tflite" / WEIGHTS), "--pytorch", "require"]) == 0
+    assert "pytorch" in _rows(capsys.readouterr().out)
+    assert main(["eval", str(copy), "--data", str(labels_csv), "--limit", "8", "--pytorch", "require",
+                 "--weights", str(shared_data / "tflite" / "mobilenet_v1_0.5_160_quant.tflite")]) == 2
+    assert "differs from the one exported (sha256" in capsys.readouterr().err
+
+
+def test_a_rebuilt_model_that_is_not_the_exported_one_is_refused(copy, labels_csv, capsys):
+    # same weights, symmetric instead of TF padding: a different function, caught by the stored reference outputs
+    _edit_manifest(copy, lambda d: d["model"].update(padding="symmetric"))
+    assert main(["eval", str(copy), "--data", str(labels_csv), "--limit", "4", "--pytorch", "require"]) == 2
+    assert "does not reproduce the bundle's reference outputs" in capsys.readouterr().err
+
+
+def test_random_weights_bundle_scores_its_files_alone(tmp_path, labels_csv, capsys):
+    assert main(["export", "mobilenet_v1", "--width", "0.25", "--resolution", "128", "--weights", "random",
+                 "--formats", "onnx", "--parity-random", "2", "--parity-samples", "0", "--out", str(tmp_path)]) == 0
+    capsys.readouterr()
+    bundle = tmp_path / "mobilenet_v1_w0.25_r128"
+    out = tmp_path / "eval.json"
+    assert main(["eval", str(bundle), "--data", str(labels_csv), "--limit", "6", "--json", str(out)]) == 0
+    table, err = capsys.readouterr()
+    assert "no PyTorch row: the bundle was exported with random weights" in err
+    assert list(_rows(table)) == ["mobilenet_v1_w0.25_r128.onnx"]
+    data = json.loads(out.read_text())
+    assert data["pytorch"]["status"] == "unavailable" and data["targets"][0]["images"] == 6
+    assert main(["eval", str(bundle), "--data", str(labels_csv), "--limit", "6", "--pytorch", "require"]) == 2
+    assert "random weights" in capsys.readouterr().err
+
+
+def test_files_alone_never_import_torch(bundle, labels_csv):
+    code = ("import sys\nfrom edgekit.cli import main\nrc = main(sys.argv[1:])\n"
+            "print('TORCH_IMPORTED' if 'torch' in sys.modules else 'NO_TORCH')\nsys.exit(rc)")
+    result = subprocess.run([sys.executable, "-c", code, "eval", str(bundle), "--data", str(labels_csv),
+                             "--limit", "4", "--pytorch", "skip"], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip().splitlines()[-1] == "NO_TORCH"
+    assert list(_rows(result.stdout.rsplit("\n", 2)[0])) == FILES
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--width", "0.5"], "--width: a bundle's model and files are fixed by its manifest"),
+    (["--pytorch", "skip", "--weights", "x.tflite"], "--pytorch skip leaves out"),
+])
+def test_bundle_usage_errors(bundle, labels_csv, argv, message, capsys):
+    assert main(["eval", str(bundle), "--data", str(labels_csv), *argv]) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_a_folder_holding_bundles(bundle, tmp_path, labels_csv, capsys):
+    one = tmp_path / "one"
+    shutil.copytree(bundle, one / VARIANT)
+    assert main(["eval", str(one), "--data", str(labels_csv), "--limit", "2", "--pytorch", "skip"]) == 0
+    assert list(_rows(capsys.readouterr().out)) == FILES
+    shutil.copytree(bundle, one / "other")
+    assert main(["eval", str(one), "--data", str(labels_csv), "--limit", "2"]) == 2
+    assert "holds 2 bundles" in capsys.readouterr().err
