@@ -50,6 +50,11 @@ class LayerError:
                 d[key] = "inf" if d[key] > 0 else "-inf"
         return d
 
+    @classmethod
+    def from_dict(cls, d: dict) -> "LayerError":
+        return cls(int(d["index"]), d["layer"], d["op"], d["tensor"], tuple(d["shape"]), float(d["sqnr_db"]),
+                   float(d["cosine"]), None if d.get("loss_db") is None else float(d["loss_db"]))
+
 
 @dataclass
 class LayerReport:
@@ -74,6 +79,12 @@ class LayerReport:
                 "output_sqnr_db": self.output.to_dict()["sqnr_db"] if self.output else None,
                 "worst": [e.to_dict() for e in self.worst(worst)],
                 "layers": [e.to_dict() for e in self.layers]}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "LayerReport":
+        """The report back from ``to_dict`` (a bundle's manifest keeps every layer)."""
+        return cls(d["artifact"], d["reference"], d["format"], int(d["samples"]),
+                   [LayerError.from_dict(e) for e in d.get("layers", [])])
 
 
 class _Accumulator:

@@ -130,10 +130,16 @@ class Manifest:
     labels: dict = field(default_factory=dict)  # file, count, source
     steps: list[StepRecord] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    # int8 files: each one's per-layer comparison with its fp32 file (layerwise.LayerReport.to_dict, paths
+    # relative to the bundle), or {"artifact", "error"} when the comparison could not run
+    layers: list[dict] = field(default_factory=list)
+    latency: dict = field(default_factory=dict)  # host latency per file (devices.host.HostLatency.to_dict)
     error: str | None = None
     versions: dict = field(default_factory=library_versions)
     created: str = field(default_factory=lambda: datetime.now(timezone.utc).isoformat(timespec="seconds"))
     edgekit_version: str = __version__
+    # warnings already printed while the export ran (not saved): `edgekit export` repeats only the others
+    shown: set[str] = field(default_factory=set, repr=False, compare=False)
 
     @property
     def variant(self) -> str:
@@ -163,6 +169,7 @@ class Manifest:
             "artifacts": [a.to_dict() for a in self.artifacts],
             "gates": self.gates.to_dict() if self.gates else None,
             "reference": self.reference, "parity": [p.to_dict() for p in self.parity],
+            "layers": self.layers, "latency": self.latency,
             "steps": [s.to_dict() for s in self.steps], "warnings": self.warnings,
         }
 
@@ -175,7 +182,8 @@ class Manifest:
                    gates=GateTable.from_dict(d["gates"]) if d.get("gates") else None,
                    reference=d.get("reference", {}), labels=d.get("labels", {}),
                    steps=[StepRecord.from_dict(s) for s in d.get("steps", [])], warnings=d.get("warnings", []),
-                   error=d.get("error"), versions=d.get("versions", {}), created=d.get("created", ""),
+                   layers=d.get("layers") or [], latency=d.get("latency") or {}, error=d.get("error"),
+                   versions=d.get("versions", {}), created=d.get("created", ""),
                    edgekit_version=d.get("edgekit_version", ""))
 
     def write(self, bundle: Path) -> Path:

@@ -189,13 +189,17 @@ class GateTable:
 # Documented defaults (README "Export, parity and validate"). fp32: the exported graph must pick the same
 # class for every photo and point the same way to 1e-4 (measured: cosine > 0.999999, PSNR > 130 dB).
 # fp16 weights: measured cosine >= 0.99998 and PSNR ~70 dB on imported MobileNet v2 and random networks;
-# the floors leave room for a near-tie on one photo. int8: provisional floors for trained weights (measured on
-# imported MobileNet v2: top-1 100%, cosine mean 0.99, PSNR 38 dB), tuned by the int8 work (issue 5);
-# never applied to random weights.
+# the floors leave room for a near-tie on one photo. int8 (never applied to random weights): measured on the
+# export's default parity inputs (12 built-in photos + 4 random) for Google's four MobileNets imported, ONNX and
+# TFLite: top-1 agreement 75-83%, top-5 77-88%, cosine mean 0.983-0.995, PSNR 34.3-39.5 dB; a visibly worse
+# file (entropy-calibrated MobileNet v2, 3 points of top-1 lost) scored cosine mean 0.94 and PSNR 30.6 dB.
+# Cosine mean and PSNR separate good from bad; the agreement floors sit below the good files' worst, because
+# the built-in photos are far from ImageNet and full of near-ties (the good MobileNet v1 0.5/160 file agrees
+# on 9 of the 12 photos: a floor of 0.8 would fail it).
 DEFAULT_GATES = GateTable(
     fp32=ParityGates(top1_agreement=1.0, cosine_min=0.9999),
     fp16=ParityGates(top1_agreement=0.9, cosine_min=0.9995, psnr_db=40.0),
-    int8=ParityGates(top1_agreement=0.8, top5_agreement=0.7, cosine_mean=0.97),
+    int8=ParityGates(top1_agreement=0.6, top5_agreement=0.7, cosine_mean=0.975, psnr_db=32.0),
 )
 
 

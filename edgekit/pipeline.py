@@ -19,9 +19,9 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .console import step, warn
+from .console import info, step, warn
 from .errors import EdgekitError
-from .exporters.common import captured_output, edgekit_metadata, export_ready, preprocessing_record
+from .exporters.common import captured_output, edgekit_metadata, export_ready, one_line, preprocessing_record
 from .fileio import atomic_path, atomic_write_text, ensure_writable_dir
 from .manifest import LABELS_NAME, MANIFEST_NAME, REPORT_NAME, Artifact, Manifest, Reference, StepRecord
 from .parity import DEFAULT_GATES, GateTable, build_inputs, check_artifact, is_gated, is_real, spread
@@ -60,6 +60,7 @@ class ExportSpec:
     parity_samples: int = 16
     parity_random: int = 4
     seed: int = 0
+    latency_runs: int = 25  # timed runs per file on this machine (1 thread, fresh process); 0 skips
     out: Path = Path("exports")
     labels: Path | None = None
     gates: GateTable = field(default=DEFAULT_GATES)
@@ -89,6 +90,8 @@ class ExportSpec:
             raise EdgekitError(f"--opset {self.opset} is too old: edgekit exports ONNX opset 17 or newer")
         if self.calib_samples < 1:
             raise EdgekitError("--calib-samples must be at least 1")
+        if self.latency_runs < 0:
+            raise EdgekitError("--latency-runs counts timed runs: use 0 (skip) or more")
 
     def options(self) -> dict:
         """The options as the manifest records them."""
@@ -98,6 +101,7 @@ class ExportSpec:
                 "parity": {"data": str(self.data) if self.data else None, "samples": self.parity_samples,
                            "random": self.parity_random, "seed": self.seed},
                 "onnx": {"opset": self.opset, "exporter": self.onnx_exporter, "dynamic_batch": self.dynamic_batch},
+                "latency": {"runs": self.latency_runs},
                 "labels_file": str(self.labels) if self.labels else None, "out": str(self.out)}
 
 
@@ -243,6 +247,92 @@ def _build(spec: ExportSpec, model, staging: Path, manifest: Manifest, steps: _S
         failed = [p.artifact for p in manifest.parity if not p.passed]
         outcome["detail"] = f"FAILED: {', '.join(failed)}" if failed else "all gates pass"
 
+    if spec.int8:
+        _compare_layers(manifest, staging, steps, reference)
+    if spec.latency_runs:
+        _host_latency(spec, manifest, staging, steps)
+
+
+# As many photos as `edgekit inspect` compares on by default; MobileNet v2 takes 0.9 s (ONNX) and 0.7 s (TFLite).
+_LAYER_SAMPLES = 8
+_LAYERS_IN_MANIFEST = 10
+
+
+def _compare_layers(manifest: Manifest, staging: Path, steps: _Steps, reference: Reference) -> None:
+    """Per-layer error of each int8 file against its fp32 file, on the real parity photos. A diagnosis, not a
+    gate: whatever goes wrong is recorded in the manifest and never fails the export."""
+    from .layerwise import compare_layers
+    from .parity import is_real
+
+    real = is_real(reference.sources)
+    inputs = (reference.inputs[real] if real.any() else reference.inputs)[:_LAYER_SAMPLES]
+    pairs = [(a, next((f for f in manifest.artifacts if f.format == a.format and f.precision == "fp32"), None))
+             for a in manifest.artifacts if a.precision == "int8"]
+    what = "photos" if real.any() else "inputs"
+    with steps.run("layers", f"per-layer int8 error on {len(inputs)} {what}") as outcome:
+        worst = []
+        for int8, fp32 in pairs:
+            if fp32 is None:
+                manifest.layers.append({"artifact": int8.path, "error": f"no fp32 {int8.format} file to compare"})
+                continue
+            try:
+                with captured_output() as log:
+                    report = compare_layers(staging / int8.path, staging / fp32.path, inputs)
+            except Exception as e:  # a diagnosis that breaks must not cost the user the bundle
+                reason = one_line(e, log)
+                if not manifest.weights.get("trained"):
+                    # measured on random MobileNet v2: activations shrink to ~1e-9 by the last blocks, and LiteRT's
+                    # reference kernels (the comparison needs them, XNNPACK keeps no intermediate tensor) refuse
+                    # int8 scales that small
+                    reason += ("; with untrained weights activations shrink layer after layer until their int8 "
+                               "scales are too small for some kernels")
+                manifest.layers.append({"artifact": int8.path, "reference": fp32.path, "error": reason})
+                warn(f"per-layer comparison of {int8.path} could not run ({reason}); the export goes on")
+                continue
+            manifest.layers.append(report.to_dict(worst=_LAYERS_IN_MANIFEST)
+                                   | {"artifact": int8.path, "reference": fp32.path})
+            top = report.worst(1)
+            if top:
+                worst.append(f"{int8.format}: {top[0].layer} loses {top[0].loss_db:.1f} dB")
+        outcome["detail"] = "; ".join(worst) or "no layer compared"
+
+
+def _host_latency(spec: ExportSpec, manifest: Manifest, staging: Path, steps: _Steps) -> None:
+    """Time every file on this machine (edgekit bench's local device) and say loudly when an int8 file is
+    slower than its fp32 file. Never fails the export: a host without a runtime is recorded as such."""
+    from .devices import host
+
+    files = [host.HostFile(staging / a.path, a.path, a.format, a.precision) for a in manifest.artifacts]
+    label = (f"host latency of {len(files)} files ({host.THREADS} thread, {spec.latency_runs} runs after "
+             f"{host.WARMUP} warm-up, a fresh process each)")
+    with steps.run("latency", label) as outcome:
+        try:
+            latency = host.measure(files, runs=spec.latency_runs, warmup=host.WARMUP)
+        except Exception as e:  # the figures are a report, not a gate: keep the bundle
+            manifest.latency = {"error": one_line(e)}
+            _warn(manifest, f"host latency not measured ({one_line(e)})")
+            outcome["detail"] = "not measured"
+            return
+        manifest.latency = latency.to_dict()
+        errors = latency.errors()
+        if errors:
+            _warn(manifest, f"host latency not measured for {', '.join(r['artifact'] for r in errors)}: "
+                            f"{errors[0]['error']}")
+        for c in latency.slower():
+            _warn(manifest, f"{c['int8']} is SLOWER than {c['fp32']} on this machine: p50 {c['int8_p50_ms']:.2f} "
+                            f"vs {c['fp32_p50_ms']:.2f} ms ({c['ratio_p50']:.2f}x, {host.THREADS} thread). An int8 "
+                            f"file slower than its fp32 file is a defect: confirm with `edgekit bench`, then keep "
+                            f"the fp32 file or report it", loud=True)
+        ratios = [f"{c['format']} {c['ratio_p50']:.2f}x" for c in latency.comparisons()]
+        outcome["detail"] = f"int8/fp32 p50: {', '.join(ratios)}" if ratios else f"{len(files) - len(errors)} measured"
+
+
+def _warn(manifest: Manifest, message: str, loud: bool = False) -> None:
+    """Print a warning now and keep it in the manifest; the command's recap at the end does not repeat it."""
+    warn(message, loud=loud)
+    manifest.warnings.append(message)
+    manifest.shown.add(message)
+
 
 def _export_fp32(fmt: str, spec: ExportSpec, ready, out: Path, resolution: int, metadata: dict) -> dict:
     if fmt == "onnx":
@@ -276,11 +366,17 @@ def _build_int8(spec: ExportSpec, config, staging: Path, manifest: Manifest, ste
         else:
             calibration = calibration_module.CalibrationSet.builtin(config.preprocessing, config.resolution,
                                                                      spec.calib_samples)
-            manifest.warnings.append("int8 calibrated on edgekit's built-in photos; --calib DIR with pictures "
-                                     "from your own data calibrates better")
+            warning = ("int8 calibrated on edgekit's built-in photos; --calib DIR with pictures from your own data "
+                       "calibrates better")
+            manifest.warnings.append(warning)
+            manifest.shown.add(warning)  # CalibrationSet.builtin has just said so on the console
         if hasattr(calibration, "to_dict"):
             manifest.options["calibration"] |= {"used": calibration.to_dict()}
         outcome["detail"] = f"{len(calibration)} images"
+    tflite_method = _quantize_module("tflite_int8").CALIBRATION_METHOD
+    if "tflite" in spec.formats and spec.calib_method != tflite_method:
+        info(f"note: --calib-method {spec.calib_method} applies to the ONNX file; the TFLite file is calibrated "
+             f"with {tflite_method} (ai-edge-quantizer sets static activation ranges from min/max only)")
     for fmt in spec.formats:
         relative = f"{config.variant}_int8.{fmt}"
         with steps.run(f"{fmt} int8", f"{fmt} int8 quantization") as outcome:
@@ -289,17 +385,22 @@ def _build_int8(spec: ExportSpec, config, staging: Path, manifest: Manifest, ste
                 if fmt == "onnx":
                     from .exporters import onnx as exporter
 
-                    _quantize_module("onnx_int8").quantize_onnx(fp32_files[fmt], tmp, calibration,
-                                                                method=spec.calib_method)
-                    details = {"calibration_method": spec.calib_method}
+                    onnx_int8 = _quantize_module("onnx_int8")
+                    onnx_int8.quantize_onnx(fp32_files[fmt], tmp, calibration, method=spec.calib_method)
+                    details = {"calibration_method": spec.calib_method, "weights": "int8 per-channel",
+                               "activations": onnx_int8.DEFAULT_ACTIVATION_TYPE}
                 else:
                     from .exporters import tflite as exporter
 
-                    _quantize_module("tflite_int8").quantize_tflite(fp32_files[fmt], tmp, calibration,
-                                                                    io_dtype=spec.io_dtype)
-                    details = {"io_dtype": spec.io_dtype}
+                    tflite_int8 = _quantize_module("tflite_int8")
+                    tflite_int8.quantize_tflite(fp32_files[fmt], tmp, calibration, io_dtype=spec.io_dtype)
+                    details = {"calibration_method": tflite_int8.CALIBRATION_METHOD, "io_dtype": spec.io_dtype,
+                               "weights": "int8 per-channel", "activations": "int8"}
                 exporter.add_metadata(tmp, metadata)
                 details["operators"] = exporter.operator_counts(tmp)
+                if fmt == "tflite":
+                    # the proof, read back from the finished file's flatbuffer: op types and tensor dtypes
+                    details["integer"] = tflite_int8.integer_report(tmp)
             artifact = _describe(staging, relative, fmt, "int8", time.perf_counter() - started, details)
             manifest.artifacts.append(artifact)
             outcome["detail"] = _size(artifact.bytes)

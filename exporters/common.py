@@ -140,7 +140,10 @@ def captured_output() -> Iterator[list[str]]:
             lines.extend(python_level.getvalue().splitlines())
 
 
-def one_line(error: BaseException) -> str:
-    """A converter's exception as one line: its type and the first non-empty line of its message."""
+def one_line(error: BaseException, log: list[str] | None = None) -> str:
+    """A converter's exception as one line: its type and the first non-empty line of its message. When the
+    message is empty, the last line the library printed (``log``, from ``captured_output``) says why."""
     reason = next((line.strip() for line in str(error).splitlines() if line.strip()), "")
+    if not reason and log:
+        reason = next((line.strip() for line in reversed(log) if line.strip()), "")
     return f"{type(error).__name__}: {reason[:300]}" if reason else type(error).__name__

@@ -82,15 +82,16 @@ def quantize_onnx(fp32_onnx: Path, out: Path, calibration: CalibrationSet, metho
                           "entropy": {"num_bins": _HISTOGRAM_BINS, "num_quantized_bins": 256, "symmetric": False},
                           "percentile": {"num_bins": _HISTOGRAM_BINS, "percentile": _PERCENTILE, "symmetric": False}}
     options = calibrator_options[method]
+    log: list[str] = []
     try:
-        with captured_output():  # ORT logs reminders and prints histogram progress on stdout
+        with captured_output() as log:  # ORT logs reminders and prints histogram progress on stdout
             _quantize(fp32_onnx, out, calibration, method, activation_type, op_types, input_name, outputs,
                       metadata, calibrate_method, options)
     except EdgekitError:
         raise
     except Exception as e:  # ORT raises its own exception classes, onnx its own
-        raise EdgekitError(f"ONNX Runtime could not quantize {fp32_onnx.name} ({one_line(e)}); export the fp32 "
-                           "ONNX with edgekit, or leave out --int8") from None
+        raise EdgekitError(f"ONNX Runtime could not quantize {fp32_onnx.name} ({one_line(e, log)}); export the "
+                           "fp32 ONNX with edgekit, or leave out --int8") from None
 
 
 def _quantize(fp32_onnx: Path, out: Path, calibration: CalibrationSet, method: str, activation_type: str,

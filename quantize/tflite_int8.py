@@ -45,8 +45,15 @@ def quantize_tflite(fp32_tflite: Path, out: Path, calibration: CalibrationSet, i
         raise EdgekitError(f"unknown --io-dtype {io_dtype!r}: choose one of {', '.join(IO_DTYPES)}")
     fp32_tflite, out = Path(fp32_tflite), Path(out)
     source = TFLiteModel.from_file(fp32_tflite)  # fails with one line on a missing or corrupt file
+    log: list[str] = []
     try:
-        quantized = _quantize_static(fp32_tflite, calibration)
+        # the library prints progress bars ("Running Calibration:"), interpreter notices, UserWarnings and a
+        # size report; edgekit prints its own steps and keeps stdout for tables and JSON. What it printed stays
+        # at hand for the one-line error.
+        with captured_output() as log, warnings.catch_warnings():
+            # its calibrator keeps every intermediate tensor, which LiteRT warns about as a debugging mode
+            warnings.filterwarnings("ignore", "Warning: Enabling `experimental_preserve_all_tensors`", UserWarning)
+            quantized = _quantize_static(fp32_tflite, calibration)
         record = {"precision": "int8", "weights": "int8 per-channel symmetric",
                   "activations": "int8 per-tensor", "io_dtype": io_dtype, "calibration_method": CALIBRATION_METHOD,
                   "calibration_samples": len(calibration)}
@@ -54,8 +61,8 @@ def quantize_tflite(fp32_tflite: Path, out: Path, calibration: CalibrationSet, i
     except EdgekitError:
         raise
     except Exception as e:  # the quantizer and the interpreter raise many exception types
-        raise EdgekitError(f"ai-edge-quantizer could not quantize {fp32_tflite.name} ({one_line(e)}); export the "
-                           "fp32 TFLite with edgekit, or leave out --int8") from None
+        raise EdgekitError(f"ai-edge-quantizer could not quantize {fp32_tflite.name} ({one_line(e, log)}); export "
+                           "the fp32 TFLite with edgekit, or leave out --int8") from None
     report = integer_report(TFLiteModel(quantized, str(out)))
     if not report["fully_integer"]:
         # never ship a file called int8 that is not: the quantizer left float compute behind
@@ -87,13 +94,9 @@ def _quantize_static(fp32_tflite: Path, calibration: CalibrationSet) -> bytes:
     # the plain min/max update gives the ranges ONNX Runtime's MinMax gives.
     rules = recipe_manager.RecipeManager()
     rules.load_quantization_recipe(plan)
-    with captured_output():
-        ranges_of = calibrator.Calibrator(fp32_tflite.read_bytes(), num_threads=os.cpu_count() or 1,
-                                          qsv_update_func=qsv_utils.min_max_update)
-    # the library prints progress bars, interpreter notices and a size report; edgekit prints its own steps
-    # and keeps stdout for tables and JSON
-    with captured_output():
-        ranges_of.calibrate({key: samples}, rules)
+    ranges_of = calibrator.Calibrator(fp32_tflite.read_bytes(), num_threads=os.cpu_count() or 1,
+                                      qsv_update_func=qsv_utils.min_max_update)
+    ranges_of.calibrate({key: samples}, rules)
     ranges = ranges_of.get_model_qsvs()
     input_tensor = interpreter.get_signature_runner(key).get_input_details()[input_name]["name"]
     if input_tensor in ranges:
@@ -101,7 +104,7 @@ def _quantize_static(fp32_tflite: Path, calibration: CalibrationSet) -> bytes:
         ranges[input_tensor] = dict(ranges[input_tensor]) | {
             "min": np.full_like(np.asarray(ranges[input_tensor]["min"], dtype=np.float32), low),
             "max": np.full_like(np.asarray(ranges[input_tensor]["max"], dtype=np.float32), high)}
-    with captured_output(), warnings.catch_warnings():
+    with warnings.catch_warnings():
         # all-zero weight channels overflow the library's bias cast; _repair_dead_channels fixes them after
         warnings.filterwarnings("ignore", "invalid value encountered in cast", RuntimeWarning)
         result = engine.quantize(ranges, enable_progress_bar=False, enable_progress_report=False)

@@ -47,7 +47,7 @@ def manifest(export) -> Manifest:
 def test_export_succeeds_with_a_table_and_the_next_command(export):
     assert export["code"] == 0, export["stdout"]
     lines = export["stdout"].strip().splitlines()
-    assert lines[0].split()[:5] == ["artifact", "precision", "size", "parity", "time"]
+    assert lines[0].split() == ["artifact", "precision", "size", "parity", "p50", "ms", "int8/fp32", "time"]
     for name in (f"{VARIANT}.onnx", f"{VARIANT}.tflite", f"{VARIANT}_fp16.tflite"):
         row = next(line for line in lines if line.startswith(name + " "))
         assert " pass " in row
@@ -135,9 +135,13 @@ def test_manifest_describes_model_weights_and_tools(manifest, weights):
     assert pre["crop"] == 224 and pre["resize_shorter_side"] == 256
     assert pre["channel_order"] == "RGB" and len(pre["mean"]) == 3 and len(pre["value_range"]) == 2
     assert [s.name for s in manifest.steps] == ["model", "prepare", "reference", "onnx fp32", "tflite fp32",
-                                                "tflite fp16", "parity"]
+                                                "tflite fp16", "parity", "latency"]
     assert all(s.status == "done" and s.seconds > 0 for s in manifest.steps)
     assert manifest.labels["count"] == 1000
+    # every file timed on this machine; no int8 file, so no int8/fp32 ratio and no per-layer comparison
+    assert [r["artifact"] for r in manifest.latency["results"]] == [a.path for a in manifest.artifacts]
+    assert all(r["p50_ms"] > 0 for r in manifest.latency["results"])
+    assert manifest.latency["int8_vs_fp32"] == [] and manifest.layers == []
 
 
 def test_manifest_artifacts_match_the_files(export, manifest):

@@ -47,6 +47,9 @@ def add_parser(sub) -> None:
     g.add_argument("--gate", action="append", default=[], metavar="PRECISION.METRIC=VALUE",
                    help="override a parity gate, e.g. fp32.cosine_min=0.99999 or int8.top1_agreement=off "
                         "(repeatable)")
+    p.add_argument("--latency-runs", type=int, default=25, metavar="N",
+                   help="timed runs of each file on this machine (1 thread, a fresh process each, after 3 "
+                        "warm-up runs) for the report's latency table and int8/fp32 ratio; 0 skips (default 25)")
     o = p.add_argument_group("ONNX")
     o.add_argument("--opset", type=int, default=17, help="ONNX opset, 17 or newer (default 17)")
     o.add_argument("--onnx-exporter", choices=("legacy", "dynamo"), default="legacy",
@@ -64,7 +67,8 @@ def spec_from_args(args):
         num_classes=args.num_classes, keep_background=args.keep_background, formats=args.formats,
         fp16=args.fp16, int8=args.int8, calib=args.calib, calib_samples=args.calib_samples,
         calib_method=args.calib_method, io_dtype=args.io_dtype, data=args.data,
-        parity_samples=args.parity_samples, parity_random=args.parity_random, out=args.out, labels=args.labels,
+        parity_samples=args.parity_samples, parity_random=args.parity_random, latency_runs=args.latency_runs,
+        out=args.out, labels=args.labels,
         gates=DEFAULT_GATES.with_overrides(args.gate), opset=args.opset, onnx_exporter=args.onnx_exporter,
         dynamic_batch=not args.static_batch)
 
@@ -79,7 +83,8 @@ def run(args) -> int:
     print(summary_table(manifest))
     print()
     for warning in manifest.warnings:
-        print(f"warning: {warning}")
+        if warning not in manifest.shown:  # the others were printed while the export ran
+            print(f"warning: {warning}")
     failed = [p for p in manifest.parity if not p.passed]
     if failed:
         print(f"parity FAILED for {', '.join(p.artifact for p in failed)}: see {bundle / 'report.md'}")
