@@ -279,7 +279,7 @@ def _compare_layers(manifest: Manifest, staging: Path, steps: _Steps, reference:
                 with captured_output() as log:
                     report = compare_layers(staging / int8.path, staging / fp32.path, inputs)
             except Exception as e:  # a diagnosis that breaks must not cost the user the bundle
-                reason = one_line(e, log)
+                reason = one_line(e, log).rstrip(".")
                 if not manifest.weights.get("trained"):
                     # measured on random MobileNet v2: activations shrink to ~1e-9 by the last blocks, and LiteRT's
                     # reference kernels (the comparison needs them, XNNPACK keeps no intermediate tensor) refuse

@@ -49,7 +49,7 @@ def test_real_weights_pass_the_measured_int8_gates(export):
     for line in export["stdout"].splitlines():
         if "_int8." in line:
             assert " pass " in line
-    assert "int8 gates come from Google's four ImageNet MobileNets" in export["report"]
+    assert "the int8 gates are set from measurements: Google's four ImageNet MobileNets" in export["report"]
 
 
 def test_back_ends_stay_quiet_and_each_warning_prints_once(export):
