@@ -205,3 +205,15 @@ def test_export_goes_on_when_the_configured_host_python_has_no_runtime(tmp_path,
     table = summary_table(manifest)
     assert table.splitlines()[0].split()[4:6] == ["p50", "ms"] and " - " in table.splitlines()[2]
     assert json.loads((out / VARIANT / "manifest.json").read_text())["latency"]["note"] is None
+
+
+def test_a_back_end_failure_without_a_message_quotes_what_the_library_printed():
+    from edgekit.exporters.common import captured_output, one_line
+
+    with pytest.raises(RuntimeError) as failure:
+        with captured_output() as log:
+            print("Running Calibration: 100%")
+            print("ERROR: tensor conv_3 has no calibrated range", file=sys.stderr)
+            raise RuntimeError()
+    assert one_line(failure.value, log) == "RuntimeError: ERROR: tensor conv_3 has no calibrated range"
+    assert one_line(RuntimeError("bad op\nstack..."), log) == "RuntimeError: bad op"
