@@ -189,3 +189,11 @@ def test_cli_reports_weight_errors_in_one_line(tmp_path, capsys):
     assert main(["info", "mobilenet_v2", "--weights", str(bad)]) == 2
     err = capsys.readouterr().err.strip()
     assert "\n" not in err and "corrupt" in err
+
+
+def test_weights_path_is_recorded_absolute(tmp_path, v2_state, monkeypatch):
+    """Manifests record where the weights are, so a bundle can be re-checked from any folder."""
+    torch.save(v2_state, tmp_path / "w.pt")
+    monkeypatch.chdir(tmp_path)
+    info = edgekit.create_model("mobilenet_v2", width=0.35, weights="w.pt").edgekit_config.weights
+    assert info.requested == "w.pt" and info.path == str(tmp_path / "w.pt")
