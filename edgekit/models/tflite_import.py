@@ -406,7 +406,7 @@ def import_tflite(path: str | Path, name: str, *, width: float | None = None, re
     if weights.labels is not None and len(weights.labels) == file_classes and not replace_head:
         labels = tuple(weights.labels[drop:])
 
-    info = WeightsInfo(str(path), "tflite", str(path.resolve()), sha256_of(path), trained=True,
+    info = WeightsInfo(str(path), "tflite", str(path.absolute()), sha256_of(path), trained=True,
                        note="; ".join(notes) or None)
     config = resolve_config(name, width, weights.resolution, num_classes if replace_head else classes,
                             padding="tf_same")

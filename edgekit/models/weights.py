@@ -41,7 +41,7 @@ def create_model(name: str, *, width: float | None = None, resolution: int | Non
     if Path(weights).suffix.lower() in WEIGHT_FILE_SUFFIXES or Path(weights).exists():
         path = Path(weights)
         return _from_state_dict(config, read_state_dict(path), num_classes,
-                                WeightsInfo(weights, "file", str(path.resolve()), sha256_of(path), trained=True))
+                                WeightsInfo(weights, "file", str(path.absolute()), sha256_of(path), trained=True))
     raise EdgekitError(f"unknown weights {weights!r}: use random, imagenet, or a .pt/.pth/.safetensors/.tflite file")
 
 
