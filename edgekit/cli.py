@@ -30,6 +30,9 @@ def build_parser() -> argparse.ArgumentParser:
                 continue  # command not built yet
             raise
         module.add_parser(sub)
+        # accepted after the command too (`edgekit export NAME -q`); SUPPRESS keeps the global value otherwise
+        sub.choices[name].add_argument("-q", "--quiet", action="store_true", default=argparse.SUPPRESS,
+                                       help="no progress messages")
     return parser
 
 

@@ -188,3 +188,9 @@ def test_imagenet_labels_follow_the_standard_order(shared_data):
     assert agree / len(rows) > 0.8
     assert default_labels(1001)[0] == "background" and default_labels(1001)[1] == names[0]
     assert default_labels(3) == ("class_0", "class_1", "class_2")
+
+
+def test_quiet_flag_before_or_after_the_command(capsys):
+    assert main(["-q", "info", "mobilenet_v1", "--json"]) == 0
+    assert main(["info", "mobilenet_v1", "--json", "-q"]) == 0
+    assert main(["info", "mobilenet_v1", "--json"]) == 0
