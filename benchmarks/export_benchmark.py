@@ -57,7 +57,8 @@ def _reset_peak() -> bool:
 
 def worker(name: str, fmt: str, out_dir: Path) -> dict:
     """One conversion in this (fresh) process; prints nothing but the JSON result."""
-    from edgekit.exporters.common import captured_output, edgekit_metadata, export_ready
+    from edgekit.capture import captured_output
+    from edgekit.exporters.common import edgekit_metadata, export_ready
     from edgekit.labels import default_labels
 
     started = time.perf_counter()

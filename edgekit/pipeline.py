@@ -19,9 +19,10 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .capture import captured_output, one_line
 from .console import info, step, warn
 from .errors import EdgekitError
-from .exporters.common import captured_output, edgekit_metadata, export_ready, one_line, preprocessing_record
+from .exporters.common import edgekit_metadata, export_ready, preprocessing_record
 from .fileio import atomic_path, atomic_write_text, ensure_writable_dir
 from .manifest import LABELS_NAME, MANIFEST_NAME, REPORT_NAME, Artifact, Manifest, Reference, StepRecord
 from .parity import DEFAULT_GATES, GateTable, build_inputs, check_artifact, is_gated, is_real, spread
@@ -218,7 +219,7 @@ def _build(spec: ExportSpec, model, staging: Path, manifest: Manifest, steps: _S
             started = time.perf_counter()
             with atomic_path(staging / relative) as tmp:
                 details = _export_fp32(fmt, spec, ready, tmp, config.resolution, metadata)
-            artifact = _describe(staging, relative, fmt, "fp32", time.perf_counter() - started, details)
+            artifact = Artifact.describe(staging, relative, fmt, "fp32", time.perf_counter() - started, details)
             manifest.artifacts.append(artifact)
             fp32_files[fmt] = staging / relative
             outcome["detail"] = _size(artifact.bytes)
@@ -231,7 +232,7 @@ def _build(spec: ExportSpec, model, staging: Path, manifest: Manifest, steps: _S
             started = time.perf_counter()
             with atomic_path(staging / relative) as tmp:
                 details = to_fp16(fp32_files["tflite"], tmp, metadata)
-            artifact = _describe(staging, relative, "tflite", "fp16", time.perf_counter() - started, details)
+            artifact = Artifact.describe(staging, relative, "tflite", "fp16", time.perf_counter() - started, details)
             manifest.artifacts.append(artifact)
             outcome["detail"] = _size(artifact.bytes)
 
@@ -401,7 +402,7 @@ def _build_int8(spec: ExportSpec, config, staging: Path, manifest: Manifest, ste
                 if fmt == "tflite":
                     # the proof, read back from the finished file's flatbuffer: op types and tensor dtypes
                     details["integer"] = tflite_int8.integer_report(tmp)
-            artifact = _describe(staging, relative, fmt, "int8", time.perf_counter() - started, details)
+            artifact = Artifact.describe(staging, relative, fmt, "int8", time.perf_counter() - started, details)
             manifest.artifacts.append(artifact)
             outcome["detail"] = _size(artifact.bytes)
 
@@ -466,11 +467,6 @@ def _publish(staging: Path, bundle: Path, manifest: Manifest) -> None:
     os.replace(staging, bundle)
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
-
-
-def _describe(bundle: Path, relative: str, fmt: str, precision: str, seconds: float, details: dict) -> Artifact:
-    with captured_output():  # LiteRT announces its XNNPACK delegate on the first load
-        return Artifact.describe(bundle, relative, fmt, precision, seconds, details)
 
 
 def _usual_permissions(folder: Path) -> None:

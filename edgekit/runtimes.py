@@ -7,11 +7,13 @@ figure never depends on which command produced it. Imports only numpy and the ru
 
 from __future__ import annotations
 
+import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 
+from .capture import captured_output
 from .errors import EdgekitError
 
 
@@ -45,16 +47,32 @@ def dequantize(q: np.ndarray, scale: float, zero_point: int) -> np.ndarray:
     return ((q.astype(np.float32) - zero_point) * scale).astype(np.float32)
 
 
+# What LiteRT prints on stderr when the first interpreter of a process applies XNNPACK: a notice, not news
+_LITERT_NOTICES = ("INFO: Created TensorFlow Lite XNNPACK delegate",)
+
+
+def _said(log: list[str]) -> list[str]:
+    return [line.strip() for line in log if line.strip() and not line.startswith(_LITERT_NOTICES)]
+
+
 class TFLiteRunner:
     def __init__(self, path: Path, threads: int | None = None):
         from ai_edge_litert.interpreter import Interpreter
 
+        # Native code writes straight to fd 2, past Python: only the load is captured, so validate and eval
+        # print their tables without LiteRT's delegate notice, and anything else it says is passed on.
         try:
-            self.interpreter = Interpreter(model_path=str(path), num_threads=threads)
-            self.interpreter.allocate_tensors()
+            with captured_output() as log:
+                self.interpreter = Interpreter(model_path=str(path), num_threads=threads)
+                self.interpreter.allocate_tensors()
         except (ValueError, RuntimeError) as e:
-            raise EdgekitError(f"LiteRT cannot load {path} ({str(e).splitlines()[0]}); the file is corrupt or "
-                               "not a TFLite model") from None
+            message = next((line.strip() for line in str(e).splitlines() if line.strip()), type(e).__name__)
+            # the exception's first line, then the last lines LiteRT printed (kernel errors go there)
+            reason = "; ".join(dict.fromkeys([message] + _said(log)[-2:]))
+            raise EdgekitError(f"LiteRT cannot load {path} ({reason[:400]}); the file is corrupt or not a TFLite "
+                               "model") from None
+        for line in _said(log):
+            print(line, file=sys.stderr)
         self._input = self.interpreter.get_input_details()[0]
         self._outputs = self.interpreter.get_output_details()
         self.inputs = [self._spec(self._input)]

@@ -16,8 +16,9 @@ import warnings
 from collections import Counter
 from pathlib import Path
 
+from ..capture import one_line
 from ..errors import EdgekitError
-from .common import INPUT_NAME, OUTPUT_NAME, one_line
+from .common import INPUT_NAME, OUTPUT_NAME
 
 MIN_OPSET = 17
 DEFAULT_OPSET = 17

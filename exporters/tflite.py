@@ -15,9 +15,10 @@ from pathlib import Path
 
 import numpy as np
 
+from ..capture import captured_output, one_line
 from ..errors import EdgekitError
 from ..tflite_model import TFLiteModel
-from .common import INPUT_NAME, OUTPUT_NAME, captured_output, one_line
+from .common import INPUT_NAME, OUTPUT_NAME
 
 METADATA_NAME = "edgekit"  # the file's metadata entry: JSON, read back with TFLiteModel(...).metadata
 CONVERTER = "litert-torch"

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ..capture import captured_output, one_line
 from ..errors import EdgekitError
-from ..exporters.common import captured_output, one_line
 from ..fileio import atomic_path
 from .calibration import CalibrationSet, input_range
 

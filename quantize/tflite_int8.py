@@ -20,8 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ..capture import captured_output, one_line
 from ..errors import EdgekitError
-from ..exporters.common import captured_output, one_line
 from ..fileio import atomic_write_bytes
 from ..tflite_model import TFLiteModel
 from .calibration import CalibrationSet, input_range

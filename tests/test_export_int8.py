@@ -208,7 +208,7 @@ def test_export_goes_on_when_the_configured_host_python_has_no_runtime(tmp_path,
 
 
 def test_a_back_end_failure_without_a_message_quotes_what_the_library_printed():
-    from edgekit.exporters.common import captured_output, one_line
+    from edgekit.capture import captured_output, one_line
 
     with pytest.raises(RuntimeError) as failure:
         with captured_output() as log:

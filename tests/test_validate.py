@@ -48,6 +48,8 @@ def test_validate_passes_without_importing_torch(bundle):
     assert result.stdout.strip().splitlines()[-1] == "NO_TORCH"
     assert f"{bundle}: PASS" in result.stdout
     assert f"{VARIANT}.onnx" in result.stdout and f"{VARIANT}.tflite" in result.stdout
+    # LiteRT's "INFO: Created TensorFlow Lite XNNPACK delegate for CPU." stays off the terminal
+    assert "XNNPACK" not in result.stderr + result.stdout and "INFO:" not in result.stderr, result.stderr
 
 
 def test_altered_model_file_fails_with_a_hash_message(copy, capsys):
