@@ -168,6 +168,9 @@ def _finish_graph(buffer: bytes, io_dtype: str, fp32: TFLiteModel, record: dict)
             blob.data = np.frombuffer(buffer, dtype=np.uint8, count=blob.size, offset=blob.offset)
             blob.offset = blob.size = 0
     _repair_dead_channels(model, fp32)
+    relaxed = _relax_unreachable_relu6(model)
+    if relaxed:
+        record["relu6_as_relu"] = relaxed
     graph = model.subgraphs[0]
     remap: dict[int, int] = {}
     if io_dtype != "int8":
@@ -255,6 +258,39 @@ def _repair_dead_channels(model, fp32: TFLiteModel) -> int:
         model.buffers[bias.buffer].data = q_bias.view(np.uint8)
         repaired += int(dead.size)
     return repaired
+
+
+# LiteRT's kernels quantize a fused activation's bounds to int32 when they prepare an op (kernel_util.cc
+# Quantize: round(bound / scale) must fit); a float32 2**31 rounds up, so keep a factor 2 of margin.
+_INT32_BOUND_LIMIT = 2.0 ** 30
+
+
+def _relax_unreachable_relu6(model) -> int:
+    """Fuse RELU instead of RELU6 where 6.0 lies far outside the int8 output's range; returns ops changed.
+
+    Untrained networks shrink their activations layer after layer (random MobileNet v2: 14 of 70 int8 tensors
+    end up with scales below 3e-9), and for such a tensor 6 / scale overflows int32: LiteRT's reference
+    kernels then refuse the whole file (`no_integer_overflow_from_quantization`), though XNNPACK runs it. The
+    largest value the tensor can hold, (127 - zero_point) * scale, is then far below 6, so the upper clamp can
+    never act and RELU gives the same integers: the file stays exact. A floor on activation scales (TFLite's
+    converter widens ranges below 1e-6) would also load, but rounds every such tensor to zero.
+    """
+    schema = _schema()
+    graph = model.subgraphs[0]
+    relaxed = 0
+    for op in graph.operators:
+        options = op.builtinOptions
+        if getattr(options, "fusedActivationFunction", None) != schema.ActivationFunctionType.RELU6:
+            continue
+        out = graph.tensors[op.outputs[0]]
+        q = out.quantization
+        if out.type != schema.TensorType.INT8 or q is None or q.scale is None or len(q.scale) != 1:
+            continue
+        scale, zero_point = float(q.scale[0]), int(q.zeroPoint[0])
+        if 6.0 / scale > _INT32_BOUND_LIMIT and (127 - zero_point) * scale < 6.0:
+            options.fusedActivationFunction = schema.ActivationFunctionType.RELU
+            relaxed += 1
+    return relaxed
 
 
 def _operator(opcode_index: int, source: int, target: int):

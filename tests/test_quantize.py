@@ -308,3 +308,39 @@ def test_histogram_methods_really_differ_from_minmax(tmp_path, shared_data):
         # the input keeps the pixel grid and the output its full range, whatever the method
         for k in ("image", "logits"):
             assert scales[method].get(k, 0) == pytest.approx(scales["minmax"].get(k, 0)), (method, k)
+
+
+def test_untrained_network_loads_in_litert_reference_kernels(tmp_path, shared_data):
+    """Random weights on purpose: this is about a file LiteRT accepts, not its quality. An untrained MobileNet
+    v2 shrinks its activations to ~1e-11, where 6 / scale of a fused RELU6 overflows int32 and LiteRT's
+    reference kernels (which the per-layer comparison needs) refused the file; XNNPACK ran it."""
+    import edgekit
+    from edgekit.exporters.common import export_ready
+    from edgekit.exporters.tflite import torch_to_tflite
+    from edgekit.layerwise import compare_layers
+    from edgekit.quantize.tflite_int8 import QUANTIZATION_METADATA
+
+    model = edgekit.create_model("mobilenet_v2", weights="random", resolution=96)
+    config = model.edgekit_config
+    fp32, int8 = tmp_path / "fp32.tflite", tmp_path / "int8.tflite"
+    torch_to_tflite(export_ready(model, config.resolution), fp32, resolution=config.resolution, metadata={})
+    calibration = CalibrationSet.from_folder(shared_data / "photos", config.preprocessing, config.resolution, 4)
+    quantize_tflite(fp32, int8, calibration)
+
+    from ai_edge_litert.schema_py_generated import ActivationFunctionType
+
+    quantized = TFLiteModel.from_file(int8)
+    tiny = {t.index for t in quantized.tensors
+            if t.data is None and t.dtype == "INT8" and 6.0 / float(t.quantization.scale[0]) > 2.0**31}
+    assert tiny, "the untrained network no longer produces the tiny scales this test is about"
+    fused = {op.outputs[0]: getattr(op.options, "fusedActivationFunction", None) for op in quantized.operators}
+    relaxed = [i for i in tiny if fused.get(i) == ActivationFunctionType.RELU]
+    assert relaxed and all(fused.get(i) != ActivationFunctionType.RELU6 for i in tiny)
+    # only those ops changed (the fp32 file fuses RELU6 everywhere), and the metadata says how many
+    changed = sum(fused.get(i) == ActivationFunctionType.RELU for i in fused)
+    assert len(relaxed) <= changed == json.loads(quantized.metadata[QUANTIZATION_METADATA])["relu6_as_relu"]
+    assert all(getattr(op.options, "fusedActivationFunction", None) != ActivationFunctionType.RELU
+               for op in TFLiteModel.from_file(fp32).operators)
+    assert integer_report(quantized)["fully_integer"]
+    report = compare_layers(int8, fp32, calibration.nchw[:2])  # LiteRT's reference kernels, every tensor kept
+    assert len(report.layers) >= 60 and report.output.cosine > 0.99
