@@ -23,6 +23,26 @@ THREADS = 1  # one core: the figure least disturbed by other work, and the one t
 DEFAULT_RUNS = 25
 WARMUP = 3
 
+# Measured on MobileNet v1 0.25/128 (README "Real int8"): XNNPACK's int8 convolutions use AMX tiles 64 output
+# channels wide when the CPU has AMX, and the thin first layers then cost up to 6x their float time; with AMX
+# masked the same file ran at 0.80-0.81x of fp32. Said with the slowdown so the user knows what the file will do
+# elsewhere instead of reading "defect" and guessing.
+AMX_CAUSE = ("this CPU has Intel AMX, and LiteRT's XNNPACK then runs every int8 convolution on AMX tiles 64 output "
+             "channels wide: layers with few channels (the first layers of thin models such as MobileNet v1 "
+             "0.25) take longer than in float. CPUs without AMX (ARM phones and boards, most desktops and laptops) "
+             "use other int8 kernels: measure there with `edgekit bench --device`, and keep the fp32 file for AMX "
+             "servers")
+
+
+def cpu_has_amx(cpuinfo: Path = Path("/proc/cpuinfo")) -> bool:
+    """Whether this machine's CPU has Intel AMX for int8 (Sapphire Rapids and later Xeons); False where the
+    kernel does not say (not Linux, no /proc)."""
+    try:
+        text = cpuinfo.read_text(errors="replace")
+    except OSError:
+        return False
+    return any(line.startswith("flags") and "amx_int8" in line.split() for line in text.splitlines())
+
 
 @dataclass(frozen=True)
 class HostFile:
@@ -47,7 +67,8 @@ class HostLatency:
     note: str | None = None  # why the local device profile was not used, when it was not
 
     def comparisons(self) -> list[dict]:
-        """int8 against fp32 of the same format, p50 and p90, where both were measured."""
+        """int8 against fp32 of the same format, p50 and p90, where both were measured; a slower int8 TFLite
+        file on an AMX CPU carries the known cause."""
         measured = {(r["format"], r["precision"]): r for r in self.rows if r.get("p50_ms") is not None}
         pairs = []
         for fmt in dict.fromkeys(r["format"] for r in self.rows):
@@ -57,6 +78,8 @@ class HostLatency:
                               "int8_p50_ms": int8["p50_ms"], "fp32_p50_ms": fp32["p50_ms"],
                               "ratio_p50": round(int8["p50_ms"] / fp32["p50_ms"], 4),
                               "ratio_p90": round(int8["p90_ms"] / fp32["p90_ms"], 4)})
+                if fmt == "tflite" and pairs[-1]["ratio_p50"] > 1.0 and self.machine.get("amx_int8"):
+                    pairs[-1]["cause"] = AMX_CAUSE
         return pairs
 
     def slower(self) -> list[dict]:
@@ -99,8 +122,10 @@ def measure(files: list[HostFile], runs: int = DEFAULT_RUNS, warmup: int = WARMU
         row = {"artifact": r.artifact, "format": r.format, "precision": r.precision, "runtime": r.runtime_label}
         if r.ok:
             row |= {key: round(getattr(r, key), 4) for key in ("p50_ms", "p90_ms", "mean_ms", "min_ms")}
-            result.machine = result.machine or r.machine
+            result.machine = result.machine or dict(r.machine)
         else:
             row["error"] = r.error
         result.rows.append(row)
+    if result.machine:
+        result.machine["amx_int8"] = cpu_has_amx()  # the local device is this machine
     return result

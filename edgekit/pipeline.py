@@ -314,10 +314,11 @@ def _host_latency(spec: ExportSpec, manifest: Manifest, staging: Path, steps: _S
             _warn(manifest, f"host latency not measured for {', '.join(r['artifact'] for r in errors)}: "
                             f"{errors[0]['error']}")
         for c in latency.slower():
+            advice = (f"Known cause: {c['cause']}" if c.get("cause") else "An int8 file slower than its fp32 file is "
+                      "a defect: confirm with `edgekit bench`, then keep the fp32 file or report it")
             _warn(manifest, f"{c['int8']} is SLOWER than {c['fp32']} on this machine: p50 {c['int8_p50_ms']:.2f} "
-                            f"vs {c['fp32_p50_ms']:.2f} ms ({c['ratio_p50']:.2f}x, {host.THREADS} thread). An int8 "
-                            f"file slower than its fp32 file is a defect: confirm with `edgekit bench`, then keep "
-                            f"the fp32 file or report it", loud=True)
+                            f"vs {c['fp32_p50_ms']:.2f} ms ({c['ratio_p50']:.2f}x, {host.THREADS} thread). {advice}",
+                  loud=True)
         ratios = [f"{c['format']} {c['ratio_p50']:.2f}x" for c in latency.comparisons()]
         outcome["detail"] = f"int8/fp32 p50: {', '.join(ratios)}" if ratios else f"{len(files) - len(errors)} measured"
 

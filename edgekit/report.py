@@ -198,6 +198,9 @@ def latency_section(manifest: Manifest) -> list[str]:
             f"({c['ratio_p50']:.2f}x)" for c in slower)
             + ". An int8 file slower than its fp32 file is a defect: confirm with `edgekit bench`, keep the fp32 "
               "file meanwhile, and report it.", ""]
+        for c in slower:
+            if c.get("cause"):
+                lines += [f"Known cause for `{c['int8']}`: {c['cause']}.", ""]
     elif comparisons:
         lines += ["int8 against fp32 (p50): " + ", ".join(f"{c['format']} {c['ratio_p50']:.2f}x" for c in comparisons)
                   + ": the int8 file is the faster one in every format.", ""]

@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 from edgekit.cli import main
-from edgekit.devices.host import HostFile, HostLatency, measure
+from edgekit.devices.host import HostFile, HostLatency, cpu_has_amx, measure
 from edgekit.devices.profiles import LocalProfile
 from edgekit.layerwise import LAYER_HEADERS, LayerReport
 from edgekit.manifest import Manifest, Reference
@@ -54,7 +54,7 @@ def test_real_weights_pass_the_measured_int8_gates(export):
 
 def test_back_ends_stay_quiet_and_each_warning_prints_once(export):
     console = export["stdout"] + export["stderr"]
-    for noise in ("Running Calibration", "UserWarning", "preserve_all_tensors", "it/s]", "XNNPACK"):
+    for noise in ("Running Calibration", "UserWarning", "preserve_all_tensors", "it/s]", "XNNPACK delegate"):
         assert noise not in console, noise
     # CalibrationSet.builtin says it during the run; the recap at the end does not repeat it
     assert sum("built-in photos" in line for line in console.splitlines()) == 1
@@ -101,6 +101,7 @@ def test_host_latency_in_manifest_report_and_table(export):
     manifest = export["manifest"]
     latency = manifest.latency
     assert (latency["threads"], latency["runs"], latency["warmup"]) == (1, 25, 3)
+    assert latency["machine"]["amx_int8"] == cpu_has_amx()
     rows = {r["artifact"]: r for r in latency["results"]}
     assert set(rows) == {a.path for a in manifest.artifacts}
     for row in rows.values():
@@ -111,8 +112,10 @@ def test_host_latency_in_manifest_report_and_table(export):
     for fmt, c in comparisons.items():
         assert c["ratio_p50"] == pytest.approx(rows[c["int8"]]["p50_ms"] / rows[c["fp32"]]["p50_ms"], rel=1e-3)
         # slower int8 is never silent: the warning is in the manifest exactly when the figures say so
-        flagged = any(w.startswith(f"{c['int8']} is SLOWER than {c['fp32']}") for w in manifest.warnings)
-        assert flagged == (c["ratio_p50"] > 1.0), (fmt, c)
+        flagged = [w for w in manifest.warnings if w.startswith(f"{c['int8']} is SLOWER than {c['fp32']}")]
+        assert bool(flagged) == (c["ratio_p50"] > 1.0), (fmt, c)
+        amx_cause = fmt == "tflite" and cpu_has_amx()
+        assert all(("Known cause: this CPU has Intel AMX" in w) == amx_cause for w in flagged)
         assert f"| `{c['int8']}` | int8 |" in export["report"]
     header = export["stdout"].splitlines()[0].split()
     assert header == ["artifact", "precision", "size", "parity", "p50", "ms", "int8/fp32", "time"]
@@ -131,6 +134,26 @@ def test_a_slower_int8_file_is_flagged_in_report_and_table(export):
     report = render_report(replace(manifest, latency=latency.to_dict()))
     assert "**int8 SLOWER than fp32**: `m_int8.onnx` 3.00 ms vs `m.onnx` 2.00 ms (1.50x)" in report
     assert "`m_int8.tflite` not measured: no TFLite runtime" in report
+    assert "Known cause for `m_int8" not in report  # no AMX recorded for these figures
+
+
+def test_a_slower_int8_tflite_on_an_amx_cpu_says_why(export, tmp_path):
+    rows = [{"artifact": f"m{suffix}", "format": suffix.rsplit(".", 1)[1], "precision": precision, "p50_ms": ms,
+             "p90_ms": ms} for suffix, precision, ms in (
+        (".onnx", "fp32", 2.0), ("_int8.onnx", "int8", 3.0), (".tflite", "fp32", 2.0), ("_int8.tflite", "int8", 3.0))]
+    amx = HostLatency(1, 25, 3, "this machine", rows=rows, machine={"machine": "x86_64", "amx_int8": True})
+    causes = {c["format"]: c.get("cause") for c in amx.slower()}
+    assert causes["onnx"] is None and causes["tflite"].startswith("this CPU has Intel AMX")
+    report = render_report(replace(export["manifest"], latency=amx.to_dict()))
+    assert "Known cause for `m_int8.tflite`: this CPU has Intel AMX" in report
+    assert "Known cause for `m_int8.onnx`" not in report
+    plain = HostLatency(1, 25, 3, "this machine", rows=rows, machine={"machine": "x86_64", "amx_int8": False})
+    assert all("cause" not in c for c in plain.slower())
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text("processor\t: 0\nflags\t\t: fpu avx512_vnni amx_bf16 amx_tile\n")
+    assert not cpu_has_amx(cpuinfo)
+    cpuinfo.write_text("processor\t: 0\nflags\t\t: fpu avx512_vnni amx_bf16 amx_int8 amx_tile\n")
+    assert cpu_has_amx(cpuinfo) and not cpu_has_amx(tmp_path / "missing")
 
 
 def test_a_damaged_int8_file_fails_the_default_gates(export, tmp_path):
