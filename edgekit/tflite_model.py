@@ -22,10 +22,56 @@ _NUMPY_DTYPES = {
 }
 
 
-def _schema():
+def schema():
+    """The TFLite flatbuffer schema module shipped with ai-edge-litert (imported on first use)."""
     from ai_edge_litert import schema_py_generated
 
     return schema_py_generated
+
+
+def unpack_model(flat: bytes):
+    """``flat`` as an editable ``ModelT``, with weights stored after the flatbuffer (ai-edge-quantizer's layout)
+    brought inline: ``pack_model`` writes one plain flatbuffer, which the format limits to 2 GB."""
+    model = schema().ModelT.InitFromPackedBuf(bytearray(flat), 0)
+    for buffer in model.buffers:
+        if (buffer.offset or 0) > 1:
+            buffer.data = np.frombuffer(flat, dtype=np.uint8, count=buffer.size, offset=buffer.offset)
+            buffer.offset = buffer.size = 0
+    if sum(len(b.data) for b in model.buffers if b.data is not None) >= (1 << 31) - (1 << 24):
+        raise EdgekitError("the TFLite model's weights exceed 2 GB; edgekit cannot rewrite it")
+    return model
+
+
+def pack_model(model) -> bytes:
+    """Serialise a ``ModelT`` with each buffer 16-byte aligned, as the TFLite converter does, so runtimes that
+    map the file can read weights in place."""
+    import flatbuffers
+
+    tfl = schema()
+
+    class AlignedBufferT(tfl.BufferT):
+        def Pack(self, builder):
+            data = None
+            if self.data is not None and len(self.data):
+                raw = np.asarray(self.data, dtype=np.uint8).tobytes()
+                builder.StartVector(1, len(raw), 16)
+                builder.head = builder.head - len(raw)
+                builder.Bytes[builder.head:builder.head + len(raw)] = raw
+                builder.vectorNumElems = len(raw)
+                data = builder.EndVector()
+            tfl.BufferStart(builder)
+            if data is not None:
+                tfl.BufferAddData(builder, data)
+            tfl.BufferAddOffset(builder, self.offset or 0)
+            tfl.BufferAddSize(builder, self.size or 0)
+            return tfl.BufferEnd(builder)
+
+    for buffer in model.buffers:
+        buffer.__class__ = AlignedBufferT
+    size = sum(len(b.data) for b in model.buffers if b.data is not None)
+    builder = flatbuffers.Builder(size + (1 << 20))
+    builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
+    return bytes(builder.Output())
 
 
 def _enum_names(enum_class) -> dict[int, str]:
@@ -93,17 +139,17 @@ class TFLiteModel:
     """The first subgraph of a .tflite file, with tensors and operators in execution order."""
 
     def __init__(self, buffer: bytes, source: str = "<bytes>"):
-        schema = _schema()
+        tfl = schema()
         self.source = source
         if len(buffer) < 8 or buffer[4:8] != b"TFL3":
             raise EdgekitError(f"{source} is not a TFLite model (no TFL3 identifier); the file is truncated or "
                                "of another format")
         try:
-            model = schema.ModelT.InitFromPackedBuf(bytearray(buffer), 0)
+            model = tfl.ModelT.InitFromPackedBuf(bytearray(buffer), 0)
             subgraph = model.subgraphs[0]
             buffers = model.buffers
-            op_names = _enum_names(schema.BuiltinOperator)
-            type_names = _enum_names(schema.TensorType)
+            op_names = _enum_names(tfl.BuiltinOperator)
+            type_names = _enum_names(tfl.TensorType)
             contents = [_buffer_bytes(b, buffer, source) for b in buffers]
             self.tensors = [self._tensor(i, t, contents, type_names) for i, t in enumerate(subgraph.tensors)]
             self.operators = []

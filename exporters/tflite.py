@@ -17,7 +17,7 @@ import numpy as np
 
 from ..capture import captured_output, one_line
 from ..errors import EdgekitError
-from ..tflite_model import TFLiteModel
+from ..tflite_model import TFLiteModel, pack_model, schema, unpack_model
 from .common import INPUT_NAME, OUTPUT_NAME
 
 METADATA_NAME = "edgekit"  # the file's metadata entry: JSON, read back with TFLiteModel(...).metadata
@@ -103,29 +103,20 @@ def read_metadata(path: Path) -> dict:
 def embed_metadata(flat: bytes, metadata: dict) -> bytes:
     """Return ``flat`` with the ``edgekit`` metadata entry set to ``metadata`` as JSON, and the input and
     output named ``image`` and ``logits`` (tensors and signature), so every format reads the same."""
-    from ai_edge_litert import schema_py_generated as schema
-
-    model = schema.ModelT.InitFromPackedBuf(bytearray(flat), 0)
-    for buffer in model.buffers:
-        if (buffer.offset or 0) > 1:
-            # ai-edge-quantizer appends weights after the flatbuffer and points at them by offset; bring them
-            # back inside so the file stays one plain flatbuffer (the format limits that to 2 GB)
-            buffer.data = np.frombuffer(flat, dtype=np.uint8, count=buffer.size, offset=buffer.offset)
-            buffer.offset = buffer.size = 0
-    if sum(len(b.data) for b in model.buffers if b.data is not None) >= (1 << 31) - (1 << 24):
-        raise EdgekitError("the TFLite model's weights exceed 2 GB; edgekit cannot embed metadata in it")
+    tfl = schema()
+    model = unpack_model(flat)
     payload = np.frombuffer(json.dumps(metadata, separators=(",", ":")).encode("utf-8"), dtype=np.uint8)
     model.metadata = model.metadata or []
     entry = next((m for m in model.metadata if _text(m.name) == METADATA_NAME), None)
     if entry is None:
-        buffer = schema.BufferT()
+        buffer = tfl.BufferT()
         model.buffers.append(buffer)
-        entry = schema.MetadataT()
+        entry = tfl.MetadataT()
         entry.name, entry.buffer = METADATA_NAME, len(model.buffers) - 1
         model.metadata.append(entry)
     model.buffers[entry.buffer].data = payload
     _rename_io(model)
-    return _pack(model, schema)
+    return pack_model(model)
 
 
 def _text(value) -> str:
@@ -142,34 +133,3 @@ def _rename_io(model) -> None:
         if signature.subgraphIndex == 0 and len(signature.inputs) == 1 and len(signature.outputs) == 1:
             signature.inputs[0].name = INPUT_NAME
             signature.outputs[0].name = OUTPUT_NAME
-
-
-def _pack(model, schema) -> bytes:
-    import flatbuffers
-
-    class AlignedBufferT(schema.BufferT):
-        """Writes each buffer's bytes 16-byte aligned, as the TFLite converter does, so runtimes that map the
-        file can read weights in place."""
-
-        def Pack(self, builder):
-            data = None
-            if self.data is not None and len(self.data):
-                raw = np.asarray(self.data, dtype=np.uint8).tobytes()
-                builder.StartVector(1, len(raw), 16)
-                builder.head = builder.head - len(raw)
-                builder.Bytes[builder.head:builder.head + len(raw)] = raw
-                builder.vectorNumElems = len(raw)
-                data = builder.EndVector()
-            schema.BufferStart(builder)
-            if data is not None:
-                schema.BufferAddData(builder, data)
-            schema.BufferAddOffset(builder, self.offset or 0)
-            schema.BufferAddSize(builder, self.size or 0)
-            return schema.BufferEnd(builder)
-
-    for buffer in model.buffers:
-        buffer.__class__ = AlignedBufferT
-    size = sum(len(b.data) for b in model.buffers if b.data is not None)
-    builder = flatbuffers.Builder(size + (1 << 20))
-    builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
-    return bytes(builder.Output())

@@ -23,7 +23,7 @@ import numpy as np
 from ..capture import captured_output, one_line
 from ..errors import EdgekitError
 from ..fileio import atomic_write_bytes
-from ..tflite_model import TFLiteModel
+from ..tflite_model import TFLiteModel, pack_model, schema, unpack_model
 from .calibration import CalibrationSet, input_range
 
 IO_DTYPES = ("int8", "uint8", "float32")
@@ -111,18 +111,12 @@ def _quantize_static(fp32_tflite: Path, calibration: CalibrationSet) -> bytes:
     return bytes(result.quantized_model)
 
 
-def _schema():
-    from ai_edge_litert import schema_py_generated
-
-    return schema_py_generated
-
-
 def _opcode_index(model, builtin: int, version: int) -> int:
-    schema = _schema()
+    tfl = schema()
     for i, code in enumerate(model.operatorCodes):
         if max(code.builtinCode, code.deprecatedBuiltinCode) == builtin and code.version == version:
             return i
-    code = schema.OperatorCodeT()
+    code = tfl.OperatorCodeT()
     code.builtinCode = builtin
     code.deprecatedBuiltinCode = min(builtin, 127)  # the old int8 field saturates at 127 (PLACEHOLDER_FOR_...)
     code.version = version
@@ -132,23 +126,23 @@ def _opcode_index(model, builtin: int, version: int) -> int:
 
 def _edge_tensor(model, inner, dtype: str):
     """A copy of the int8 I/O tensor ``inner`` with the outer type the app sees."""
-    schema = _schema()
-    outer = schema.TensorT()
+    tfl = schema()
+    outer = tfl.TensorT()
     outer.shape = inner.shape
     outer.shapeSignature = inner.shapeSignature
     outer.name = inner.name
     outer.buffer = len(model.buffers)
-    model.buffers.append(schema.BufferT())
+    model.buffers.append(tfl.BufferT())
     if dtype == "uint8":
-        outer.type = schema.TensorType.UINT8
-        q = schema.QuantizationParametersT()
+        outer.type = tfl.TensorType.UINT8
+        q = tfl.QuantizationParametersT()
         q.scale = list(inner.quantization.scale)
         # same real values: uint8 q = int8 q + 128
         q.zeroPoint = [int(z) + 128 for z in inner.quantization.zeroPoint]
         q.quantizedDimension = 0
         outer.quantization = q
     else:
-        outer.type = schema.TensorType.FLOAT32
+        outer.type = tfl.TensorType.FLOAT32
     name = inner.name.decode() if isinstance(inner.name, bytes) else inner.name
     inner.name = f"{name}_int8"
     return outer
@@ -157,16 +151,8 @@ def _edge_tensor(model, inner, dtype: str):
 def _finish_graph(buffer: bytes, io_dtype: str, fp32: TFLiteModel, record: dict) -> bytes:
     """Repair dead channels, convert the graph's edges to ``io_dtype``, carry over the fp32 file's metadata
     (name, preprocessing, labels) where the quantizer dropped it and add how the file was quantized."""
-    import flatbuffers
-
-    schema = _schema()
-    model = schema.ModelT.InitFromPackedBuf(bytearray(buffer), 0)
-    for blob in model.buffers:
-        # ai-edge-quantizer appends weights after the flatbuffer (buffer offset/size); repacking would drop
-        # them, and readers that only know inline data would see empty weights: store them inline
-        if blob.data is None and blob.offset > 1:
-            blob.data = np.frombuffer(buffer, dtype=np.uint8, count=blob.size, offset=blob.offset)
-            blob.offset = blob.size = 0
+    tfl = schema()
+    model = unpack_model(buffer)
     _repair_dead_channels(model, fp32)
     relaxed = _relax_unreachable_relu6(model)
     if relaxed:
@@ -174,8 +160,8 @@ def _finish_graph(buffer: bytes, io_dtype: str, fp32: TFLiteModel, record: dict)
     graph = model.subgraphs[0]
     remap: dict[int, int] = {}
     if io_dtype != "int8":
-        quantize_op = _opcode_index(model, schema.BuiltinOperator.QUANTIZE, 1)
-        dequantize_op = _opcode_index(model, schema.BuiltinOperator.DEQUANTIZE, 2)  # version 2: int8 input
+        quantize_op = _opcode_index(model, tfl.BuiltinOperator.QUANTIZE, 1)
+        dequantize_op = _opcode_index(model, tfl.BuiltinOperator.DEQUANTIZE, 2)  # version 2: int8 input
         output_op = quantize_op if io_dtype == "uint8" else dequantize_op
         for edges, is_input in ((graph.inputs, True), (graph.outputs, False)):
             for position, inner_index in enumerate(list(edges)):
@@ -194,16 +180,14 @@ def _finish_graph(buffer: bytes, io_dtype: str, fp32: TFLiteModel, record: dict)
     for name, data in entries.items():
         if name in present:
             continue
-        entry = schema.MetadataT()
+        entry = tfl.MetadataT()
         entry.name = name
         entry.buffer = len(model.buffers)
-        blob = schema.BufferT()
+        blob = tfl.BufferT()
         blob.data = np.frombuffer(data, dtype=np.uint8)
         model.buffers.append(blob)
         model.metadata = (model.metadata or []) + [entry]
-    builder = flatbuffers.Builder(len(buffer) + 4096)
-    builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
-    return bytes(builder.Output())
+    return pack_model(model)
 
 
 _WEIGHTED_OPS = ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED")
@@ -218,8 +202,8 @@ def _repair_dead_channels(model, fp32: TFLiteModel) -> int:
     relu6(huge) instead of relu6(bias). Any scale is exact for zero weights, so we take the layer's median
     and quantize the fp32 bias with it (ONNX Runtime uses scale 1.0 for such channels for the same reason).
     """
-    schema = _schema()
-    op_names = {v: k for k, v in vars(schema.BuiltinOperator).items() if not k.startswith("_")}
+    tfl = schema()
+    op_names = {v: k for k, v in vars(tfl.BuiltinOperator).items() if not k.startswith("_")}
     fp32_by_output = {fp32.tensors[op.outputs[0]].name: op for op in fp32.operators if op.opcode in _WEIGHTED_OPS}
     graph = model.subgraphs[0]
     repaired = 0
@@ -233,7 +217,7 @@ def _repair_dead_channels(model, fp32: TFLiteModel) -> int:
                 or op.inputs[2] < 0:
             continue
         source, weight, bias = (graph.tensors[i] for i in op.inputs[:3])
-        if weight.type != schema.TensorType.INT8 or bias.type != schema.TensorType.INT32 or weight.quantization is None:
+        if weight.type != tfl.TensorType.INT8 or bias.type != tfl.TensorType.INT32 or weight.quantization is None:
             continue
         w_scale = np.asarray(weight.quantization.scale, dtype=np.float64)
         if w_scale.size < 2:
@@ -275,26 +259,26 @@ def _relax_unreachable_relu6(model) -> int:
     never act and RELU gives the same integers: the file stays exact. A floor on activation scales (TFLite's
     converter widens ranges below 1e-6) would also load, but rounds every such tensor to zero.
     """
-    schema = _schema()
+    tfl = schema()
     graph = model.subgraphs[0]
     relaxed = 0
     for op in graph.operators:
         options = op.builtinOptions
-        if getattr(options, "fusedActivationFunction", None) != schema.ActivationFunctionType.RELU6:
+        if getattr(options, "fusedActivationFunction", None) != tfl.ActivationFunctionType.RELU6:
             continue
         out = graph.tensors[op.outputs[0]]
         q = out.quantization
-        if out.type != schema.TensorType.INT8 or q is None or q.scale is None or len(q.scale) != 1:
+        if out.type != tfl.TensorType.INT8 or q is None or q.scale is None or len(q.scale) != 1:
             continue
         scale, zero_point = float(q.scale[0]), int(q.zeroPoint[0])
         if 6.0 / scale > _INT32_BOUND_LIMIT and (127 - zero_point) * scale < 6.0:
-            options.fusedActivationFunction = schema.ActivationFunctionType.RELU
+            options.fusedActivationFunction = tfl.ActivationFunctionType.RELU
             relaxed += 1
     return relaxed
 
 
 def _operator(opcode_index: int, source: int, target: int):
-    op = _schema().OperatorT()
+    op = schema().OperatorT()
     op.opcodeIndex = opcode_index
     op.inputs = [source]
     op.outputs = [target]
