@@ -7,7 +7,6 @@ source for ``report.md``, for ``edgekit validate`` and for programs; it imports 
 
 from __future__ import annotations
 
-import hashlib
 import json
 import platform
 from dataclasses import dataclass, field
@@ -19,7 +18,7 @@ import numpy as np
 
 from . import __version__
 from .errors import EdgekitError, GateFailure
-from .fileio import atomic_path, atomic_write_text
+from .fileio import atomic_path, atomic_write_text, sha256_file
 from .parity import GateTable, ParityResult, is_real
 from .runtimes import TensorSpec
 
@@ -43,11 +42,6 @@ def library_versions() -> dict[str, str | None]:
         except importlib_metadata.PackageNotFoundError:
             versions[name] = None
     return versions
-
-
-def sha256_file(path: Path) -> str:
-    with open(path, "rb") as f:
-        return hashlib.file_digest(f, "sha256").hexdigest()
 
 
 @dataclass(frozen=True)

@@ -46,7 +46,8 @@ class CalibrationSet:
     preprocessing: Preprocessing
     resolution: int
     skipped: list[str] = field(default_factory=list)  # "path: reason" of each unreadable file
-    builtin: bool = False
+    # not named `builtin`: that name is the constructor below, which a field would shadow on instances
+    from_builtin_photos: bool = False
 
     @property
     def batches(self) -> np.ndarray:
@@ -64,7 +65,7 @@ class CalibrationSet:
         """What the manifest records: enough to tell which pictures set the int8 ranges."""
         return {
             "source": self.source,
-            "builtin": self.builtin,
+            "builtin": self.from_builtin_photos,
             "samples": len(self.nchw),
             "resolution": self.resolution,
             "files": [f.name for f in self.files],

@@ -95,7 +95,7 @@ def test_builtin_photos_warn_that_own_data_calibrates_better(capsys):
     from edgekit.sample_images import sample_image_paths
 
     calib = CalibrationSet.builtin(TF_PIXELS, 64, samples=100)
-    assert len(calib) == len(sample_image_paths()) and calib.builtin
+    assert len(calib) == len(sample_image_paths()) and calib.from_builtin_photos
     assert calib.to_dict()["builtin"] is True
     assert "--calib" in capsys.readouterr().err
     assert len(CalibrationSet.builtin(TF_PIXELS, 64, samples=3)) == 3

@@ -33,14 +33,6 @@ def base_url(default: str) -> str:
     return url if url.endswith("/") else url + "/"
 
 
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def fetch_checkpoint(filename: str, url_base: str, directory: Path | None = None, timeout: float = 30.0) -> Path:
     """Return the cached file, downloading it first if needed; raise EdgekitError when it cannot be had."""
     directory = directory or cache_dir()

@@ -22,11 +22,11 @@ from torch import nn
 
 from ..console import warn
 from ..errors import EdgekitError
+from ..fileio import sha256_file
 from ..evaluate import TF_SLIM_PREPROCESSING, quantized_input_preprocessing
 from ..tflite_model import TFLiteModel
 from ..types import Preprocessing, WeightsInfo
 from .blocks import tf_same_padding
-from .download import sha256_of
 from .registry import build_model, get_spec, resolve_config
 
 TFLITE_FAMILIES = ("mobilenet_v1", "mobilenet_v2")
@@ -406,7 +406,7 @@ def import_tflite(path: str | Path, name: str, *, width: float | None = None, re
     if weights.labels is not None and len(weights.labels) == file_classes and not replace_head:
         labels = tuple(weights.labels[drop:])
 
-    info = WeightsInfo(str(path), "tflite", str(path.absolute()), sha256_of(path), trained=True,
+    info = WeightsInfo(str(path), "tflite", str(path.absolute()), sha256_file(path), trained=True,
                        note="; ".join(notes) or None)
     config = resolve_config(name, width, weights.resolution, num_classes if replace_head else classes,
                             padding="tf_same")

@@ -15,8 +15,9 @@ from torch import nn
 
 from ..console import warn
 from ..errors import EdgekitError
+from ..fileio import sha256_file
 from ..types import ModelConfig, WeightsInfo
-from .download import base_url, fetch_checkpoint, sha256_of
+from .download import base_url, fetch_checkpoint
 from .registry import TORCHVISION_URL, build_model, get_spec, resolve_config
 
 WEIGHT_FILE_SUFFIXES = (".pt", ".pth", ".safetensors", ".tflite")
@@ -41,7 +42,7 @@ def create_model(name: str, *, width: float | None = None, resolution: int | Non
     if Path(weights).suffix.lower() in WEIGHT_FILE_SUFFIXES or Path(weights).exists():
         path = Path(weights)
         return _from_state_dict(config, read_state_dict(path), num_classes,
-                                WeightsInfo(weights, "file", str(path.absolute()), sha256_of(path), trained=True))
+                                WeightsInfo(weights, "file", str(path.absolute()), sha256_file(path), trained=True))
     raise EdgekitError(f"unknown weights {weights!r}: use random, imagenet, or a .pt/.pth/.safetensors/.tflite file")
 
 
@@ -66,7 +67,7 @@ def _from_imagenet(config: ModelConfig, num_classes: int | None, soft: bool) -> 
     if config.resolution != spec.checkpoint.resolution:
         warn(f"{config.name}'s ImageNet weights were evaluated at {spec.checkpoint.resolution}px, "
              f"you asked for {config.resolution}px; accuracy will differ")
-    info = WeightsInfo("imagenet", "imagenet", str(path), sha256_of(path), trained=True)
+    info = WeightsInfo("imagenet", "imagenet", str(path), sha256_file(path), trained=True)
     return _from_state_dict(replace(config, preprocessing=spec.checkpoint.preprocessing),
                             read_state_dict(path), num_classes, info)
 
