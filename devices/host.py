@@ -14,24 +14,26 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from edgekit.cpu import DOT_PRODUCT_CPUS, describe, missing_dot_product
 from edgekit.errors import EdgekitError
 
 from .base import BenchSettings
 from .profiles import LOCAL, LocalProfile, load_profiles
+from .runner import cpu_info
 
 THREADS = 1  # one core: the figure least disturbed by other work, and the one the issue's goals are set for
 DEFAULT_RUNS = 25
 WARMUP = 3
 
-# Measured on MobileNet v1 0.25/128 (README "Real int8"): XNNPACK's int8 convolutions use AMX tiles 64 output
-# channels wide when the CPU has AMX, and the thin first layers then cost up to 6x their float time; with AMX
-# masked the same file ran at 0.80-0.81x of fp32. Said with the slowdown so the user knows what the file will do
-# elsewhere instead of reading "defect" and guessing.
+# Measured on an Intel Xeon with AVX-512 VNNI and AMX (benchmarks/results/int8.md), MobileNet v1 0.25/128:
+# XNNPACK's int8 convolutions use AMX tiles 64 output channels wide when the CPU has AMX, and the thin first layers
+# then cost up to 6x their float time; with AMX masked the same file ran at 0.80-0.81x of fp32. Said with the
+# slowdown so the user knows what the file will do elsewhere instead of reading "defect" and guessing.
 AMX_CAUSE = ("this CPU has Intel AMX, and LiteRT's XNNPACK then runs every int8 convolution on AMX tiles 64 output "
              "channels wide: layers with few channels (the first layers of thin models such as MobileNet v1 "
-             "0.25) take longer than in float. CPUs without AMX (ARM phones and boards, most desktops and laptops) "
-             "use other int8 kernels: measure there with `edgekit bench --device`, and keep the fp32 file for AMX "
-             "servers")
+             "0.25) take longer than in float. CPUs with other int8 dot products (VNNI without AMX, ARM phones and "
+             "boards with dotprod) do not do this: measure there with `edgekit bench --device`, and keep the fp32 "
+             "file for AMX servers")
 
 
 def cpu_has_amx(cpuinfo: Path = Path("/proc/cpuinfo")) -> bool:
@@ -41,7 +43,14 @@ def cpu_has_amx(cpuinfo: Path = Path("/proc/cpuinfo")) -> bool:
         text = cpuinfo.read_text(errors="replace")
     except OSError:
         return False
-    return any(line.startswith("flags") and "amx_int8" in line.split() for line in text.splitlines())
+    return "amx_int8" in cpu_info(text)["features"]
+
+
+def int8_speed_note(cpu: dict) -> str:
+    """The one line said instead of SLOWER where the CPU has no 8-bit dot product: int8 then runs about as fast
+    as fp32 by design (XNNPACK and MLAS widen to 16 bits), so a ratio near or above 1 is expected, not a defect."""
+    return (f"int8 is not expected to be faster than fp32 on {describe(cpu)}: it has {missing_dot_product(cpu)}. "
+            f"int8 runs faster on {DOT_PRODUCT_CPUS}")
 
 
 @dataclass(frozen=True)
@@ -66,9 +75,15 @@ class HostLatency:
     machine: dict = field(default_factory=dict)
     note: str | None = None  # why the local device profile was not used, when it was not
 
+    @property
+    def dot_product(self) -> bool | None:
+        """Whether the measuring CPU has 8-bit dot products (None: not recorded)."""
+        return (self.machine.get("cpu") or {}).get("int8_dot_product")
+
     def comparisons(self) -> list[dict]:
         """int8 against fp32 of the same format, p50 and p90, where both were measured; a slower int8 TFLite
-        file on an AMX CPU carries the known cause."""
+        file on an AMX CPU carries the known cause, and a CPU without 8-bit dot products says int8 is not
+        expected to be faster there."""
         measured = {(r["format"], r["precision"]): r for r in self.rows if r.get("p50_ms") is not None}
         pairs = []
         for fmt in dict.fromkeys(r["format"] for r in self.rows):
@@ -78,13 +93,19 @@ class HostLatency:
                               "int8_p50_ms": int8["p50_ms"], "fp32_p50_ms": fp32["p50_ms"],
                               "ratio_p50": round(int8["p50_ms"] / fp32["p50_ms"], 4),
                               "ratio_p90": round(int8["p90_ms"] / fp32["p90_ms"], 4)})
+                pairs[-1]["int8_dot_product"] = self.dot_product
                 if fmt == "tflite" and pairs[-1]["ratio_p50"] > 1.0 and self.machine.get("amx_int8"):
                     pairs[-1]["cause"] = AMX_CAUSE
         return pairs
 
     def slower(self) -> list[dict]:
-        """The int8 files slower than their fp32 twin (median latency): a defect to fix, never to ship quietly."""
-        return [c for c in self.comparisons() if c["ratio_p50"] > 1.0]
+        """The int8 files slower than their fp32 twin (median latency) on a CPU with 8-bit dot products (or one
+        that did not say): a defect to fix, never to ship quietly. Without dot products see ``speed_note``."""
+        return [c for c in self.comparisons() if c["ratio_p50"] > 1.0 and self.dot_product is not False]
+
+    def speed_note(self) -> str | None:
+        """The line said on a CPU without 8-bit dot products, where int8 is not expected to be faster."""
+        return int8_speed_note(self.machine["cpu"]) if self.dot_product is False and self.comparisons() else None
 
     def errors(self) -> list[dict]:
         return [r for r in self.rows if r.get("error")]
@@ -92,7 +113,7 @@ class HostLatency:
     def to_dict(self) -> dict:
         return {"device": self.device, "threads": self.threads, "runs": self.runs, "warmup": self.warmup,
                 "machine": self.machine, "note": self.note, "results": self.rows,
-                "int8_vs_fp32": self.comparisons()}
+                "int8_vs_fp32": self.comparisons(), "int8_speed_note": self.speed_note()}
 
 
 def local_profile() -> tuple[LocalProfile, str | None]:

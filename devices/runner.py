@@ -94,9 +94,43 @@ def available_runtimes():
     return found
 
 
+# The CPU features that decide int8 speed and exactness. x86: VNNI (AVX-512 or AVX) and AMX accumulate 8-bit
+# products in int32; plain AVX2/AVX-512 add pairs in saturating int16 (ONNX Runtime's U8S8 kernels) and are no
+# faster in int8 than in fp32 (XNNPACK). ARM: asimddp (sdot/udot, ARMv8.2+) and i8mm (smmla) are the int8 dot
+# products; plain NEON widens to 16 bits, exact but slower.
+INT8_FEATURES = {"x86": ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8"),
+                 "arm": ("asimd", "asimddp", "i8mm", "sve")}
+INT8_DOT_PRODUCT = ("avx512_vnni", "avx_vnni", "amx_int8", "asimddp", "i8mm")
+
+
+def cpu_info(cpuinfo_text=None):
+    """Vendor, model and the int8-relevant features of this CPU, from /proc/cpuinfo (Linux, x86 and ARM).
+    ``features`` lists those present; ``int8_dot_product`` is None where the kernel does not say."""
+    if cpuinfo_text is None:
+        try:
+            with open("/proc/cpuinfo", errors="replace") as f:
+                cpuinfo_text = f.read()
+        except OSError:
+            cpuinfo_text = ""
+    fields = {}
+    for line in cpuinfo_text.splitlines():
+        key, sep, value = line.partition(":")
+        if sep and key.strip() not in fields:
+            fields[key.strip()] = value.strip()
+    arch = platform.machine()
+    flags = set((fields.get("flags") or fields.get("Features") or "").split())
+    family = "arm" if "Features" in fields or arch.startswith(("arm", "aarch")) else "x86"
+    model = fields.get("model name") or fields.get("Model") or fields.get("Hardware") or fields.get("CPU part")
+    vendor = fields.get("vendor_id") or fields.get("CPU implementer")
+    return {"vendor": vendor, "model": model, "arch": arch,
+            "features": [f for f in INT8_FEATURES[family] if f in flags],
+            "int8_dot_product": any(f in flags for f in INT8_DOT_PRODUCT) if flags else None}
+
+
 def machine_info():
     return {"python": platform.python_version(), "machine": platform.machine(), "system": platform.system(),
-            "release": platform.release(), "cpu_count": os.cpu_count(), "hostname": platform.node()}
+            "release": platform.release(), "cpu_count": os.cpu_count(), "hostname": platform.node(),
+            "cpu": cpu_info()}
 
 
 def probe():

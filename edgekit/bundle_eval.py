@@ -19,11 +19,13 @@ from .evaluate import (EvalResult, Predictor, evaluate_many, file_target, image_
                        torch_predictor)
 from .images import LabelledImage
 from .manifest import Manifest, Reference, find_bundles, sha256_file
-from .parity import DEFAULT_GATES, ParityMetrics, compare, is_real
+from .parity import DEFAULT_GATES, REFERENCE_PATHS, ParityMetrics, compare, is_real
 from .types import Preprocessing
 
 PYTORCH_MODES = ("auto", "require", "skip")
 PYTORCH_ROW = "pytorch"
+# An int8 file's second row: the same file on its runtime's reference path (edgekit.parity.kernel_check)
+REFERENCE_ROW_SUFFIX = ":reference"
 
 
 @dataclass
@@ -104,6 +106,13 @@ def open_bundle(folder: Path, *, pytorch: str = "auto", weights: Path | None = N
         targets.append(BundleTarget(artifact.path, artifact.format, artifact.precision, opened.predictor,
                                     {"path": artifact.path, "sha256": artifact.sha256, "bytes": artifact.bytes,
                                      "inputs": [t.to_dict() for t in artifact.inputs]}))
+        if artifact.precision == "int8":
+            # the same file on its runtime's reference path: quantization error apart from host-kernel error
+            portable = file_target(bundle / artifact.path, resolution=resolution, preprocessing=preprocessing,
+                                   threads=threads, reference=True)
+            targets.append(BundleTarget(f"{artifact.path}{REFERENCE_ROW_SUFFIX}", artifact.format, "int8",
+                                        portable.predictor, {"path": artifact.path, "reference_path":
+                                                             REFERENCE_PATHS[Path(artifact.path).suffix.lower()]}))
     if not targets:
         raise EdgekitError(f"{bundle} lists no model files and the PyTorch model is {reference.status} "
                            f"({reference.reason}); nothing to evaluate, export the bundle again")

@@ -236,13 +236,13 @@ def model_target(model, preprocessing: Preprocessing | None = None) -> EvalTarge
 
 
 def file_target(path: str | Path, *, resolution: int | None = None, preprocessing: Preprocessing | None = None,
-                threads: int | None = None) -> EvalTarget:
+                threads: int | None = None, reference: bool = False) -> EvalTarget:
     """An exported .onnx/.tflite file; its input size comes from the file, its preprocessing from the caller
     or, for integer input, from the input's quantization (see ``quantized_input_preprocessing``)."""
     from .runtimes import open_runtime
 
     path = Path(path)
-    runner = open_runtime(path, threads)
+    runner = open_runtime(path, threads, reference)
     spec = runner.inputs[0]
     if spec.layout not in ("NHWC", "NCHW"):
         raise EdgekitError(f"{path.name} takes input {spec.name} of shape {list(spec.shape)}, not an RGB image "

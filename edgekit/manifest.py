@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from . import __version__
+from .cpu import host_cpu
 from .errors import EdgekitError, GateFailure
 from .fileio import atomic_path, atomic_write_text, sha256_file
 from .parity import GateTable, ParityResult, is_real
@@ -130,6 +131,8 @@ class Manifest:
     latency: dict = field(default_factory=dict)  # host latency per file (devices.host.HostLatency.to_dict)
     error: str | None = None
     versions: dict = field(default_factory=library_versions)
+    # the CPU that made the files and measured them (int8 exactness and speed depend on it): devices.runner.cpu_info
+    host: dict = field(default_factory=host_cpu)
     created: str = field(default_factory=lambda: datetime.now(timezone.utc).isoformat(timespec="seconds"))
     edgekit_version: str = __version__
     # warnings already printed while the export ran (not saved): `edgekit export` repeats only the others
@@ -158,7 +161,7 @@ class Manifest:
         return {
             "format_version": FORMAT_VERSION, "edgekit_version": self.edgekit_version, "created": self.created,
             "status": self.status, "passed": self.passed, "failed_step": self.failed_step, "error": self.error,
-            "versions": self.versions, "model": self.model, "weights": self.weights,
+            "versions": self.versions, "host": self.host, "model": self.model, "weights": self.weights,
             "preprocessing": self.preprocessing, "options": self.options, "labels": self.labels,
             "artifacts": [a.to_dict() for a in self.artifacts],
             "gates": self.gates.to_dict() if self.gates else None,
@@ -177,7 +180,7 @@ class Manifest:
                    reference=d.get("reference", {}), labels=d.get("labels", {}),
                    steps=[StepRecord.from_dict(s) for s in d.get("steps", [])], warnings=d.get("warnings", []),
                    layers=d.get("layers") or [], latency=d.get("latency") or {}, error=d.get("error"),
-                   versions=d.get("versions", {}), created=d.get("created", ""),
+                   versions=d.get("versions", {}), host=d.get("host") or {}, created=d.get("created", ""),
                    edgekit_version=d.get("edgekit_version", ""))
 
     def write(self, bundle: Path) -> Path:

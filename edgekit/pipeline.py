@@ -21,6 +21,7 @@ from pathlib import Path
 
 from .capture import captured_output, one_line
 from .console import info, step, warn
+from .cpu import describe
 from .errors import EdgekitError
 from .exporters.common import edgekit_metadata, export_ready, preprocessing_record
 from .fileio import atomic_path, atomic_write_text, ensure_writable_dir
@@ -247,6 +248,10 @@ def _build(spec: ExportSpec, model, staging: Path, manifest: Manifest, steps: _S
                 spec.gates.for_precision(artifact.precision), gated, note, real=is_real(reference.sources)))
         failed = [p.artifact for p in manifest.parity if not p.passed]
         outcome["detail"] = f"FAILED: {', '.join(failed)}" if failed else "all gates pass"
+    for result in manifest.parity:
+        if result.kernels and result.kernels.finding:
+            _warn(manifest, result.kernels.finding + ("" if config.weights.trained else
+                  " (untrained weights amplify rounding: judge kernels on trained weights)"))
 
     if spec.int8:
         _compare_layers(manifest, staging, steps, reference)
@@ -313,12 +318,16 @@ def _host_latency(spec: ExportSpec, manifest: Manifest, staging: Path, steps: _S
         if errors:
             _warn(manifest, f"host latency not measured for {', '.join(r['artifact'] for r in errors)}: "
                             f"{errors[0]['error']}")
+        cpu = describe(manifest.host) if manifest.host else "this CPU"
         for c in latency.slower():
-            advice = (f"Known cause: {c['cause']}" if c.get("cause") else "An int8 file slower than its fp32 file is "
-                      "a defect: confirm with `edgekit bench`, then keep the fp32 file or report it")
-            _warn(manifest, f"{c['int8']} is SLOWER than {c['fp32']} on this machine: p50 {c['int8_p50_ms']:.2f} "
+            advice = (f"Known cause: {c['cause']}" if c.get("cause") else "An int8 file slower than its fp32 file on "
+                      "a CPU with 8-bit dot products is a defect: confirm with `edgekit bench`, then keep the fp32 "
+                      "file or report it")
+            _warn(manifest, f"{c['int8']} is SLOWER than {c['fp32']} on {cpu}: p50 {c['int8_p50_ms']:.2f} "
                             f"vs {c['fp32_p50_ms']:.2f} ms ({c['ratio_p50']:.2f}x, {host.THREADS} thread). {advice}",
                   loud=True)
+        if latency.speed_note():
+            info(latency.speed_note())
         ratios = [f"{c['format']} {c['ratio_p50']:.2f}x" for c in latency.comparisons()]
         outcome["detail"] = f"int8/fp32 p50: {', '.join(ratios)}" if ratios else f"{len(files) - len(errors)} measured"
 
@@ -382,9 +391,12 @@ def _build_int8(spec: ExportSpec, config, staging: Path, manifest: Manifest, ste
                     from .exporters import onnx as exporter
 
                     onnx_int8 = _quantize_module("onnx_int8")
-                    onnx_int8.quantize_onnx(fp32_files[fmt], tmp, calibration, method=spec.calib_method)
-                    details = {"calibration_method": spec.calib_method, "weights": "int8 per-channel",
-                               "activations": onnx_int8.DEFAULT_ACTIVATION_TYPE}
+                    limits = onnx_int8.quantize_onnx(fp32_files[fmt], tmp, calibration, method=spec.calib_method)
+                    saturation = onnx_int8.saturation_summary(limits)
+                    details = {"calibration_method": spec.calib_method,
+                               "weights": "int8 per-channel, levels limited where int16 pair sums could saturate",
+                               "activations": onnx_int8.DEFAULT_ACTIVATION_TYPE,
+                               "saturation": saturation | {"per_layer": [r.to_dict() for r in limits]}}
                 else:
                     from .exporters import tflite as exporter
 
@@ -400,6 +412,9 @@ def _build_int8(spec: ExportSpec, config, staging: Path, manifest: Manifest, ste
             artifact = Artifact.describe(staging, relative, fmt, "int8", time.perf_counter() - started, details)
             manifest.artifacts.append(artifact)
             outcome["detail"] = _size(artifact.bytes)
+            if "saturation" in details:
+                outcome["detail"] += (f"; {saturation['channels_limited']} of {saturation['channels']} weight "
+                                      "channels limited so no x86 CPU saturates")
 
 
 def _resolve_labels(spec: ExportSpec, config) -> tuple[tuple[str, ...], str]:

@@ -3,9 +3,10 @@ so what a person reads is what a program reads."""
 
 from __future__ import annotations
 
+from .cpu import describe
 from .devices.results import format_ms
 from .manifest import Artifact, Manifest
-from .parity import ParityResult
+from .parity import KERNEL_TOLERANCE, ParityResult
 from .table import format_table, human_bytes, markdown_table
 
 # Where the int8 gates come from, for the report (the measurements are in the README's "Real int8" section).
@@ -20,6 +21,8 @@ LAYERS_IN_REPORT = 5
 def _parity_cell(result: ParityResult | None) -> str:
     if result is None:
         return "-"
+    if result.kernels and not result.kernels.agrees:
+        return f"{result.verdict}; host kernels DISAGREE"
     return result.verdict
 
 
@@ -43,7 +46,12 @@ def _ratio(comparison: dict | None) -> str:
     if comparison is None:
         return ""
     ratio = comparison["ratio_p50"]
-    return f"{ratio:.2f}x SLOWER" if ratio > 1.0 else f"{ratio:.2f}x"
+    return f"{ratio:.2f}x SLOWER" if _slower(comparison) else f"{ratio:.2f}x"
+
+
+def _slower(comparison: dict) -> bool:
+    """Slower where int8 should be faster: a CPU with 8-bit dot products, or one that was not recorded."""
+    return comparison["ratio_p50"] > 1.0 and comparison.get("int8_dot_product") is not False
 
 
 def summary_table(manifest: Manifest) -> str:
@@ -170,12 +178,12 @@ def latency_section(manifest: Manifest) -> list[str]:
     latency = manifest.latency
     if not latency:
         return []
-    lines = ["## Latency on this machine", ""]
+    lines = ["## Latency on the exporting host", ""]
     if not latency.get("results"):
         return lines + [f"Not measured: {latency.get('error', 'no result')}.", ""]
     machine = latency.get("machine") or {}
-    where = (f"{machine.get('machine')}, {machine.get('cpu_count')} cores, {machine.get('system')}"
-             if machine else "this machine")
+    cpu = describe(machine["cpu"]) if machine.get("cpu") else machine.get("machine")
+    where = f"{cpu}, {machine.get('cpu_count')} cores, {machine.get('system')}" if machine else "the exporting host"
     threads = latency["threads"]
     lines += [f"Each file timed where it was exported ({where}): {threads} thread{'s' * (threads != 1)}, "
               f"{latency['runs']} runs after {latency['warmup']} warm-up, random inputs, in a fresh process that "
@@ -191,7 +199,7 @@ def latency_section(manifest: Manifest) -> list[str]:
         if r.get("error"):
             lines += [f"`{r['artifact']}` not measured: {r['error']}", ""]
     comparisons = latency.get("int8_vs_fp32", [])
-    slower = [c for c in comparisons if c["ratio_p50"] > 1.0]
+    slower = [c for c in comparisons if _slower(c)]
     if slower:
         lines += ["**int8 SLOWER than fp32**: " + "; ".join(
             f"`{c['int8']}` {c['int8_p50_ms']:.2f} ms vs `{c['fp32']}` {c['fp32_p50_ms']:.2f} ms "
@@ -201,10 +209,39 @@ def latency_section(manifest: Manifest) -> list[str]:
         for c in slower:
             if c.get("cause"):
                 lines += [f"Known cause for `{c['int8']}`: {c['cause']}.", ""]
-    elif comparisons:
+    elif comparisons and all(c["ratio_p50"] <= 1.0 for c in comparisons):
         lines += ["int8 against fp32 (p50): " + ", ".join(f"{c['format']} {c['ratio_p50']:.2f}x" for c in comparisons)
                   + ": the int8 file is the faster one in every format.", ""]
+    if latency.get("int8_speed_note"):
+        lines += [latency["int8_speed_note"] + ".", ""]
     return lines
+
+
+KERNEL_HEADERS = ["artifact", "reference path", "ref vs PyTorch: cosine", "PSNR dB", "host vs ref: cosine", "PSNR dB",
+                  "kernels"]
+
+
+def kernel_rows(results: list[ParityResult]) -> list[list[str]]:
+    """int8 files: the error quantization makes (reference path vs PyTorch) beside the error the host's kernels
+    add (host kernels vs reference path)."""
+    return [[p.artifact, p.kernels.reference_path, f"{p.kernels.quantization.cosine_mean:.6f}",
+             _psnr(p.kernels.quantization.psnr_db), f"{p.kernels.host_kernels.cosine_mean:.6f}",
+             _psnr(p.kernels.host_kernels.psnr_db), "agree" if p.kernels.agrees else "DISAGREE"]
+            for p in results if p.kernels]
+
+
+def kernel_section(results: list[ParityResult]) -> list[str]:
+    rows = kernel_rows(results)
+    if not rows:
+        return []
+    cpu = next(p.kernels.cpu for p in results if p.kernels)
+    lines = ["### int8: quantization error and host-kernel error", "",
+             f"Each int8 file also runs on its runtime's portable reference path, on the same inputs. The reference "
+             f"path against PyTorch is the error int8 itself makes; the host's kernels ({cpu}) against the "
+             f"reference path is what this CPU adds. Kernels agree when cosine mean >= "
+             f"{KERNEL_TOLERANCE.cosine_mean} and PSNR >= {KERNEL_TOLERANCE.psnr_db:g} dB.", "",
+             markdown_table(KERNEL_HEADERS, rows), ""]
+    return lines + [f"**{p.kernels.finding}**" for p in results if p.kernels and p.kernels.finding] + [""]
 
 
 def _integer_proof(artifact: Artifact) -> list[str]:
@@ -263,6 +300,14 @@ def int8_section(manifest: Manifest) -> list[str]:
               + (" (ai-edge-quantizer sets static ranges from min/max only)" if a.format == "tflite" else "")
               for a in int8] + [""]
     for a in int8:
+        saturation = a.details.get("saturation")
+        if saturation:
+            lines += [f"`{a.path}`: {saturation['channels_limited']} of {saturation['channels']} weight channels in "
+                      f"{saturation['layers_limited']} of {saturation['layers']} layers keep fewer than 127 levels "
+                      f"(fewest: {saturation['min_levels']}), so that no pair of uint8 x int8 products exceeds int16 "
+                      "on the calibration images: ONNX Runtime's kernels on x86 CPUs without VNNI add such pairs in "
+                      "saturating 16-bit arithmetic. Kernels and speed are unchanged on every CPU; the manifest "
+                      "lists every layer.", ""]
         lines += _integer_proof(a)
     if manifest.layers:
         bundle = f"{manifest.options.get('out', 'exports')}/{manifest.variant}"
@@ -326,6 +371,7 @@ def render_report(manifest: Manifest) -> str:
         if any(r.precision == "int8" and r.gated for r in manifest.parity):
             notes.append(INT8_GATES_SOURCE)
         lines += [f"Note: {n}" for n in notes] + ([""] if notes else [])
+        lines += kernel_section(manifest.parity)
     lines += latency_section(manifest)
     lines += int8_section(manifest)
     app_file = _tflite_for_app(manifest)
@@ -341,6 +387,7 @@ def render_report(manifest: Manifest) -> str:
                                              [[s.name, s.status, f"{s.seconds:.1f} s", s.detail or ""]
                                               for s in manifest.steps]), "",
               "## Versions", "", markdown_table(["package", "version"],
-                                                [[k, v or "not installed"] for k, v in manifest.versions.items()]),
+                                                [[k, v or "not installed"] for k, v in manifest.versions.items()]
+                                                + [["host CPU", describe(manifest.host) if manifest.host else "-"]]),
               "", f"Created {manifest.created} by edgekit {manifest.edgekit_version}.", ""]
     return "\n".join(lines)

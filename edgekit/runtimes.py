@@ -56,14 +56,19 @@ def _said(log: list[str]) -> list[str]:
 
 
 class TFLiteRunner:
-    def __init__(self, path: Path, threads: int | None = None):
-        from ai_edge_litert.interpreter import Interpreter
+    """``reference=True``: LiteRT's reference kernels (plain C++, no XNNPACK, no CPU-specific code), the
+    arithmetic the TFLite spec defines, against which the host's optimised kernels are checked."""
 
+    def __init__(self, path: Path, threads: int | None = None, reference: bool = False):
+        from ai_edge_litert.interpreter import Interpreter, OpResolverType
+
+        resolver = OpResolverType.BUILTIN_REF if reference else OpResolverType.AUTO
         # Native code writes straight to fd 2, past Python: only the load is captured, so validate and eval
         # print their tables without LiteRT's delegate notice, and anything else it says is passed on.
         try:
             with captured_output() as log:
-                self.interpreter = Interpreter(model_path=str(path), num_threads=threads)
+                self.interpreter = Interpreter(model_path=str(path), num_threads=threads,
+                                               experimental_op_resolver_type=resolver)
                 self.interpreter.allocate_tensors()
         except (ValueError, RuntimeError) as e:
             message = next((line.strip() for line in str(e).splitlines() if line.strip()), type(e).__name__)
@@ -105,10 +110,16 @@ class TFLiteRunner:
 
 
 class OnnxRunner:
-    def __init__(self, path: Path, threads: int | None = None):
+    """``reference=True``: graph optimizations off, so a QDQ file's DequantizeLinear -> float op ->
+    QuantizeLinear runs as written, in float: the quantized model's arithmetic without the host's integer
+    kernels (which on x86 without VNNI saturate: ``edgekit.quantize.onnx_saturation``)."""
+
+    def __init__(self, path: Path, threads: int | None = None, reference: bool = False):
         import onnxruntime as ort
 
         options = ort.SessionOptions()
+        if reference:
+            options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
         if threads:
             options.intra_op_num_threads = threads
         options.log_severity_level = 3
@@ -133,14 +144,15 @@ class OnnxRunner:
         return self.session.run(None, {name: x})[0].astype(np.float32)
 
 
-def open_runtime(path: str | Path, threads: int | None = None):
-    """A callable that maps NCHW float32 inputs to float32 outputs, whatever the file's format."""
+def open_runtime(path: str | Path, threads: int | None = None, reference: bool = False):
+    """A callable that maps NCHW float32 inputs to float32 outputs, whatever the file's format; ``reference``
+    computes with the runtime's portable reference path instead of the host's optimised kernels."""
     path = Path(path)
     if not path.is_file():
         raise EdgekitError(f"model file {path} does not exist; check the path")
     suffix = path.suffix.lower()
     if suffix == ".tflite":
-        return TFLiteRunner(path, threads)
+        return TFLiteRunner(path, threads, reference)
     if suffix == ".onnx":
-        return OnnxRunner(path, threads)
+        return OnnxRunner(path, threads, reference)
     raise EdgekitError(f"unsupported model file {path.name}: edgekit runs .onnx and .tflite files")

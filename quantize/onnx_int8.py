@@ -3,7 +3,8 @@
 Steps: ORT's pre-processing (shape inference and graph optimisation), then a calibrator we build ourselves
 (so that the histogram methods get enough bins: through ``quantize_static`` ORT 1.31's Entropy method uses as
 many histogram bins as quantized bins and degenerates into MinMax, byte for byte), then ``quantize_static``
-reading the ranges from a calibration cache.
+reading the ranges from a calibration cache, then each weight channel given as many levels as int16 pair sums
+allow, so that the file computes the same on x86 CPUs without VNNI as everywhere else (``onnx_saturation``).
 """
 
 from __future__ import annotations
@@ -13,11 +14,13 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
+import onnx
 
 from ..capture import captured_output, one_line
 from ..errors import EdgekitError
 from ..fileio import atomic_path
 from .calibration import CalibrationSet, input_range
+from .onnx_saturation import INT16_MAX, LayerLimit, limit_pair_sums
 
 METHODS = ("minmax", "entropy", "percentile")
 ACTIVATION_TYPES = ("uint8", "int8")
@@ -55,10 +58,11 @@ class _Reader:
 
 def quantize_onnx(fp32_onnx: Path, out: Path, calibration: CalibrationSet, method: str = "minmax",
                   activation_type: str = DEFAULT_ACTIVATION_TYPE,
-                  op_types: tuple[str, ...] | None = None) -> None:
+                  op_types: tuple[str, ...] | None = None, limit_saturation: bool = True) -> list[LayerLimit]:
     """Write ``out``: a QDQ int8 copy of ``fp32_onnx`` (int8 per-channel weights, ``activation_type``
-    activations) with activation ranges from ``calibration``. ``op_types=None`` quantizes every op ORT can."""
-    import onnx
+    activations) with activation ranges from ``calibration``, and weight levels limited per channel where x86
+    kernels without VNNI would saturate (returned, one record per layer; ``limit_saturation=False`` leaves them
+    at 127 levels, for benchmarks that show what the limit does). ``op_types=None`` quantizes every op ORT can."""
     from onnxruntime.quantization import CalibrationMethod
 
     if method not in METHODS:
@@ -85,8 +89,8 @@ def quantize_onnx(fp32_onnx: Path, out: Path, calibration: CalibrationSet, metho
     log: list[str] = []
     try:
         with captured_output() as log:  # ORT logs reminders and prints histogram progress on stdout
-            _quantize(fp32_onnx, out, calibration, method, activation_type, op_types, input_name, outputs,
-                      metadata, calibrate_method, options)
+            return _quantize(fp32_onnx, out, calibration, method, activation_type, op_types, input_name, outputs,
+                             metadata, calibrate_method, options, limit_saturation)
     except EdgekitError:
         raise
     except Exception as e:  # ORT raises its own exception classes, onnx its own
@@ -96,7 +100,7 @@ def quantize_onnx(fp32_onnx: Path, out: Path, calibration: CalibrationSet, metho
 
 def _quantize(fp32_onnx: Path, out: Path, calibration: CalibrationSet, method: str, activation_type: str,
               op_types, input_name: str, outputs: set[str], metadata: dict[str, str], calibrate_method,
-              calibrator_options: dict) -> None:
+              calibrator_options: dict, limit_saturation: bool) -> list[LayerLimit]:
     from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.calibrate import create_calibrator, save_tensors_data
     from onnxruntime.quantization.shape_inference import quant_pre_process
@@ -128,7 +132,22 @@ def _quantize(fp32_onnx: Path, out: Path, calibration: CalibrationSet, method: s
                 op_types_to_quantize=list(op_types) if op_types else None, per_channel=True,
                 activation_type=QuantType.QUInt8 if activation_type == "uint8" else QuantType.QInt8,
                 weight_type=QuantType.QInt8, calibrate_method=calibrate_method, calibration_cache_path=str(cache))
-            _record_metadata(tmp, metadata, method, activation_type, calibration)
+            model = onnx.load(str(tmp))
+            limits = _limit_saturation(model, prepared, calibration, activation_type) if limit_saturation else []
+            _record_metadata(model, metadata, method, activation_type, calibration, limits)
+            onnx.save(model, str(tmp))
+    return limits
+
+
+def _limit_saturation(model, prepared: Path, calibration: CalibrationSet, activation_type: str) -> list[LayerLimit]:
+    """uint8 activations meet int8 weights in ORT's U8S8 kernels, which saturate on x86 without VNNI
+    (``onnx_saturation``); int8 activations go through other kernels this module does not model."""
+    if activation_type != "uint8":
+        return []
+    from onnx import numpy_helper
+
+    float_weights = {i.name: numpy_helper.to_array(i) for i in onnx.load(str(prepared)).graph.initializer}
+    return limit_pair_sums(model, float_weights, calibration.nchw)
 
 
 def _clip_to_observed(ranges, histograms: dict, outputs: set[str]) -> None:
@@ -149,19 +168,23 @@ def _clip_to_observed(ranges, histograms: dict, outputs: set[str]) -> None:
         data.highest = np.asarray(min(high, observed_max), dtype=np.float32)
 
 
-def _record_metadata(path: Path, fp32_metadata: dict[str, str], method: str, activation_type: str,
-                     calibration: CalibrationSet) -> None:
+def _record_metadata(model, fp32_metadata: dict[str, str], method: str, activation_type: str,
+                     calibration: CalibrationSet, limits: list[LayerLimit]) -> None:
     """Keep the fp32 file's metadata (name, preprocessing, labels), which pre-processing drops, and add how
     the int8 file was made."""
-    import onnx
-
-    model = onnx.load(str(path))
     entries = {p.key: p.value for p in model.metadata_props} | fp32_metadata
     entries["quantization"] = json.dumps({
         "precision": "int8", "format": "QDQ", "weights": "int8 per-channel symmetric",
         "activations": f"{activation_type} per-tensor", "calibration_method": method,
-        "calibration_samples": len(calibration)})
+        "calibration_samples": len(calibration), "saturation": saturation_summary(limits)})
     del model.metadata_props[:]
     for key, value in entries.items():
         model.metadata_props.add(key=key, value=value)
-    onnx.save(model, str(path))
+
+
+def saturation_summary(limits: list[LayerLimit]) -> dict:
+    """Totals over the layers, for the file's metadata and the export's console line."""
+    return {"int16_pair_sum_limit": INT16_MAX, "layers": len(limits),
+            "layers_limited": sum(1 for r in limits if r.channels_limited),
+            "channels": sum(r.channels for r in limits), "channels_limited": sum(r.channels_limited for r in limits),
+            "min_levels": min((r.min_levels for r in limits), default=127)}

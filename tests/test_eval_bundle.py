@@ -1,6 +1,7 @@
 """`edgekit eval BUNDLE`: the PyTorch model and every file of an export bundle scored on the same images, in one
-table. The bundle is Google's MobileNet v1 0.25/128 imported as real weights, exported once per module with
-int8 calibrated on the shared everyday photos (none of the scored ImageNet images)."""
+table. The bundle is Google's MobileNet v1 0.25/128 imported as real weights, exported once per test session
+(shared with test_inspect.py) with int8 calibrated on the shared everyday photos (none of the scored ImageNet
+images)."""
 
 from __future__ import annotations
 
@@ -18,9 +19,13 @@ from edgekit.images import read_labelled_set
 from edgekit.runtimes import open_runtime
 from edgekit.types import Preprocessing
 
+pytestmark = pytest.mark.slow  # a real int8 export, 250-image evaluations
+
 VARIANT = "mobilenet_v1_w0.25_r128"
 WEIGHTS = "mobilenet_v1_0.25_128_quant.tflite"
 FILES = [f"{VARIANT}.onnx", f"{VARIANT}.tflite", f"{VARIANT}_int8.onnx", f"{VARIANT}_int8.tflite"]
+# every int8 file is scored twice: the host's kernels, then the runtime's reference path (edgekit.parity)
+ROWS = [*FILES[:3], f"{FILES[2]}:reference", FILES[3], f"{FILES[3]}:reference"]
 
 
 @pytest.fixture(scope="module")
@@ -29,13 +34,11 @@ def labels_csv(shared_data) -> Path:
 
 
 @pytest.fixture(scope="module")
-def bundle(tmp_path_factory, shared_data) -> Path:
-    out = tmp_path_factory.mktemp("exports")
-    code = main(["export", "mobilenet_v1", "--weights", str(shared_data / "tflite" / WEIGHTS), "--int8",
-                 "--calib", str(shared_data / "photos"), "--out", str(out),
-                 "--parity-samples", "6", "--parity-random", "2"])
-    assert code == 0
-    return out / VARIANT
+def bundle(v1_int8_bundle) -> Path:
+    """The session's int8 bundle (conftest.v1_int8_bundle, shared with test_inspect.py): `edgekit export
+    mobilenet_v1 --weights FILE --int8 --calib PHOTOS --latency-runs 0`."""
+    assert v1_int8_bundle["code"] == 0, v1_int8_bundle["stdout"] + v1_int8_bundle["stderr"]
+    return v1_int8_bundle["bundle"]
 
 
 @pytest.fixture(scope="module")
@@ -82,14 +85,14 @@ def _rows(table: str) -> dict[str, list[str]]:
 def test_one_table_pytorch_and_every_file_int8_within_2_points(full_eval):
     table, data = full_eval
     rows = _rows(table)
-    assert list(rows) == ["pytorch", *FILES]
+    assert list(rows) == ["pytorch", *ROWS]
     assert "top-1 agreement" in table.splitlines()[0]
     assert rows["pytorch"][1:3] == ["pytorch", "fp32"] and rows["pytorch"][5] == "reference"
     assert rows[f"{VARIANT}_int8.tflite"][1:3] == ["tflite", "int8"]
     assert all(row[-2:] == ["250", "0"] for row in rows.values())  # images, unreadable
 
     targets = {t["name"]: t for t in data["targets"]}
-    assert list(targets) == ["pytorch", *FILES]
+    assert list(targets) == ["pytorch", *ROWS]
     reference = targets["pytorch"]
     assert reference["images"] == 250 and reference["top1_agreement"] == 1.0
     # the import's accuracy on these images (README: 46.0% imported top-1): a meaningful reference, not noise
@@ -97,11 +100,13 @@ def test_one_table_pytorch_and_every_file_int8_within_2_points(full_eval):
     for name in FILES[:2]:
         assert targets[name]["top1_agreement"] >= 0.99, name  # fp32 files compute what PyTorch computes
         assert abs(targets[name]["top1"] - reference["top1"]) <= 0.01
-    for name in FILES[2:]:
+    for name in ROWS[2:]:
         t = targets[name]
         assert t["precision"] == "int8" and t["images"] == 250
         assert abs(t["top1"] - reference["top1"]) <= 0.02, (name, t["top1"], reference["top1"])
         assert 0.8 <= t["top1_agreement"] < 1.0  # integer arithmetic: close, and really not the float model
+    for name in FILES[2:]:  # this host's kernels score what the reference path scores
+        assert abs(targets[name]["top1"] - targets[f"{name}:reference"]["top1"]) <= 0.01, name
     manifest = json.loads((Path(data["bundle"]) / "manifest.json").read_text())
     by_path = {a["path"]: a for a in manifest["artifacts"]}
     assert all(targets[n]["sha256"] == by_path[n]["sha256"] for n in FILES)
@@ -144,7 +149,7 @@ def test_moved_weights_warn_then_score_the_files_against_the_fp32_onnx(copy, lab
     assert f"top-1 agreement is with {VARIANT}.onnx" in table
     data = json.loads(out.read_text())
     assert data["pytorch"]["status"] == "unavailable" and data["agreement_with"] == f"{VARIANT}.onnx"
-    assert [t["name"] for t in data["targets"]] == FILES
+    assert [t["name"] for t in data["targets"]] == ROWS
 
     assert main(["eval", str(copy), "--data", str(labels_csv), "--limit", "8", "--pytorch", "require"]) == 2
     assert "cannot score the PyTorch model" in capsys.readouterr().err

@@ -1,7 +1,8 @@
 """Real int8 judged on real weights and real images.
 
 Google's ImageNet MobileNet v2 1.0/224 and v1 0.25/128 files are imported into edgekit models, exported to
-fp32 ONNX and TFLite with edgekit's exporters, and quantized once per model (module fixture). Calibration
+fp32 ONNX and TFLite with edgekit's exporters (`edgekit export`, once per test session, tests/conftest.py), and
+quantized once per model (module fixture). Calibration
 uses the 9 everyday photos plus every 5th of the 250 shared ImageNet images (50); the other 200 are scored,
 so no scored image set a range.
 """
@@ -18,10 +19,14 @@ import pytest
 from edgekit.images import preprocess_file, read_labelled_set
 from edgekit.parity import compare
 from edgekit.quantize.calibration import CalibrationSet
+from edgekit.parity import KERNEL_TOLERANCE, kernel_check
 from edgekit.quantize.onnx_int8 import quantize_onnx
+from edgekit.quantize.onnx_saturation import INT16_MAX, LayerLimit
 from edgekit.quantize.tflite_int8 import REQUIRED_INT8_OPS, integer_report, quantize_tflite
 from edgekit.runtimes import open_runtime
 from edgekit.tflite_model import TFLiteModel
+
+pytestmark = pytest.mark.slow  # MobileNet v2 at 224 quantized twice, 200-image scoring
 
 MODELS = {
     "mobilenet_v2_1.0_224": ("mobilenet_v2", "mobilenet_v2_1.0_224_quant.tflite", None, None),
@@ -40,31 +45,28 @@ class Quantized:
     labels: np.ndarray
     reference: np.ndarray  # PyTorch fp32 logits on ``inputs``
     calibration: CalibrationSet
+    limits: list[LayerLimit]  # what the int8 ONNX did against 16-bit saturation, per layer
 
 
-def _export_fp32(model, folder: Path) -> dict[str, Path]:
-    from edgekit.exporters.common import edgekit_metadata, export_ready
-    from edgekit.exporters.onnx import torch_to_onnx
-    from edgekit.exporters.tflite import torch_to_tflite
-    from edgekit.labels import default_labels
+# The fp32 files come from the session's export bundles (tests/conftest.py), which test_export.py and
+# test_validate.py check: the same exporters, called the same way, so they are not exported a second time here.
+FP32_BUNDLES = {"mobilenet_v2_1.0_224": "v2_fp16_export", "mobilenet_v1_0.25_128": "v1_fp32_bundle"}
 
-    config = model.edgekit_config
-    ready = export_ready(model, config.resolution)
-    metadata = edgekit_metadata(config, default_labels(config.num_classes))
-    paths = {"onnx": folder / "fp32.onnx", "tflite": folder / "fp32.tflite"}
-    torch_to_onnx(ready, paths["onnx"], resolution=config.resolution, metadata=metadata)
-    torch_to_tflite(ready, paths["tflite"], resolution=config.resolution, metadata=metadata)
+
+def _fp32_files(export: dict, variant: str) -> dict[str, Path]:
+    paths = {fmt: export["bundle"] / f"{variant}.{fmt}" for fmt in ("onnx", "tflite")}
+    assert export["code"] in (0, 1) and all(p.exists() for p in paths.values()), export["stdout"] + export["stderr"]
     return paths
 
 
 @pytest.fixture(scope="module")
-def build(shared_data, tmp_path_factory):
-    """Export and quantize each model once for the whole module, whichever test asks first."""
+def build(shared_data, tmp_path_factory, request):
+    """Quantize each model once for the whole module, whichever test asks first."""
     cache: dict[str, Quantized] = {}
 
     def get(key: str) -> Quantized:
         if key not in cache:
-            cache[key] = _build(key, shared_data, tmp_path_factory)
+            cache[key] = _build(key, shared_data, tmp_path_factory, request.getfixturevalue(FP32_BUNDLES[key]))
         return cache[key]
 
     return get
@@ -80,7 +82,7 @@ def mobilenet_v1(build) -> Quantized:
     return build("mobilenet_v1_0.25_128")
 
 
-def _build(key: str, shared_data: Path, tmp_path_factory) -> Quantized:
+def _build(key: str, shared_data: Path, tmp_path_factory, export: dict) -> Quantized:
     import torch
 
     import edgekit
@@ -90,7 +92,7 @@ def _build(key: str, shared_data: Path, tmp_path_factory) -> Quantized:
                                  resolution=resolution)
     config = model.edgekit_config
     folder = tmp_path_factory.mktemp(key)
-    fp32 = _export_fp32(model, folder)
+    fp32 = _fp32_files(export, config.variant)
 
     items = read_labelled_set(shared_data / "imagenet-samples" / "labels.csv")
     calibration_items = items[::CALIBRATION_STRIDE]
@@ -99,14 +101,14 @@ def _build(key: str, shared_data: Path, tmp_path_factory) -> Quantized:
         sorted((shared_data / "photos").iterdir()) + [item.path for item in calibration_items],
         config.preprocessing, config.resolution, source="photos + every 5th ImageNet sample")
     int8 = {"onnx": folder / "int8.onnx", "tflite": folder / "int8.tflite"}
-    quantize_onnx(fp32["onnx"], int8["onnx"], calibration)
+    limits = quantize_onnx(fp32["onnx"], int8["onnx"], calibration)
     quantize_tflite(fp32["tflite"], int8["tflite"], calibration)
 
     inputs = np.stack([preprocess_file(item.path, config.resolution, config.preprocessing) for item in scored])
     with torch.inference_mode():
         reference = torch.cat([model(torch.from_numpy(chunk)) for chunk in np.array_split(inputs, 4)]).numpy()
     return Quantized(key, fp32, int8, inputs, np.array([item.label for item in scored]), reference,
-                     calibration)
+                     calibration, limits)
 
 
 def _top1(logits: np.ndarray, labels: np.ndarray) -> float:
@@ -131,6 +133,78 @@ def test_int8_parity_on_real_images(quantized, fmt):
     assert metrics.psnr_db >= 33.0
     assert metrics.top1_agreement >= 0.8
     assert metrics.top5_agreement >= 0.8
+
+
+MAX_TOP1_DROP_V2 = 0.01  # issue 9: MobileNet v2 int8 ONNX top-1 within 1 point of fp32, on any CPU
+MIN_COSINE_V2 = 0.985
+
+
+@pytest.mark.parametrize("fmt", ["onnx", "tflite"])
+def test_int8_computes_the_same_on_this_cpu_as_on_the_reference_path(quantized, fmt):
+    """The host's int8 kernels (whatever this CPU is: AVX2 only, AVX-512, VNNI, AMX) agree with the runtime's
+    portable reference path (ONNX: QDQ computed in float; TFLite: LiteRT's reference kernels). Measured on an AMD
+    EPYC with AVX2 only: ONNX 47.9 dB / TFLite 45.5 dB; the ONNX file before the per-channel limit: 30.2 dB."""
+    host = open_runtime(quantized.int8[fmt])(quantized.inputs[:40])
+    check = kernel_check(quantized.int8[fmt], fmt, quantized.inputs[:40], quantized.reference[:40], host)
+    assert not KERNEL_TOLERANCE.failures(check.host_kernels), check
+    assert check.finding is None
+
+
+def test_int8_onnx_meets_the_issue_goals_on_this_cpu(build):
+    """MobileNet v2 with Google's weights, 200 held-out images, this host's ONNX Runtime kernels: cosine >= 0.985
+    and top-1 within 1 point of fp32. Measured on an AMD EPYC (AVX2 only): cosine 0.9908, top-1 94.0% vs 93.0%;
+    the file made without the per-channel limit: 0.932 and 88.5%."""
+    quantized = build("mobilenet_v2_1.0_224")
+    outputs = open_runtime(quantized.int8["onnx"])(quantized.inputs)
+    metrics = compare(quantized.reference, outputs)
+    assert metrics.cosine_mean >= MIN_COSINE_V2
+    assert _top1(quantized.reference, quantized.labels) - _top1(outputs, quantized.labels) <= MAX_TOP1_DROP_V2
+
+
+def test_saturation_limit_is_recorded_per_layer(quantized):
+    import onnx
+
+    limits = quantized.limits
+    model = onnx.load(str(quantized.int8["onnx"]))
+    depthwise = [n for n in model.graph.node if n.op_type == "Conv" and
+                 any(a.name == "group" and a.i > 1 for a in n.attribute)]
+    convs_and_gemms = [n for n in model.graph.node if n.op_type in ("Conv", "Gemm")]
+    # every Conv and Gemm but the depthwise ones (MLAS's depthwise kernel accumulates in int32)
+    assert len(limits) == len(convs_and_gemms) - len(depthwise) > 10
+    assert {r.kind for r in limits} == {"spatial", "pointwise", "matmul"}
+    for record in limits:
+        assert record.pair_sum_after <= INT16_MAX, record
+        assert 1 <= record.min_levels <= 127 and 0 <= record.channels_limited <= record.channels
+        assert (record.channels_limited > 0) == (record.pair_sum_before > INT16_MAX)
+    # the first convolution reads raw pixels (up to 255) with weights up to 127: it must be limited
+    assert limits[0].kind == "spatial" and INT16_MAX < limits[0].pair_sum_before <= 2 * 255 * 127
+    assert limits[0].channels_limited
+    record = json.loads({p.key: p.value for p in model.metadata_props}["quantization"])["saturation"]
+    assert record["channels_limited"] == sum(r.channels_limited for r in limits) > 0
+    assert record["int16_pair_sum_limit"] == INT16_MAX
+
+
+def test_kernel_disagreement_names_what_the_cpu_lacks(mobilenet_v1, monkeypatch):
+    """A host whose kernels disagree (stood in for by damaged outputs, so this runs the same on every CPU) gets a
+    one-line finding naming the CPU and, where it has no 8-bit dot product, the missing feature."""
+    import edgekit.parity as parity
+
+    inputs, reference = mobilenet_v1.inputs[:8], mobilenet_v1.reference[:8]
+    path = mobilenet_v1.int8["onnx"]
+    host = open_runtime(path)(inputs)
+    damaged = host + np.random.default_rng(0).normal(0, float(np.abs(host).max()) * 0.05, host.shape)
+    avx2 = {"vendor": "AuthenticAMD", "model": "AMD EPYC", "arch": "x86_64", "features": ["avx2"],
+            "int8_dot_product": False}
+    monkeypatch.setattr(parity, "host_cpu", lambda: avx2)
+    assert kernel_check(path, "m_int8.onnx", inputs, reference, host).finding is None
+    finding = kernel_check(path, "m_int8.onnx", inputs, reference, damaged).finding
+    assert finding.startswith("m_int8.onnx: ONNX Runtime's int8 kernels on AMD EPYC (x86_64: avx2) disagree with "
+                              "ORT float QDQ")
+    assert "no AVX-VNNI, AVX512-VNNI or AMX" in finding and "\n" not in finding
+    vnni = avx2 | {"model": "Intel Xeon", "features": ["avx2", "avx512f", "avx512_vnni"], "int8_dot_product": True}
+    monkeypatch.setattr(parity, "host_cpu", lambda: vnni)
+    finding = kernel_check(path, "m_int8.onnx", inputs, reference, damaged).finding
+    assert "Intel Xeon (x86_64: avx2, avx512f, avx512_vnni)" in finding and "saturate" not in finding
 
 
 def test_tflite_is_fully_integer_and_small(quantized):

@@ -7,6 +7,7 @@ import datetime
 import shlex
 from pathlib import Path
 
+from ..cpu import describe
 from ..devices.results import format_ms as _ms
 from .common import positive_int
 
@@ -75,7 +76,8 @@ def _machines(results) -> list[str]:
     for r in results:
         m = r.machine
         if r.ok and m and r.device not in lines:
-            lines[r.device] = (f"  {r.device}: {m.get('machine')}, {m.get('cpu_count')} cores, "
+            cpu = describe(m["cpu"]) if m.get("cpu") else m.get("machine")
+            lines[r.device] = (f"  {r.device}: {cpu}, {m.get('cpu_count')} cores, "
                                f"{m.get('system')} {m.get('release')}, Python {m.get('python')}")
     return list(lines.values())
 

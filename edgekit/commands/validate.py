@@ -28,7 +28,7 @@ def add_parser(sub) -> None:
 def run(args) -> int:
     from ..manifest import find_bundles, validate_bundle
     from ..parity import DEFAULT_GATES
-    from ..report import PARITY_HEADERS, parity_rows
+    from ..report import KERNEL_HEADERS, PARITY_HEADERS, kernel_rows, parity_rows
     from ..table import format_table
 
     checks = []
@@ -47,6 +47,13 @@ def run(args) -> int:
             headers = [h for h in PARITY_HEADERS if h not in ("mean abs err", "cosine mean")]
             rows = [[c for h, c in zip(PARITY_HEADERS, row) if h in headers] for row in parity_rows(check.parity)]
             print(format_table(headers, rows))
+            kernels = kernel_rows(check.parity)
+            if kernels:
+                print("int8 on the host's kernels against the runtime's reference path (" +
+                      next(p.kernels.cpu for p in check.parity if p.kernels) + "):")
+                print(format_table(KERNEL_HEADERS, kernels))
+            for finding in (p.kernels.finding for p in check.parity if p.kernels and p.kernels.finding):
+                print(f"  finding: {finding}")
         for problem in check.problems:
             print(f"  problem: {problem}")
         print()
