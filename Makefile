@@ -31,6 +31,7 @@ bench: $(STAMP)
 	$(PY) benchmarks/export_benchmark.py
 	$(PY) benchmarks/int8_benchmark.py
 	$(PY) benchmarks/host_latency.py
+	$(PY) benchmarks/cpu_true_int8.py
 
 clean:
 	rm -rf $(VENV) exports build *.egg-info

@@ -32,6 +32,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from edgekit.cpu import describe, host_cpu
+
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_MODELS = ("mobilenet_v1", "mobilenet_v2", "efficientnet_lite0", "efficientnet_b0")
 FORMATS = ("onnx", "onnx-dynamo", "tflite", "tflite-fp16")
@@ -313,7 +315,7 @@ def main(argv: list[str] | None = None) -> int:
     lat = latency(latency_bundle, latency_weights, args.runs, args.rounds, (1, 2))
     data = {
         "command": "python benchmarks/export_benchmark.py " + " ".join(shlex.quote(a) for a in (argv or sys.argv[1:])),
-        "machine": f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}",
+        "machine": f"{describe(host_cpu())}, {os.cpu_count()} cores, Python {platform.python_version()}",
         "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "load_before": load_before,
         "load_after": " ".join(f"{x:.2f}" for x in os.getloadavg()), "versions": _versions(),
         "end_to_end": e2e, "conversions": rows, "latency": lat, "latency_runs": args.runs,

@@ -24,6 +24,8 @@ import sys
 import time
 from pathlib import Path
 
+from edgekit.cpu import describe, host_cpu
+
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_MODELS = ("mobilenet_v1", "mobilenet_v2", "efficientnet_lite0", "efficientnet_b0")
 REFERENCE_FILE = "mobilenet_v2_1.0_224_quant.tflite"
@@ -177,7 +179,7 @@ def main() -> int:
     load_before = " ".join(f"{x:.2f}" for x in os.getloadavg())
     failures = export_bundles(models, args.work, args.data)
     results, every_pass = measure(models, args.work, args.data, args.runs, args.warmup, args.passes)
-    meta = {"machine": platform.machine(), "cpu_count": os.cpu_count(), "python": platform.python_version(),
+    meta = {"machine": describe(host_cpu()), "cpu_count": os.cpu_count(), "python": platform.python_version(),
             "load_before": load_before, "load_after": " ".join(f"{x:.2f}" for x in os.getloadavg()),
             "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
             "runs": args.runs, "warmup": args.warmup, "passes": args.passes}

@@ -39,6 +39,8 @@ from pathlib import Path
 
 import numpy as np
 
+from edgekit.cpu import describe, host_cpu
+
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks" / "results"
 CALIBRATION_STRIDE = 5
@@ -369,7 +371,7 @@ def main(argv: list[str] | None = None) -> int:
 
     results["environment"] = {
         "command": " ".join(["python", "benchmarks/int8_benchmark.py", *(argv if argv is not None else sys.argv[1:])]),
-        "machine": platform.machine(), "cpus": os.cpu_count(), "python": platform.python_version(),
+        "machine": describe(host_cpu()), "cpus": os.cpu_count(), "python": platform.python_version(),
         "load_average_before": load_before, "load_average_after": os.getloadavg(),
         "seconds": time.perf_counter() - started_all,
         "versions": {m: _version(m) for m in ("onnxruntime", "ai-edge-litert", "ai-edge-quantizer", "litert-torch",

@@ -20,6 +20,8 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
+from edgekit.cpu import describe, host_cpu
+
 REPO = Path(__file__).resolve().parents[1]
 FILES = (
     ("mobilenet_v1", "mobilenet_v1_0.25_128_quant.tflite"),
@@ -80,7 +82,7 @@ def write(rows: list[dict], out: Path, command: str) -> str:
             "all three (crop 0.875, bilinear, mean 128, std 128 from the files' input quantization).\n")
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out / "tflite_import_accuracy.md", text)
-    meta = {"command": command, "python": platform.python_version(), "machine": platform.machine(),
+    meta = {"command": command, "python": platform.python_version(), "machine": describe(host_cpu()),
             "cpus": os.cpu_count(), "date": time.strftime("%Y-%m-%d")}
     atomic_write_text(out / "tflite_import_accuracy.json", json.dumps({"meta": meta, "rows": rows}, indent=2) + "\n")
     return table

@@ -19,6 +19,7 @@ from edgekit.errors import EdgekitError
 from .base import BenchSettings, Device, DeviceError, thread_counts, work_dir_from_mktemp
 from .profiles import AndroidProfile
 from .results import LatencyResult
+from .runner import cpu_info
 
 _LOG_PREFIX = re.compile(r"^(INFO|WARNING|ERROR|VERBOSE|DEBUG): ?")
 _KEY_VALUE = re.compile(r"(\w+)=([-+0-9.eE]+|inf|nan)")
@@ -144,6 +145,7 @@ def result_from_onnxruntime_perf_test(result: LatencyResult, log: dict, text: st
 # ---- the device ----------------------------------------------------------------------------------------
 class AndroidDevice(Device):
     profile: AndroidProfile
+    cpu: dict = {}  # read from the phone when a session starts (never mutated, only replaced)
 
     def adb_command(self, *args: str) -> list[str]:
         serial = ["-s", self.profile.serial] if self.profile.serial else []
@@ -193,6 +195,11 @@ class AndroidDevice(Device):
         done = self._shell(["mktemp", "-d", template], what="creating a work folder")
         return work_dir_from_mktemp(done, self.profile.describe(), "set work_dir in the profile to a writable folder")
 
+    def _cpu(self) -> dict:
+        """The phone's CPU and its int8 features (dotprod, i8mm), recorded with every row."""
+        done = self._shell(["cat", "/proc/cpuinfo"], what="reading the CPU")
+        return cpu_info(done.stdout if done.returncode == 0 else "")
+
     def _cpu_count(self) -> int | None:
         done = self._shell(["nproc"], what="counting cores")
         text = done.stdout.strip()
@@ -210,6 +217,7 @@ class AndroidDevice(Device):
         perf_test = self._local_binary(p.onnxruntime_perf_test, "onnxruntime_perf_test binary") \
             if p.onnxruntime_perf_test else None
         self._connect()
+        self.cpu = self._cpu()
         work_dir = self._make_work_dir()
         try:
             asked = settings.threads or p.threads
@@ -259,6 +267,7 @@ class AndroidDevice(Device):
             result_from_benchmark_model(row, parse_benchmark_model_log(text))
         else:
             result_from_onnxruntime_perf_test(row, parse_onnxruntime_perf_test_log(text), text)
+        row.machine = {"system": "Android", "machine": self.cpu.get("arch"), "cpu": self.cpu}
         if row.ok:
             row.extra["delegate_setting"] = self.profile.delegate
             if self.profile.taskset:

@@ -104,9 +104,11 @@ INT8_DOT_PRODUCT = ("avx512_vnni", "avx_vnni", "amx_int8", "asimddp", "i8mm")
 
 
 def cpu_info(cpuinfo_text=None):
-    """Vendor, model and the int8-relevant features of this CPU, from /proc/cpuinfo (Linux, x86 and ARM).
-    ``features`` lists those present; ``int8_dot_product`` is None where the kernel does not say."""
-    if cpuinfo_text is None:
+    """Vendor, model and the int8-relevant features of a CPU, from /proc/cpuinfo (Linux and Android, x86 and
+    ARM): this machine's, or the text another device's cat /proc/cpuinfo printed. ``features`` lists those
+    present; ``int8_dot_product`` is None where the kernel does not say."""
+    local = cpuinfo_text is None
+    if local:
         try:
             with open("/proc/cpuinfo", errors="replace") as f:
                 cpuinfo_text = f.read()
@@ -117,9 +119,14 @@ def cpu_info(cpuinfo_text=None):
         key, sep, value = line.partition(":")
         if sep and key.strip() not in fields:
             fields[key.strip()] = value.strip()
-    arch = platform.machine()
     flags = set((fields.get("flags") or fields.get("Features") or "").split())
-    family = "arm" if "Features" in fields or arch.startswith(("arm", "aarch")) else "x86"
+    family = "arm" if "Features" in fields or "CPU implementer" in fields else "x86"
+    if local:
+        arch = platform.machine()
+    elif family == "arm":
+        arch = "aarch64" if fields.get("CPU architecture", "8") == "8" else "armv7l"
+    else:
+        arch = "x86_64" if "lm" in flags else "i686"
     model = fields.get("model name") or fields.get("Model") or fields.get("Hardware") or fields.get("CPU part")
     vendor = fields.get("vendor_id") or fields.get("CPU implementer")
     return {"vendor": vendor, "model": model, "arch": arch,

@@ -41,6 +41,7 @@ def test_x86_with_vnni_and_amx():
 def test_arm_board_with_dotprod():
     cpu = cpu_info(PI5)
     assert cpu["vendor"] == "0x41" and cpu["features"] == ["asimd", "asimddp"] and cpu["int8_dot_product"] is True
+    assert cpu["arch"] == "aarch64"  # from the text, not from the machine that parses it
     assert cpu_info(PI5.replace(" asimddp", ""))["int8_dot_product"] is False
 
 

@@ -57,6 +57,10 @@ elif args[0] == "shell":
         print("{phone_dir}")
     elif command == "nproc":
         print("8")
+    elif command == "cat /proc/cpuinfo":  # a Cortex-A76 core as Android's kernel prints it
+        print("processor\t: 0\nBogoMIPS\t: 38.40\nFeatures\t: fp asimd evtstrm aes pmull sha1 sha2 crc32 atomics "
+              "fphp asimdhp cpuid asimdrdm lrcpc dcpop asimddp\nCPU implementer\t: 0x41\nCPU architecture: 8\n"
+              "CPU part\t: 0xd0b")
     elif "benchmark_model" in command:
         sys.stdout.write(open(os.environ["ADB_REPLAY_TFLITE"]).read())
     elif "onnxruntime_perf_test" in command:
@@ -162,6 +166,9 @@ def test_adb_command_lines(phone, shared_data):
                      f"--num_threads={t}", "--num_runs=50", "--min_secs=0", "--warmup_runs=5", "--warmup_min_secs=0",
                      "--use_gpu=true", "--report_peak_memory_footprint=true"] for t in (1, 4)]
     assert calls[-1] == ["shell", shlex.join(["rm", "-rf", PHONE_DIR])]  # cleaned up last
+    # the phone's CPU travels with every row: ARMv8.2 dot product, so int8 is expected to be faster there
+    cpu = results[0].machine["cpu"]
+    assert cpu["arch"] == "aarch64" and cpu["features"] == ["asimd", "asimddp"] and cpu["int8_dot_product"] is True
 
 
 def test_adb_work_folder_with_a_space_is_quoted(phone, shared_data):
