@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import csv
 import math
+import os
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -27,17 +29,35 @@ class UnreadableImage(Exception):
     """One file could not be decoded; callers count and skip it."""
 
 
+# Pillow's own decompression-bomb threshold (89.5 megapixels): above it a picture is refused before decoding
+MAX_PIXELS = 89_478_485
+# What the resize before the centre crop may allocate: a 200000x1 strip would otherwise become 51 million pixels
+# wide at 256 px high (13 GB of RGB) to keep one 224 px square
+MAX_RESIZED_PIXELS = 50_000_000
+# Modes Pillow converts to 8-bit RGB exactly; 16-bit and float greyscale (I;16, I, F) would be clipped, not scaled
+_EXACT_MODES = frozenset({"1", "L", "LA", "La", "P", "PA", "RGB", "RGBA", "RGBa", "RGBX", "CMYK", "YCbCr"})
+
+
 def load_rgb(path: Path):
     from PIL import Image, UnidentifiedImageError
 
     try:
+        if not stat.S_ISREG(os.stat(path).st_mode):  # a FIFO or device would block or never end
+            raise UnreadableImage(f"{path}: not a regular file")
         with Image.open(path) as image:
+            width, height = image.size
+            if width * height > MAX_PIXELS:
+                raise UnreadableImage(f"{path}: {width}x{height} is {width * height / 1e6:.0f} megapixels, over the "
+                                      f"{MAX_PIXELS / 1e6:.0f} MP limit (a decompression bomb or a scan); downscale it")
+            if image.mode not in _EXACT_MODES:
+                raise UnreadableImage(f"{path}: mode {image.mode} (16-bit or float pixels) has no exact 8-bit RGB "
+                                      "conversion; save it as 8-bit")
             image.load()
             if image.mode != "RGB":
                 # palette/alpha images go through RGBA so transparency does not turn into palette noise
                 image = image.convert("RGBA").convert("RGB") if image.mode in ("P", "PA", "LA") else image.convert("RGB")
             return image.copy()
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as e:
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
         raise UnreadableImage(f"{path}: {e}") from None
 
 
@@ -50,6 +70,9 @@ def resize_and_crop(image, resolution: int, preprocessing: Preprocessing) -> np.
         new_w, new_h = short, max(short, int(short * h / w))
     else:
         new_w, new_h = max(short, int(short * w / h)), short
+    if new_w * new_h > MAX_RESIZED_PIXELS:
+        raise UnreadableImage(f"{getattr(image, 'filename', '') or 'image'}: {w}x{h} is too elongated to resize "
+                              f"to {short} px on its shorter side ({new_w}x{new_h}); crop it first")
     image = image.resize((new_w, new_h), resample=resample)
     left = int(round((new_w - resolution) / 2.0))
     top = int(round((new_h - resolution) / 2.0))
@@ -66,7 +89,12 @@ def normalize(pixels_hwc: np.ndarray, preprocessing: Preprocessing) -> np.ndarra
 
 
 def preprocess_file(path: Path, resolution: int, preprocessing: Preprocessing) -> np.ndarray:
-    return normalize(resize_and_crop(load_rgb(path), resolution, preprocessing), preprocessing)
+    try:
+        return normalize(resize_and_crop(load_rgb(path), resolution, preprocessing), preprocessing)
+    except UnreadableImage as e:
+        if str(e).startswith("image:"):  # resize_and_crop cannot always know the file's name
+            raise UnreadableImage(f"{path}{str(e)[len('image'):]}") from None
+        raise
 
 
 @dataclass
@@ -138,16 +166,24 @@ def read_labelled_set(source: Path) -> list[LabelledImage]:
 
 
 def _read_csv(path: Path) -> list[LabelledImage]:
-    with open(path, newline="", encoding="utf-8") as f:
-        reader = csv.DictReader(f)
-        if not reader.fieldnames or not {"file", "class_index"} <= set(reader.fieldnames):
-            raise EdgekitError(f"{path} needs the columns file,class_index (found {reader.fieldnames}); "
-                               "fix the header")
-        rows = list(reader)
+    # utf-8-sig: a byte-order mark (Excel writes one) is read as such, not as part of the first column's name
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as f:
+            reader = csv.DictReader(f)
+            if not reader.fieldnames or not {"file", "class_index"} <= set(reader.fieldnames):
+                raise EdgekitError(f"{path} needs the columns file,class_index (found {reader.fieldnames}); "
+                                   "fix the header")
+            rows = list(reader)
+    except UnicodeDecodeError as e:
+        raise EdgekitError(f"{path} is not UTF-8 text (byte {e.start}: {e.reason}); save it as UTF-8") from None
+    except csv.Error as e:
+        raise EdgekitError(f"{path} is not a readable CSV ({e}); fix the file") from None
     if not rows:
         raise EdgekitError(f"{path} lists no images; add rows file,class_index")
     items = []
-    for row in rows:
+    for line, row in enumerate(rows, start=2):
+        if not (row.get("file") or "").strip() or not (row.get("class_index") or "").strip():
+            raise EdgekitError(f"{path}, line {line}: the row needs both a file and a class_index; fix the row")
         name = Path(row["file"])
         candidates = [name] if name.is_absolute() else [path.parent / name, path.parent / "images" / name]
         file = next((c for c in candidates if c.exists()), candidates[0])

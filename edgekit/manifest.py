@@ -86,7 +86,11 @@ class Artifact:
                    tuple(runtime.outputs), seconds, details or {})
 
     def check_file(self, bundle: Path) -> str | None:
-        """A problem with the file on disk (missing, altered), or None when it is the file exported."""
+        """A problem with the file on disk (outside the bundle, missing, altered), or None when it is the file
+        exported."""
+        problem = outside_bundle(bundle, self.path)
+        if problem:
+            return problem
         path = bundle / self.path
         if not path.is_file():
             return f"{self.path} is missing from the bundle"
@@ -95,6 +99,18 @@ class Artifact:
             return (f"{self.path}: sha256 mismatch, the file was altered after export "
                     f"(manifest {self.sha256[:12]}..., file {digest[:12]}...); export it again")
         return None
+
+
+def outside_bundle(bundle: Path, relative: str) -> str | None:
+    """Why a path the manifest names would leave the bundle (absolute, ``..``, a symlink out), or None. A
+    manifest is data from wherever the bundle came from: it must never point validate at other files."""
+    if not isinstance(relative, str) or not relative or Path(relative).is_absolute() or "\\" in relative:
+        return f"{relative!r}: the manifest names a path outside the bundle (absolute); export the bundle again"
+    root = bundle.resolve()
+    target = (bundle / relative).resolve()
+    if target != root and root not in target.parents:
+        return f"{relative}: the manifest names a path outside the bundle; export the bundle again"
+    return None
 
 
 @dataclass(frozen=True)
@@ -245,16 +261,52 @@ class Reference:
 # ---------------------------------------------------------------------------------------------- validate
 @dataclass
 class BundleCheck:
-    """``edgekit validate`` on one bundle: integrity problems plus a fresh parity verdict per file."""
+    """``edgekit validate`` on one bundle: integrity problems plus a fresh parity verdict per file, and what was
+    checked (file -> how), so a pass says what it covers. ``manifest`` is None when it could not be read."""
 
     bundle: Path
-    manifest: Manifest
+    manifest: Manifest | None
     problems: list[str]
     parity: list[ParityResult]
+    checked: dict[str, str] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
 
     @property
     def passed(self) -> bool:
         return not self.problems and all(p.passed for p in self.parity)
+
+
+# Files an app or a CI job takes from a bundle: every one must be listed in the manifest, or validate fails
+SHIPPED_SUFFIXES = (".onnx", ".tflite", ".pte", ".data", ".bin", ".txt", ".npz")
+_BUNDLE_OWN = (MANIFEST_NAME, REPORT_NAME)
+
+
+def _uncovered(bundle: Path, manifest: Manifest) -> list[str]:
+    """Files in the bundle that the manifest does not describe: validate cannot vouch for them."""
+    listed = {a.path for a in manifest.artifacts} | {manifest.labels.get("file") or LABELS_NAME,
+                                                       manifest.reference.get("file") or REFERENCE_NAME}
+    found = [p.relative_to(bundle).as_posix() for p in sorted(bundle.rglob("*"))
+             if p.is_file() and p.suffix.lower() in SHIPPED_SUFFIXES and p.name not in _BUNDLE_OWN]
+    return [name for name in found if name not in listed]
+
+
+def _check_labels(bundle: Path, manifest: Manifest) -> tuple[str | None, str]:
+    """(problem or None, how it was checked) for labels.txt, which an app ships beside the model."""
+    record = manifest.labels or {}
+    name = record.get("file") or LABELS_NAME
+    problem = outside_bundle(bundle, name)
+    if problem:
+        return problem, "not checked"
+    path = bundle / name
+    if not path.is_file():
+        return f"{name} is missing from the bundle", "missing"
+    if not record.get("sha256"):
+        return None, "present; not hash-checked (the manifest predates label hashes: export again to cover it)"
+    digest = sha256_file(path)
+    if digest != record["sha256"]:
+        return (f"{name}: sha256 mismatch, the class names were altered after export (manifest "
+                f"{record['sha256'][:12]}..., file {digest[:12]}...); export it again"), "altered"
+    return None, "sha256 matches"
 
 
 def find_bundles(folder: Path) -> list[Path]:
@@ -264,7 +316,9 @@ def find_bundles(folder: Path) -> list[Path]:
                            "(e.g. exports/mobilenet_v2) or the folder holding bundles")
     if (folder / MANIFEST_NAME).is_file():
         return [folder]
-    bundles = sorted(p for p in folder.iterdir() if p.is_dir() and (p / MANIFEST_NAME).is_file())
+    # hidden folders are an export's staging (``.<variant>.*.partial``) or a bundle being swapped out
+    bundles = sorted(p for p in folder.iterdir()
+                     if p.is_dir() and not p.name.startswith(".") and (p / MANIFEST_NAME).is_file())
     if not bundles:
         raise EdgekitError(f"{folder} holds no {MANIFEST_NAME} (nor do its sub-folders); run `edgekit export` "
                            "first or give the bundle folder")
@@ -276,26 +330,41 @@ def validate_bundle(bundle: Path, gates: GateTable | None = None, threads: int |
     stored reference, judged by ``gates`` (default: the gates recorded at export)."""
     from .parity import DEFAULT_GATES, check_artifact, is_gated, is_real
 
-    manifest = Manifest.read(bundle)
+    try:
+        manifest = Manifest.read(bundle)
+    except EdgekitError as e:  # one bad bundle in a folder of bundles fails alone
+        return BundleCheck(bundle, None, [str(e)], [])
     problems: list[str] = []
     results: list[ParityResult] = []
+    check = BundleCheck(bundle, manifest, problems, results)
     if manifest.status != "complete":
         problems.append(f"the export failed at step {manifest.failed_step or '?'}: {manifest.error}")
-        return BundleCheck(bundle, manifest, problems, results)
+        return check
     if not manifest.artifacts:
         problems.append("the manifest lists no model files")
+    problems += [f"{name} is in the bundle but not in its manifest, so nothing vouches for it; remove it or export "
+                 "again" for name in _uncovered(bundle, manifest)]
+    labels_problem, check.checked[manifest.labels.get("file") or LABELS_NAME] = _check_labels(bundle, manifest)
+    if labels_problem:
+        problems.append(labels_problem)
     try:
         reference = Reference.read(bundle, manifest.reference.get("sha256"))
+        check.checked[REFERENCE_NAME] = "sha256 matches"
     except EdgekitError as e:
         problems.append(str(e))
-        return BundleCheck(bundle, manifest, problems, results)
-    table = gates or manifest.gates or DEFAULT_GATES
+        return check
+    if gates is None:
+        table, check.warnings = (manifest.gates or DEFAULT_GATES).sanitized()
+    else:
+        table = gates
     trained = bool(manifest.weights.get("trained", False))
     for artifact in manifest.artifacts:
         problem = artifact.check_file(bundle)
         if problem:
             problems.append(problem)
+            check.checked[artifact.path] = "not checked"
             continue
+        check.checked[artifact.path] = "sha256 matches, parity re-run"
         gated, note = is_gated(artifact.precision, trained)
         try:
             results.append(check_artifact(bundle / artifact.path, artifact.path, artifact.precision,
@@ -304,4 +373,4 @@ def validate_bundle(bundle: Path, gates: GateTable | None = None, threads: int |
                                           is_real(reference.sources)))
         except EdgekitError as e:
             problems.append(f"{artifact.path}: {e}")
-    return BundleCheck(bundle, manifest, problems, results)
+    return check

@@ -43,17 +43,27 @@ class ParityMetrics:
     cosine_min: float
     cosine_mean: float
     psnr_db: float
-    top1_agreement: float
+    top1_agreement: float  # NaN when no real picture was compared
     top5_agreement: float
+    finite: bool = True  # False when the candidate's outputs hold NaN or infinity
 
     def to_dict(self) -> dict:
         d = asdict(self)
         d["psnr_db"] = "inf" if math.isinf(self.psnr_db) else self.psnr_db  # JSON has no infinity
+        for key in ("top1_agreement", "top5_agreement"):  # nor NaN
+            d[key] = None if math.isnan(d[key]) else d[key]
+        for key in ("max_abs_error", "mean_abs_error", "cosine_min", "cosine_mean"):
+            d[key] = d[key] if math.isfinite(d[key]) else None
         return d
 
     @classmethod
     def from_dict(cls, d: dict) -> "ParityMetrics":
-        return cls(**{f.name: (int(d[f.name]) if f.name == "samples" else float(d[f.name])) for f in fields(cls)})
+        def number(key):
+            value = d.get(key)
+            return math.nan if value is None else float(value)
+
+        values = {f.name: number(f.name) for f in fields(cls) if f.name not in ("samples", "finite")}
+        return cls(samples=int(d["samples"]), finite=bool(d.get("finite", True)), **values)
 
 
 def _topk(x: np.ndarray, k: int) -> np.ndarray:
@@ -69,6 +79,9 @@ def compare(reference: np.ndarray, candidate: np.ndarray, real: np.ndarray | Non
     if ref.shape != out.shape:
         raise EdgekitError(f"output shape {out.shape} does not match the reference {ref.shape}; the file was "
                            "exported for another model or number of classes")
+    finite = bool(np.isfinite(out).all())
+    if not finite:  # judged as failed by every gate table; figures over the finite entries would flatter it
+        out = np.nan_to_num(out, nan=0.0, posinf=np.finfo(np.float32).max, neginf=-np.finfo(np.float32).max)
     diff = out - ref
     norms = np.linalg.norm(ref, axis=1) * np.linalg.norm(out, axis=1)
     # two all-zero vectors agree perfectly; one zero vector against a non-zero one does not
@@ -82,20 +95,39 @@ def compare(reference: np.ndarray, candidate: np.ndarray, real: np.ndarray | Non
         psnr = -math.inf
     else:
         psnr = 20.0 * math.log10(peak / rms)
-    if real is not None and np.any(real):
+    if real is not None:
         ref, out = ref[np.asarray(real, dtype=bool)], out[np.asarray(real, dtype=bool)]
-    top1 = float(np.mean(np.argmax(ref, axis=1) == np.argmax(out, axis=1)))
-    ref5, out5 = _topk(ref, 5), _topk(out, 5)
-    overlap = [len(set(a) & set(b)) / ref5.shape[1] for a, b in zip(ref5, out5)]
+    if len(ref):
+        top1 = float(np.mean(np.argmax(ref, axis=1) == np.argmax(out, axis=1)))
+        ref5, out5 = _topk(ref, 5), _topk(out, 5)
+        top5 = float(np.mean([len(set(a) & set(b)) / ref5.shape[1] for a, b in zip(ref5, out5)]))
+    else:  # no real picture: the class a network gives noise means nothing, so there is nothing to agree on
+        top1 = top5 = math.nan
     return ParityMetrics(samples=len(diff), max_abs_error=float(np.abs(diff).max()),
                          mean_abs_error=float(np.abs(diff).mean()), cosine_min=float(cosine.min()),
                          cosine_mean=float(cosine.mean()), psnr_db=psnr, top1_agreement=top1,
-                         top5_agreement=float(np.mean(overlap)))
+                         top5_agreement=top5, finite=finite)
 
 
 # ---------------------------------------------------------------------------------------------- gates
 # Metrics where smaller is better; every other gated metric is a floor.
 _CEILINGS = ("max_abs_error", "mean_abs_error")
+# What a threshold can sensibly be: agreements and cosine are fractions, PSNR is dB, errors are non-negative.
+# A value outside (2, nan, -1e9, 150%) would gate nothing or everything: refused on the command line, and
+# replaced by the default (with a warning) when a manifest carries it.
+GATE_BOUNDS = {"top1_agreement": (0.0, 1.0), "top5_agreement": (0.0, 1.0), "cosine_min": (0.0, 1.0),
+               "cosine_mean": (0.0, 1.0), "psnr_db": (0.0, 1000.0), "max_abs_error": (0.0, 1e30),
+               "mean_abs_error": (0.0, 1e30)}
+
+
+def gate_problem(metric: str, value: float | None) -> str | None:
+    """Why ``value`` cannot be a threshold for ``metric``, or None."""
+    if value is None:
+        return None
+    low, high = GATE_BOUNDS[metric]
+    if not (isinstance(value, (int, float)) and math.isfinite(value) and low <= value <= high):
+        return f"{metric} threshold {value!r} is outside {low:g}..{high:g}"
+    return None
 
 
 @dataclass(frozen=True)
@@ -111,13 +143,16 @@ class ParityGates:
     mean_abs_error: float | None = None
 
     def failures(self, metrics: ParityMetrics) -> list[str]:
-        """One readable line per failed gate, e.g. ``cosine_min 0.99812 < 0.9999``."""
-        failed = []
+        """One readable line per failed gate, e.g. ``cosine_min 0.99812 < 0.9999``. Outputs that are not finite
+        fail whatever the gates say; an agreement with no real picture to count on is not measured, not passed."""
+        failed = [] if metrics.finite else ["outputs not finite (NaN or infinity)"]
         for f in fields(self):
             threshold = getattr(self, f.name)
             if threshold is None:
                 continue
             value = getattr(metrics, f.name)
+            if f.name in ("top1_agreement", "top5_agreement") and math.isnan(value):
+                continue  # no real pictures: ParityResult notes it
             if f.name in _CEILINGS:
                 if not value <= threshold:
                     failed.append(f"{f.name} {value:.4g} > {threshold:g}")
@@ -139,6 +174,10 @@ class ParityGates:
     def describe(self) -> str:
         parts = [f"{k} {'<=' if k in _CEILINGS else '>='} {v:g}" for k, v in self.to_dict().items()]
         return ", ".join(parts) or "none"
+
+    def problems(self) -> list[tuple[str, str]]:
+        return [(f.name, problem) for f in fields(self)
+                if (problem := gate_problem(f.name, getattr(self, f.name)))]
 
 
 @dataclass(frozen=True)
@@ -176,11 +215,25 @@ class GateTable:
                     number = float(value.rstrip("%")) / (100.0 if value.endswith("%") else 1.0)
                 except ValueError:
                     raise EdgekitError(f"gate {text!r}: {value!r} is not a number or 'off'") from None
+                problem = gate_problem(metric, number)
+                if problem:
+                    raise EdgekitError(f"gate {text!r}: {problem}; give a value in range, or 'off'")
             table = replace(table, **{precision: replace(table.for_precision(precision), **{metric: number})})
         return table
 
     def to_dict(self) -> dict:
         return {p: self.for_precision(p).to_dict() for p in PRECISIONS}
+
+    def sanitized(self) -> tuple["GateTable", list[str]]:
+        """This table with every out-of-bounds threshold replaced by its default, and a warning for each."""
+        table, warnings = self, []
+        for precision in PRECISIONS:
+            for metric, problem in self.for_precision(precision).problems():
+                default = getattr(DEFAULT_GATES.for_precision(precision), metric)
+                table = replace(table, **{precision: replace(table.for_precision(precision), **{metric: default})})
+                warnings.append(f"the manifest's {precision} gate: {problem}; the default "
+                                f"({'off' if default is None else f'{default:g}'}) is used instead")
+        return table, warnings
 
     @classmethod
     def from_dict(cls, d: dict) -> "GateTable":
@@ -324,6 +377,9 @@ def check_artifact(path: Path, name: str, precision: str, inputs: np.ndarray, re
     outputs = open_runtime(path, threads=threads)(inputs)
     metrics = compare(reference, outputs, real)
     kernels = kernel_check(path, name, inputs, reference, outputs, threads, real) if precision == "int8" else None
+    if math.isnan(metrics.top1_agreement) and (gates.top1_agreement is not None or gates.top5_agreement is not None):
+        note = "; ".join(filter(None, [note, "no real pictures among the parity inputs: top-1/top-5 agreement not "
+                                       "measured (give photos with --data)"]))
     return ParityResult(name, precision, metrics, gates, tuple(gates.failures(metrics)), gated, note, kernels)
 
 

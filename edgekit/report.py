@@ -3,6 +3,8 @@ so what a person reads is what a program reads."""
 
 from __future__ import annotations
 
+import math
+
 from .cpu import describe
 from .devices.results import format_ms
 from .manifest import Artifact, Manifest
@@ -77,10 +79,14 @@ def _psnr(value: float) -> str:
     return "exact" if value == float("inf") else f"{value:.1f}"
 
 
+def _share(value: float) -> str:
+    return "-" if math.isnan(value) else f"{value:.1%}"  # NaN: no real picture to count on
+
+
 def parity_rows(results: list[ParityResult]) -> list[list[str]]:
     return [[p.artifact, p.precision, _f(p.metrics.max_abs_error), _f(p.metrics.mean_abs_error),
              f"{p.metrics.cosine_min:.6f}", f"{p.metrics.cosine_mean:.6f}", _psnr(p.metrics.psnr_db),
-             f"{p.metrics.top1_agreement:.1%}", f"{p.metrics.top5_agreement:.1%}", p.verdict]
+             _share(p.metrics.top1_agreement), _share(p.metrics.top5_agreement), p.verdict]
             for p in results]
 
 

@@ -33,3 +33,62 @@ def hub_dir(tmp_path, monkeypatch) -> Path:
 
     monkeypatch.setattr(torch.hub, "_hub_dir", None)
     return tmp_path / "torch_home" / "hub"
+
+
+# --- Export bundles shared by several test modules ---------------------------------------------------------------
+# Each export below used to be made once per module, and two modules made the same one. Session scope makes each
+# of them once per run, in whichever module asks first; the tests only read them (tampering tests copy first).
+
+V1_SMALL = "mobilenet_v1_0.25_128_quant.tflite"
+V1_SMALL_VARIANT = "mobilenet_v1_w0.25_r128"
+V2_QUANT = "mobilenet_v2_1.0_224_quant.tflite"
+
+
+def _run_cli(argv: list[str]) -> dict:
+    """``edgekit ARGV`` in this process with stdout and stderr collected, so that the export's console never
+    lands in the capsys buffer of whichever test happens to request the fixture first."""
+    import contextlib
+    import io
+
+    from edgekit.cli import main
+
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = main(argv)
+    return {"code": code, "stdout": out.getvalue(), "stderr": err.getvalue()}
+
+
+@pytest.fixture(scope="session")
+def v2_fp16_export(shared_data, tmp_path_factory) -> dict:
+    """Google's MobileNet v2 1.0/224 imported, exported to fp32 ONNX, fp32 and fp16 TFLite, parity on 8 ImageNet
+    photos, host latency measured (test_export.py checks all of it). test_quantize.py quantizes its fp32 files."""
+    out = tmp_path_factory.mktemp("exports_v2")
+    weights = shared_data / "tflite" / V2_QUANT
+    result = _run_cli(["export", "mobilenet_v2", "--weights", str(weights), "--fp16", "--out", str(out),
+                       "--data", str(shared_data / "imagenet-samples" / "images"), "--parity-samples", "8"])
+    return result | {"out": out, "bundle": out / "mobilenet_v2", "weights": weights}
+
+
+@pytest.fixture(scope="session")
+def v1_int8_bundle(shared_data, tmp_path_factory) -> dict:
+    """Google's MobileNet v1 0.25/128 imported, fp32 and int8 ONNX and TFLite, int8 calibrated on the 9 shared
+    everyday photos, which are also the parity photos (default --parity-samples 16, so all 9, plus 4 random
+    inputs). No host latency: none of its users (test_eval_bundle.py, test_inspect.py) looks at it; the latency
+    section is checked by test_export.py and test_export_int8.py. The per-layer comparison still runs: export
+    has no option to skip it."""
+    out = tmp_path_factory.mktemp("exports_v1_int8")
+    result = _run_cli(["export", "mobilenet_v1", "--weights", str(shared_data / "tflite" / V1_SMALL), "--int8",
+                       "--calib", str(shared_data / "photos"), "--out", str(out), "--latency-runs", "0"])
+    return result | {"out": out, "bundle": out / V1_SMALL_VARIANT}
+
+
+@pytest.fixture(scope="session")
+def v1_fp32_bundle(shared_data, tmp_path_factory) -> dict:
+    """Google's MobileNet v1 0.25/128 imported, fp32 ONNX and TFLite only, parity on 6 ImageNet photos and 2
+    random inputs, no host latency (test_validate.py). test_quantize.py quantizes its fp32 files."""
+    out = tmp_path_factory.mktemp("exports_v1_fp32")
+    weights = shared_data / "tflite" / V1_SMALL
+    result = _run_cli(["export", "mobilenet_v1", "--width", "0.25", "--resolution", "128", "--weights",
+                       str(weights), "--out", str(out), "--data", str(shared_data / "imagenet-samples" / "images"),
+                       "--parity-samples", "6", "--parity-random", "2", "--latency-runs", "0"])
+    return result | {"out": out, "bundle": out / V1_SMALL_VARIANT}

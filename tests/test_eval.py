@@ -175,6 +175,7 @@ def test_eval_json_to_stdout_is_pure_json(small_tflite, labels_csv, capsys):
     assert json.loads(out)["images"] == 10 and "top-1" in err  # the table moves to stderr
 
 
+@pytest.mark.slow  # 50 images through PyTorch twice (~4 s)
 def test_eval_keep_background_scores_the_same(small_tflite, labels_csv, small_model, first_50, tmp_path, capsys):
     out_json = tmp_path / "bg.json"
     code, _, err = _run(["eval", "mobilenet_v1", "--weights", str(small_tflite), "--keep-background",
@@ -186,6 +187,7 @@ def test_eval_keep_background_scores_the_same(small_tflite, labels_csv, small_mo
     assert data["correct_top1"] == default.correct_top1 and data["correct_top5"] == default.correct_top5
 
 
+@pytest.mark.slow  # an ONNX export and 50 images through ORT and PyTorch (~4 s)
 def test_eval_float_onnx_needs_preprocessing(small_model, labels_csv, first_50, tmp_path, capsys):
     import torch
 

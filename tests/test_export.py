@@ -1,11 +1,9 @@
 """`edgekit export` end to end on real weights (Google's MobileNet v2 imported, TF SAME padding) and real
 photos: the bundle, the ONNX and TFLite graphs, the metadata, the manifest, the report and the parity figures.
-One export per module, checked many ways."""
+One export per test session (shared with test_quantize.py), checked many ways."""
 
 from __future__ import annotations
 
-import contextlib
-import io
 import json
 from pathlib import Path
 
@@ -13,11 +11,12 @@ import numpy as np
 import onnx
 import pytest
 
-from edgekit.cli import main
 from edgekit.exporters import onnx as onnx_exporter
 from edgekit.exporters import tflite as tflite_exporter
 from edgekit.manifest import Manifest, sha256_file
 from edgekit.tflite_model import TFLiteModel
+
+pytestmark = pytest.mark.slow  # every test reads a real MobileNet v2 export (~20 s)
 
 VARIANT = "mobilenet_v2"
 FILES = {f"{VARIANT}.onnx", f"{VARIANT}.tflite", f"{VARIANT}_fp16.tflite", "labels.txt", "manifest.json",
@@ -25,18 +24,15 @@ FILES = {f"{VARIANT}.onnx", f"{VARIANT}.tflite", f"{VARIANT}_fp16.tflite", "labe
 
 
 @pytest.fixture(scope="module")
-def weights(shared_data) -> Path:
-    return shared_data / "tflite" / "mobilenet_v2_1.0_224_quant.tflite"
+def weights(v2_fp16_export) -> Path:
+    return v2_fp16_export["weights"]
 
 
 @pytest.fixture(scope="module")
-def export(tmp_path_factory, shared_data, weights):
-    out = tmp_path_factory.mktemp("exports")
-    stdout = io.StringIO()
-    with contextlib.redirect_stdout(stdout):
-        code = main(["export", VARIANT, "--weights", str(weights), "--fp16", "--out", str(out),
-                     "--data", str(shared_data / "imagenet-samples" / "images"), "--parity-samples", "8"])
-    return {"code": code, "stdout": stdout.getvalue(), "out": out, "bundle": out / VARIANT}
+def export(v2_fp16_export):
+    """The session's one export (conftest.v2_fp16_export): `edgekit export mobilenet_v2 --weights FILE --fp16
+    --data IMAGES --parity-samples 8`, host latency included; test_quantize.py reads its fp32 files."""
+    return v2_fp16_export
 
 
 @pytest.fixture(scope="module")
@@ -45,7 +41,7 @@ def manifest(export) -> Manifest:
 
 
 def test_export_succeeds_with_a_table_and_the_next_command(export):
-    assert export["code"] == 0, export["stdout"]
+    assert export["code"] == 0, export["stdout"] + export["stderr"]
     lines = export["stdout"].strip().splitlines()
     assert lines[0].split() == ["artifact", "precision", "size", "parity", "p50", "ms", "int8/fp32", "time"]
     for name in (f"{VARIANT}.onnx", f"{VARIANT}.tflite", f"{VARIANT}_fp16.tflite"):

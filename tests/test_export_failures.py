@@ -73,6 +73,7 @@ class DataDependent(nn.Module):
         return -y
 
 
+@pytest.mark.slow  # a real ONNX export before the TFLite conversion fails (~7 s)
 def test_a_model_that_cannot_be_converted_fails_with_the_step_recorded(tmp_path, capsys):
     net = edgekit.create_model("mobilenet_v1", width=0.25, resolution=128)
     model = DataDependent(net)
@@ -99,6 +100,7 @@ def test_a_model_that_cannot_be_converted_fails_with_the_step_recorded(tmp_path,
     assert "export failed at step tflite fp32" in capsys.readouterr().out
 
 
+@pytest.mark.slow  # a fresh edgekit process exporting up to the TFLite conversion (~7 s)
 def test_an_interrupted_export_leaves_the_previous_bundle_and_no_partial_file(tmp_path):
     previous = tmp_path / SMALL_VARIANT
     previous.mkdir()

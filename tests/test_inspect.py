@@ -1,7 +1,8 @@
 """Per-layer error localisation (edgekit.layerwise) and `edgekit inspect`, on a real int8 bundle.
 
-The bundle is a real `edgekit export --int8` of Google's MobileNet v1 0.25/128 weights. The decisive test
-breaks one layer of each int8 file on purpose and expects that layer at the top of the table.
+The bundle is a real `edgekit export --int8` of Google's MobileNet v1 0.25/128 weights, made once per test
+session (shared with test_eval_bundle.py). The decisive test breaks one layer of each int8 file on purpose and
+expects that layer at the top of the table.
 """
 
 from __future__ import annotations
@@ -17,18 +18,18 @@ from edgekit.cli import main
 from edgekit.layerwise import compare_layers, module_path
 from edgekit.quantize.calibration import CalibrationSet
 
+pytestmark = pytest.mark.slow  # a real int8 export, per-layer comparisons
+
 BROKEN_LAYER = "features.6.pw"  # a pointwise conv in the middle of the network
 
 
 @pytest.fixture(scope="module")
-def bundle(shared_data, tmp_path_factory) -> Path:
-    from edgekit.pipeline import ExportSpec, run_export
-
-    out = tmp_path_factory.mktemp("exports")
-    run_export(ExportSpec(name="mobilenet_v1", weights=str(shared_data / "tflite" / "mobilenet_v1_0.25_128_quant.tflite"),
-                          width=0.25, resolution=128, int8=True, calib=shared_data / "photos", out=out))
-    (folder,) = [p for p in out.iterdir() if p.is_dir() and not p.name.startswith(".")]
-    return folder
+def bundle(v1_int8_bundle) -> Path:
+    """The session's int8 bundle (conftest.v1_int8_bundle, shared with test_eval_bundle.py): MobileNet v1
+    0.25/128 with Google's weights, int8 calibrated on the shared photos, which are also its parity photos.
+    Whatever the parity verdict (exit 1), as long as every step ran and the bundle was written."""
+    assert v1_int8_bundle["code"] in (0, 1), v1_int8_bundle["stdout"] + v1_int8_bundle["stderr"]
+    return v1_int8_bundle["bundle"]
 
 
 @pytest.fixture(scope="module")

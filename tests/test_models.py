@@ -34,7 +34,13 @@ REFERENCE_PARAMS = {
 PAPER_MACS = {"mobilenet_v1": 569, "mobilenet_v2": 300, "efficientnet_b0": 390}
 
 
-@pytest.mark.parametrize("name", edgekit.list_models())
+# EfficientNet B1-B7 and Lite1-4 take 2-8 s each to build and initialise: full run only. The fast lane keeps the
+# smallest of each family (MobileNet v1/v2, EfficientNet B0, Lite0).
+BIG_MODELS = tuple(n for n in edgekit.list_models() if n.startswith("efficientnet") and not n.endswith("0"))
+
+
+@pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.slow) if n in BIG_MODELS else n
+                                  for n in edgekit.list_models()])
 def test_every_model_builds_and_runs(name):
     model = edgekit.create_model(name, resolution=None if name.startswith("mobilenet") else 64, num_classes=10)
     resolution = model.edgekit_config.resolution
@@ -161,6 +167,7 @@ def test_cli_info_json_and_table(capsys):
     assert "InvertedResidual" in text and "3,504,872" in text and "1/N + 1/Dk^2" in text
 
 
+@pytest.mark.slow  # builds every model of the zoo at full size to count its parameters (15-35 s)
 def test_cli_models_json(capsys):
     assert main(["models", "--json"]) == 0
     rows = json.loads(capsys.readouterr().out)

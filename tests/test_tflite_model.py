@@ -12,6 +12,9 @@ from edgekit.exporters.tflite import torch_to_tflite
 from edgekit.labels import default_labels
 from edgekit.tflite_model import TFLiteModel
 
+# both tests read one TFLite conversion plus an ai-edge-quantizer pass (~6 s)
+pytestmark = pytest.mark.slow
+
 
 @pytest.fixture(scope="module")
 def fp16_quantizer_output(tmp_path_factory):

@@ -1,6 +1,7 @@
 """`edgekit validate DIR`: the CI gate re-checks a bundle with ONNX Runtime and LiteRT alone (no torch), and
 fails on an altered file, a failed gate or a failed export. The bundle comes from Google's MobileNet v1
-0.25/128 imported as real weights, exported once per module."""
+0.25/128 imported as real weights, exported once per test session (test_quantize.py quantizes its fp32
+files)."""
 
 from __future__ import annotations
 
@@ -14,18 +15,17 @@ import pytest
 
 from edgekit.cli import main
 
+pytestmark = pytest.mark.slow  # a real export, validate in subprocesses
+
 VARIANT = "mobilenet_v1_w0.25_r128"
 
 
 @pytest.fixture(scope="module")
-def bundle(tmp_path_factory, shared_data) -> Path:
-    out = tmp_path_factory.mktemp("exports")
-    weights = shared_data / "tflite" / "mobilenet_v1_0.25_128_quant.tflite"
-    code = main(["export", "mobilenet_v1", "--width", "0.25", "--resolution", "128", "--weights", str(weights),
-                 "--out", str(out), "--data", str(shared_data / "imagenet-samples" / "images"),
-                 "--parity-samples", "6", "--parity-random", "2"])
-    assert code == 0
-    return out / VARIANT
+def bundle(v1_fp32_bundle) -> Path:
+    """conftest.v1_fp32_bundle: `edgekit export mobilenet_v1 --width 0.25 --resolution 128 --weights FILE
+    --data IMAGES --parity-samples 6 --parity-random 2 --latency-runs 0` (validate never reads latency)."""
+    assert v1_fp32_bundle["code"] == 0, v1_fp32_bundle["stdout"] + v1_fp32_bundle["stderr"]
+    return v1_fp32_bundle["bundle"]
 
 
 @pytest.fixture()

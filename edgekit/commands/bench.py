@@ -134,7 +134,7 @@ def run(args) -> int:
     from ..devices.profiles import load_profiles, select_devices
     from ..devices.session import run_benchmarks
     from ..errors import EdgekitError, GateFailure
-    from ..fileio import ensure_writable_dir
+    from ..fileio import check_output_file
     from .common import write_json
 
     profiles, source = load_profiles(args.devices)
@@ -146,8 +146,9 @@ def run(args) -> int:
     devices = select_devices(profiles, names, args.all_devices, source)
     files = load_target(args.target, args.runtime)
     chart = _chart_path(args)
-    for out in ([Path(args.json)] if args.json and args.json != "-" else []) + ([chart] if chart else []):
-        ensure_writable_dir(out.parent)  # fail before minutes of measuring, not after
+    for out, option in ([(Path(args.json), "--json")] if args.json and args.json != "-" else []) + \
+            ([(chart, "--chart")] if chart else []):
+        check_output_file(out, option)  # fail before minutes of measuring, not after
 
     settings = BenchSettings(runs=args.runs, warmup=args.warmup, threads=args.threads)
     info(f"[edgekit] bench: {len(files)} file{'s' * (len(files) != 1)} on {', '.join(d.name for d in devices)}; "

@@ -15,7 +15,7 @@ from ..bundle_eval import PYTORCH_MODES
 from ..console import info, warn
 from ..errors import EdgekitError
 from ..evaluate import BACKGROUND_MODES, PREPROCESSING_PRESETS
-from ..fileio import ensure_writable_dir
+from ..fileio import check_output_file
 from ..types import Preprocessing
 from .common import add_model_arguments, positive_int, write_json
 
@@ -62,7 +62,7 @@ def run(args) -> int:
     from ..images import read_labelled_set
 
     if args.json and args.json != "-":
-        _check_writable(Path(args.json))
+        check_output_file(Path(args.json), "--json")
     items = read_labelled_set(args.data)
     if args.limit:
         items = items[:args.limit]
@@ -155,14 +155,6 @@ def _bundle_table(result) -> str:
                   if result.agreement_with else "no fp32 file to measure top-1 agreement against")
         table += f"\n(no PyTorch row: {pytorch.reason}; {versus})"
     return table
-
-
-def _check_writable(path: Path) -> None:
-    """Fail before the work, not after it, when --json cannot be written."""
-    try:
-        ensure_writable_dir(path.resolve().parent)
-    except EdgekitError as e:
-        raise EdgekitError(f"cannot write --json {path}: {str(e).split(';')[0]}; choose another path") from None
 
 
 def _open_target(args):

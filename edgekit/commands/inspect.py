@@ -16,6 +16,8 @@ import numpy as np
 
 from ..console import info, step, warn
 from ..errors import EdgekitError
+from ..fileio import check_output_file
+from ..images import find_images, load_batch
 from ..types import Preprocessing
 from .common import positive_int, write_json
 
@@ -50,6 +52,8 @@ def run(args) -> int:
     from ..layerwise import LAYER_HEADERS, compare_layers, layer_rows, summary
     from ..table import format_table
 
+    if args.json and args.json != "-":
+        check_output_file(Path(args.json), "--json")
     pairs, inputs = _targets(args)
     reports = []
     for pair in pairs:
@@ -109,6 +113,10 @@ def _bundle_targets(bundle: Path, args) -> tuple[list[_Pair], np.ndarray]:
         if fp32 is None:
             warn(f"{artifact.path} has no fp32 {artifact.format} file in the bundle to compare with; skipped")
             continue
+        for checked in (artifact, fp32):  # the figures must be about the files exported, not whatever is there now
+            problem = checked.check_file(bundle)
+            if problem:
+                raise EdgekitError(f"{bundle}: {problem}")
         pairs.append(_Pair(bundle / artifact.path, bundle / fp32.path))
     if not pairs:
         raise EdgekitError(f"{bundle} holds no int8 file; export with --int8 first")
@@ -154,7 +162,17 @@ def _images(args, preprocessing: Preprocessing, resolution: int, stored: np.ndar
     from ..quantize.calibration import CalibrationSet
 
     if args.images is not None:
-        return CalibrationSet.from_folder(args.images, preprocessing, resolution, args.samples).nchw
+        candidates = find_images(args.images)
+        if not candidates:
+            raise EdgekitError(f"--images {args.images} holds no pictures (jpg, jpeg, png, bmp, searched "
+                               "recursively); point --images at a folder of pictures")
+        loaded = load_batch(candidates, resolution, preprocessing, limit=args.samples)
+        if loaded.skipped:
+            warn(f"skipped {len(loaded.skipped)} unreadable image(s) in --images, e.g. {loaded.skipped[0]}")
+        if not len(loaded.nchw):
+            raise EdgekitError(f"none of the {len(candidates)} pictures in --images {args.images} could be read "
+                               f"(first: {loaded.skipped[0]}); give valid jpg/png/bmp pictures")
+        return loaded.nchw
     if stored is not None and len(stored):
         return stored[:args.samples]
     from ..sample_images import sample_image_paths

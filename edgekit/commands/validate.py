@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ..errors import EdgekitError
+from ..fileio import check_output_file
 from .common import positive_int, write_json
 
 
@@ -26,23 +28,35 @@ def add_parser(sub) -> None:
 
 
 def run(args) -> int:
-    from ..manifest import find_bundles, validate_bundle
+    from ..manifest import Manifest, find_bundles, validate_bundle
     from ..parity import DEFAULT_GATES
     from ..report import KERNEL_HEADERS, PARITY_HEADERS, kernel_rows, parity_rows
     from ..table import format_table
 
+    if args.json and args.json != "-":
+        check_output_file(Path(args.json), "--json")
+    if args.gate:
+        DEFAULT_GATES.with_overrides(args.gate)  # a bad --gate is a usage error before any bundle is read
+    bundles = find_bundles(args.bundle)
+    if bundles == [args.bundle]:
+        Manifest.read(args.bundle)  # one bundle asked for: an unreadable manifest is unusable input (exit 2)
     checks = []
-    for bundle in find_bundles(args.bundle):
+    for bundle in bundles:
         manifest_gates = None
         if args.gate:
-            from ..manifest import Manifest
-
-            manifest_gates = (Manifest.read(bundle).gates or DEFAULT_GATES).with_overrides(args.gate)
+            try:
+                manifest_gates = (Manifest.read(bundle).gates or DEFAULT_GATES).sanitized()[0].with_overrides(args.gate)
+            except EdgekitError:
+                pass  # validate_bundle reports the unreadable manifest for this bundle alone
         checks.append(validate_bundle(bundle, manifest_gates, args.threads))
 
     for check in checks:
         verdict = "PASS" if check.passed else "FAIL"
         print(f"{check.bundle}: {verdict}")
+        for warning in check.warnings:
+            print(f"  warning: {warning}")
+        if check.checked:
+            print("  checked: " + "; ".join(f"{name} ({how})" for name, how in check.checked.items()))
         if check.parity:
             headers = [h for h in PARITY_HEADERS if h not in ("mean abs err", "cosine mean")]
             rows = [[c for h, c in zip(PARITY_HEADERS, row) if h in headers] for row in parity_rows(check.parity)]
@@ -59,6 +73,7 @@ def run(args) -> int:
         print()
     if args.json:
         write_json(args.json, [{"bundle": str(c.bundle), "passed": c.passed, "problems": c.problems,
+                                "checked": c.checked, "warnings": c.warnings,
                                 "parity": [p.to_dict() for p in c.parity]} for c in checks])
     failed = [c for c in checks if not c.passed]
     if failed:
