@@ -21,6 +21,7 @@ A built-in ``local`` device (this machine) always exists; a ``[devices.local]`` 
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import sys
@@ -28,9 +29,10 @@ import tomllib
 from dataclasses import dataclass, fields
 from pathlib import Path
 
+from edgekit.console import warn
 from edgekit.errors import EdgekitError
 
-KINDS = ("local", "ssh", "android")
+KINDS = ("local", "ssh", "android", "emulated")
 DELEGATES = ("xnnpack", "cpu", "gpu", "nnapi")
 HOST_KEY_CHECKING = ("strict", "accept-new", "off")
 # Names that end up as ssh/adb arguments: a leading "-" would be read as an option (e.g. -oProxyCommand=...).
@@ -50,6 +52,17 @@ class DeviceProfile:
 
     def describe(self) -> str:
         return "this machine"
+
+
+@dataclass(frozen=True)
+class InvalidProfile(DeviceProfile):
+    """A device whose settings are wrong: kept with the reason, so that one typo does not make every other device
+    of the file unusable. Using it is an error that names the problem."""
+
+    error: str = ""
+
+    def describe(self) -> str:
+        return f"UNUSABLE: {self.error}"
 
 
 @dataclass(frozen=True)
@@ -95,7 +108,19 @@ class AndroidProfile(DeviceProfile):
         return f"adb {self.serial or '(only device)'} {self.delegate}"
 
 
-PROFILE_CLASSES = {"local": LocalProfile, "ssh": SshProfile, "android": AndroidProfile}
+@dataclass(frozen=True)
+class EmulatedProfile(DeviceProfile):
+    """An aarch64 board emulated by qemu-user (edgekit emulate): ARM kernels' arithmetic, never latency."""
+
+    cpu: str = "cortex-a76"  # qemu CPU model: cortex-a72 (NEON), cortex-a76 (dotprod), "max,sme=off" (i8mm)
+    work_dir: str | None = None  # parent of the temporary work folder; None: /tmp
+    tflite_runtime: str = "auto"
+
+    def describe(self) -> str:
+        return f"emulated aarch64 {self.cpu} (qemu-user)"
+
+
+PROFILE_CLASSES = {"local": LocalProfile, "ssh": SshProfile, "android": AndroidProfile, "emulated": EmulatedProfile}
 LOCAL = LocalProfile(name="local", kind="local")
 
 
@@ -152,8 +177,8 @@ def _profile(name: str, table: dict, source: Path) -> DeviceProfile:
             values[key] = value
         elif key in ("timeout", "connect_timeout"):
             _check(where, key, value, float)
-            if value <= 0:
-                raise EdgekitError(f"{where}: {key} must be positive")
+            if not 0 < value < math.inf:  # nan and inf pass a plain "> 0"
+                raise EdgekitError(f"{where}: {key} must be a positive number of seconds, not {value!r}")
             values[key] = float(value)
         else:
             _check(where, key, value, str)
@@ -166,7 +191,13 @@ def _profile(name: str, table: dict, source: Path) -> DeviceProfile:
 def _validate(p: DeviceProfile, where: str) -> None:
     if p.runtime is not None:
         _choice(where, "runtime", p.runtime, ("litert", "onnxruntime"))
-    if isinstance(p, (LocalProfile, SshProfile)):
+    if isinstance(p, EmulatedProfile):
+        from edgekit.emulate import parse_cpus
+
+        if len(parse_cpus(p.cpu)) != 1:
+            raise EdgekitError(f"{where}: cpu = {p.cpu!r}; give one qemu CPU model, e.g. \"cortex-a76\" or "
+                               "\"max,sme=off\"")
+    if isinstance(p, (LocalProfile, SshProfile, EmulatedProfile)):
         _choice(where, "tflite_runtime", p.tflite_runtime, ("auto", "ai_edge_litert", "tflite_runtime"))
     if isinstance(p, SshProfile):
         if not p.host:
@@ -215,18 +246,27 @@ def load_profiles(path: Path | None = None) -> tuple[dict[str, DeviceProfile], P
     if not isinstance(devices, dict):
         raise EdgekitError(f"{path}: 'devices' must be tables like [devices.NAME]")
     for name, table in devices.items():
-        profiles[name] = _profile(name, table, path)
+        try:
+            profiles[name] = _profile(name, table, path)
+        except EdgekitError as e:
+            profiles[name] = InvalidProfile(name=name, kind="invalid", error=str(e))
     return profiles, path
 
 
 def select_devices(profiles: dict[str, DeviceProfile], names: list[str] | None, everything: bool,
                    source: Path | None) -> list[DeviceProfile]:
     if everything:
-        return list(profiles.values())
+        broken = [p for p in profiles.values() if isinstance(p, InvalidProfile)]
+        for p in broken:
+            warn(f"device {p.name} skipped: {p.error}")
+        return [p for p in profiles.values() if not isinstance(p, InvalidProfile)]
     names = names or ["local"]
     unknown = [n for n in names if n not in profiles]
     if unknown:
         where = f" (from {source})" if source else f" (no device file at {default_profiles_path()}; see --devices)"
         raise EdgekitError(f"unknown device {', '.join(map(repr, unknown))}; known devices: "
                            f"{', '.join(profiles)}{where}")
+    broken = next((profiles[n] for n in names if isinstance(profiles[n], InvalidProfile)), None)
+    if broken:
+        raise EdgekitError(broken.error)
     return [profiles[n] for n in dict.fromkeys(names)]

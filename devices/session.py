@@ -16,12 +16,13 @@ from edgekit.errors import EdgekitError
 from .android import AndroidDevice
 from .artifacts import ModelFile
 from .base import BenchSettings, Device, new_result, runs_here
+from .emulated import EmulatedDevice
 from .local import LocalDevice
 from .profiles import DeviceProfile
 from .results import LatencyResult
 from .ssh import SshDevice
 
-DEVICE_CLASSES = {"local": LocalDevice, "ssh": SshDevice, "android": AndroidDevice}
+DEVICE_CLASSES = {"local": LocalDevice, "ssh": SshDevice, "android": AndroidDevice, "emulated": EmulatedDevice}
 
 
 def open_device(profile: DeviceProfile) -> Device:

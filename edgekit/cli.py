@@ -12,9 +12,9 @@ import sys
 
 from . import __version__
 from .console import set_quiet
-from .errors import EdgekitError
+from .errors import EdgekitError, Terminated
 
-COMMANDS = ("models", "info", "export", "validate", "eval", "inspect", "bench")
+COMMANDS = ("models", "info", "export", "validate", "eval", "inspect", "bench", "emulate")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -45,6 +45,9 @@ def main(argv: list[str] | None = None) -> int:
     except EdgekitError as e:
         print(f"edgekit: error: {e}", file=sys.stderr)
         return e.exit_code
+    except Terminated:
+        print("edgekit: terminated", file=sys.stderr)
+        return Terminated.exit_code
     except KeyboardInterrupt:
         print("edgekit: interrupted", file=sys.stderr)
         return 130

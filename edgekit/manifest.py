@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import platform
+import zipfile
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from importlib import metadata as importlib_metadata
@@ -101,6 +102,20 @@ class Artifact:
         return None
 
 
+FAILED_SUFFIX = ".failed"
+
+
+def is_edgekit_bundle(folder: Path) -> bool:
+    """Whether ``folder`` holds a manifest edgekit wrote (any version): only such a folder may be replaced. A
+    user's folder that merely holds some ``manifest.json`` is not one."""
+    try:
+        data = json.loads((folder / MANIFEST_NAME).read_text("utf-8"))
+    except (OSError, ValueError):
+        return False
+    return isinstance(data, dict) and "format_version" in data and "edgekit_version" in data and \
+        isinstance(data.get("artifacts"), list)
+
+
 def outside_bundle(bundle: Path, relative: str) -> str | None:
     """Why a path the manifest names would leave the bundle (absolute, ``..``, a symlink out), or None. A
     manifest is data from wherever the bundle came from: it must never point validate at other files."""
@@ -153,6 +168,8 @@ class Manifest:
     edgekit_version: str = __version__
     # warnings already printed while the export ran (not saved): `edgekit export` repeats only the others
     shown: set[str] = field(default_factory=set, repr=False, compare=False)
+    # where the export put the bundle (not saved): DIR/<variant>, or DIR/<variant>.failed beside a good bundle
+    published: Path | None = field(default=None, repr=False, compare=False)
 
     @property
     def variant(self) -> str:
@@ -254,8 +271,9 @@ class Reference:
             with np.load(path, allow_pickle=False) as data:
                 return cls(data["inputs"].astype(np.float32), data["outputs"].astype(np.float32),
                            [str(s) for s in data["sources"]])
-        except (ValueError, KeyError, OSError) as e:
-            raise EdgekitError(f"{path} is not a readable reference ({e}); export the bundle again") from None
+        except (ValueError, KeyError, OSError, EOFError, zipfile.BadZipFile) as e:  # truncated or not an npz
+            raise EdgekitError(f"{path} is not a readable reference ({type(e).__name__}: {e}); export the bundle "
+                               "again") from None
 
 
 # ---------------------------------------------------------------------------------------------- validate
@@ -316,9 +334,11 @@ def find_bundles(folder: Path) -> list[Path]:
                            "(e.g. exports/mobilenet_v2) or the folder holding bundles")
     if (folder / MANIFEST_NAME).is_file():
         return [folder]
-    # hidden folders are an export's staging (``.<variant>.*.partial``) or a bundle being swapped out
+    # hidden folders are an export's staging (``.<variant>.*.partial``) or a bundle being swapped out; a
+    # ``<variant>.failed`` folder is a failed attempt kept beside the good bundle (validate it by name)
     bundles = sorted(p for p in folder.iterdir()
-                     if p.is_dir() and not p.name.startswith(".") and (p / MANIFEST_NAME).is_file())
+                     if p.is_dir() and not p.name.startswith(".") and not p.name.endswith(FAILED_SUFFIX)
+                     and (p / MANIFEST_NAME).is_file())
     if not bundles:
         raise EdgekitError(f"{folder} holds no {MANIFEST_NAME} (nor do its sub-folders); run `edgekit export` "
                            "first or give the bundle folder")

@@ -13,7 +13,9 @@ import importlib
 import math
 import os
 import shutil
+import signal
 import tempfile
+import threading
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -22,10 +24,12 @@ from pathlib import Path
 from .capture import captured_output, one_line
 from .console import info, step, warn
 from .cpu import describe
-from .errors import EdgekitError
+from .errors import EdgekitError, Terminated
 from .exporters.common import edgekit_metadata, export_ready, preprocessing_record
-from .fileio import atomic_path, atomic_write_text, ensure_writable_dir
-from .manifest import LABELS_NAME, MANIFEST_NAME, REPORT_NAME, Artifact, Manifest, Reference, StepRecord
+from .exporters.onnx import check_opset
+from .fileio import atomic_path, atomic_write_text, ensure_writable_dir, sha256_file
+from .manifest import (FAILED_SUFFIX, LABELS_NAME, MANIFEST_NAME, REPORT_NAME, Artifact, Manifest, Reference,
+                       StepRecord, is_edgekit_bundle)
 from .parity import DEFAULT_GATES, GateTable, build_inputs, check_artifact, is_gated, is_real, spread
 
 FORMATS = ("onnx", "tflite")
@@ -63,6 +67,7 @@ class ExportSpec:
     parity_random: int = 4
     seed: int = 0
     latency_runs: int = 25  # timed runs per file on this machine (1 thread, fresh process); 0 skips
+    layer_samples: int = 8  # real pictures for the per-layer int8 error (as many as `edgekit inspect`); 0 skips
     out: Path = Path("exports")
     labels: Path | None = None
     gates: GateTable = field(default=DEFAULT_GATES)
@@ -94,6 +99,11 @@ class ExportSpec:
             raise EdgekitError("--calib-samples must be at least 1")
         if self.latency_runs < 0:
             raise EdgekitError("--latency-runs counts timed runs: use 0 (skip) or more")
+        if self.layer_samples < 0:
+            raise EdgekitError("--layer-samples counts pictures: use 0 (skip) or more")
+        for precision in ("fp32", "fp16", "int8"):
+            for metric, problem in self.gates.for_precision(precision).problems():
+                raise EdgekitError(f"--gate {precision}.{metric}: {problem}; give a value in range, or 'off'")
 
     def options(self) -> dict:
         """The options as the manifest records them."""
@@ -103,7 +113,7 @@ class ExportSpec:
                 "parity": {"data": str(self.data) if self.data else None, "samples": self.parity_samples,
                            "random": self.parity_random, "seed": self.seed},
                 "onnx": {"opset": self.opset, "exporter": self.onnx_exporter, "dynamic_batch": self.dynamic_batch},
-                "latency": {"runs": self.latency_runs},
+                "latency": {"runs": self.latency_runs}, "layers": {"samples": self.layer_samples},
                 "labels_file": str(self.labels) if self.labels else None, "out": str(self.out)}
 
 
@@ -133,6 +143,8 @@ def run_export(spec: ExportSpec, model=None) -> Manifest:
     input before any work, ExportFailed when a step fails.
     """
     out_root = ensure_writable_dir(Path(spec.out))
+    if "onnx" in spec.formats:
+        check_opset(spec.opset, spec.onnx_exporter)
     records: list[StepRecord] = []
     steps = _Steps(records)
     if model is None:
@@ -162,10 +174,17 @@ def run_export(spec: ExportSpec, model=None) -> Manifest:
         manifest.warnings.append(f"weights are {config.weights.source} (untrained): the files compute the right "
                                  "function but classify nothing; int8 figures are not gated"
                                  + (f" ({config.weights.note})" if config.weights.note else ""))
-    staging = Path(tempfile.mkdtemp(prefix=f".{config.variant}.", suffix=".partial", dir=out_root))
+    _remove_stale_staging(out_root, config.variant)
     try:
-        atomic_write_text(staging / LABELS_NAME, "\n".join(labels) + "\n")
-        _build(spec, model, staging, manifest, steps, parity_images, labels)
+        staging = Path(tempfile.mkdtemp(prefix=f".{config.variant}.{os.getpid()}.", suffix=_STAGING_SUFFIX,
+                                        dir=out_root))
+    except OSError as e:  # os.access can say yes where the file system says no (/proc, a read-only mount)
+        raise EdgekitError(f"cannot write in {out_root}: {e.strerror}; choose another --out") from None
+    try:
+        with _terminate_as_interrupt():
+            atomic_write_text(staging / LABELS_NAME, "\n".join(labels) + "\n")
+            manifest.labels["sha256"] = sha256_file(staging / LABELS_NAME)
+            _build(spec, model, staging, manifest, steps, parity_images, labels)
     except KeyboardInterrupt:
         shutil.rmtree(staging, ignore_errors=True)  # nothing half-made survives; the old bundle stays
         raise
@@ -173,15 +192,20 @@ def run_export(spec: ExportSpec, model=None) -> Manifest:
         manifest.status = "failed"
         manifest.error = str(e).splitlines()[0] if str(e) else type(e).__name__
         try:
-            _publish(staging, bundle, manifest)
+            where = _publish(staging, bundle, manifest)
         finally:
             shutil.rmtree(staging, ignore_errors=True)
         step_name = manifest.failed_step or "export"
+        kept = "" if where == bundle else f"; the previous bundle {bundle} is unchanged"
         if isinstance(e, EdgekitError):
-            raise ExportFailed(f"{step_name} failed: {manifest.error} (recorded in {bundle / MANIFEST_NAME})") from e
+            raise ExportFailed(f"{step_name} failed: {manifest.error} (recorded in {where / MANIFEST_NAME}"
+                               f"{kept})") from e
+        if isinstance(e, OSError) and e.strerror:  # a full disk, a quota, a read-only mount: the user's to fix
+            raise ExportFailed(f"{step_name} failed: {e.strerror} ({e.filename or 'writing the bundle'}); free space "
+                               f"or choose another --out (recorded in {where / MANIFEST_NAME}{kept})") from e
         raise ExportFailed(f"{step_name} failed with {type(e).__name__}: {manifest.error} (recorded in "
-                           f"{bundle / MANIFEST_NAME}); please report it") from e
-    _publish(staging, bundle, manifest)
+                           f"{where / MANIFEST_NAME}{kept}); please report it") from e
+    manifest.published = _publish(staging, bundle, manifest)
     return manifest
 
 
@@ -253,25 +277,23 @@ def _build(spec: ExportSpec, model, staging: Path, manifest: Manifest, steps: _S
             _warn(manifest, result.kernels.finding + ("" if config.weights.trained else
                   " (untrained weights amplify rounding: judge kernels on trained weights)"))
 
-    if spec.int8:
-        _compare_layers(manifest, staging, steps, reference)
+    if spec.int8 and spec.layer_samples:
+        _compare_layers(manifest, staging, steps, reference, spec.layer_samples)
     if spec.latency_runs:
         _host_latency(spec, manifest, staging, steps)
 
 
-# As many photos as `edgekit inspect` compares on by default; MobileNet v2 takes 0.9 s (ONNX) and 0.7 s (TFLite).
-_LAYER_SAMPLES = 8
 _LAYERS_IN_MANIFEST = 10
 
 
-def _compare_layers(manifest: Manifest, staging: Path, steps: _Steps, reference: Reference) -> None:
+def _compare_layers(manifest: Manifest, staging: Path, steps: _Steps, reference: Reference, samples: int) -> None:
     """Per-layer error of each int8 file against its fp32 file, on the real parity photos. A diagnosis, not a
     gate: whatever goes wrong is recorded in the manifest and never fails the export."""
     from .layerwise import compare_layers
     from .parity import is_real
 
     real = is_real(reference.sources)
-    inputs = (reference.inputs[real] if real.any() else reference.inputs)[:_LAYER_SAMPLES]
+    inputs = (reference.inputs[real] if real.any() else reference.inputs)[:samples]
     pairs = [(a, next((f for f in manifest.artifacts if f.format == a.format and f.precision == "fp32"), None))
              for a in manifest.artifacts if a.precision == "int8"]
     what = "photos" if real.any() else "inputs"
@@ -456,27 +478,77 @@ def _parity_images(spec: ExportSpec) -> list[Path]:
 
 
 def _check_replaceable(bundle: Path) -> None:
-    if bundle.exists() and not bundle.is_dir():
-        raise EdgekitError(f"{bundle} exists and is not a folder; remove it or choose another --out")
-    if bundle.is_dir() and any(bundle.iterdir()) and not (bundle / MANIFEST_NAME).is_file():
-        raise EdgekitError(f"{bundle} exists and is not an edgekit bundle (no {MANIFEST_NAME}); edgekit will not "
-                           "replace it: remove it or choose another --out")
+    for folder in (bundle, failed_attempt(bundle)):
+        if folder.exists() and not folder.is_dir():
+            raise EdgekitError(f"{folder} exists and is not a folder; remove it or choose another --out")
+        if folder.is_dir() and any(folder.iterdir()) and not is_edgekit_bundle(folder):
+            raise EdgekitError(f"{folder} exists and is not an edgekit bundle (no edgekit {MANIFEST_NAME}); edgekit "
+                               "will not replace it: remove it or choose another --out")
 
 
-def _publish(staging: Path, bundle: Path, manifest: Manifest) -> None:
-    """Write the manifest and report into the staging folder, then swap it in for the old bundle."""
+def failed_attempt(bundle: Path) -> Path:
+    """Where a failed export goes when a bundle already stands at ``bundle``: beside it, never over it."""
+    return bundle.with_name(f"{bundle.name}{FAILED_SUFFIX}")
+
+
+def _publish(staging: Path, bundle: Path, manifest: Manifest) -> Path:
+    """Write the manifest and report into the staging folder, then swap it in; returns where it went. Only a
+    finished export whose files all pass replaces a bundle; any other goes to ``<variant>.failed`` beside it
+    (a first export, with nothing to protect, is published in place so that validate sees the failure)."""
     from .report import render_report
 
     manifest.write(staging)
     atomic_write_text(staging / REPORT_NAME, render_report(manifest))
     _usual_permissions(staging)
+    target = bundle if manifest.passed or not is_edgekit_bundle(bundle) else failed_attempt(bundle)
     old = None
-    if bundle.exists():
-        old = bundle.with_name(f".{bundle.name}.old-{os.getpid()}")
-        os.replace(bundle, old)
-    os.replace(staging, bundle)
+    if target.exists():
+        old = target.with_name(f".{target.name}.old-{os.getpid()}")
+        os.replace(target, old)
+    os.replace(staging, target)
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
+    if target == bundle:  # a finished bundle supersedes an earlier failed attempt
+        shutil.rmtree(failed_attempt(bundle), ignore_errors=True)
+    return target
+
+
+_STAGING_SUFFIX = ".partial"
+
+
+def _remove_stale_staging(out_root: Path, variant: str) -> None:
+    """Staging folders of exports that died without cleaning up (SIGKILL, a power cut): their process is gone."""
+    for folder in out_root.glob(f".{variant}.*{_STAGING_SUFFIX}"):
+        pid = folder.name[len(variant) + 2:].split(".", 1)[0]
+        if pid.isdigit() and _alive(int(pid)):
+            continue  # another export of the same variant is running now
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+@contextmanager
+def _terminate_as_interrupt():
+    if threading.current_thread() is not threading.main_thread():
+        yield  # signal handlers can only be set from the main thread
+        return
+
+    def handler(signum, frame):
+        raise Terminated()
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _usual_permissions(folder: Path) -> None:

@@ -25,6 +25,16 @@ DEFAULT_OPSET = 17
 EXPORTERS = ("legacy", "dynamo")
 
 
+def check_opset(opset: int, exporter: str = "legacy") -> None:
+    """Refuse an opset the exporter cannot write before any work starts (``--opset 99`` used to fail minutes in)."""
+    from torch.onnx import _constants
+
+    highest = _constants.ONNX_TORCHSCRIPT_EXPORTER_MAX_OPSET if exporter == "legacy" else _constants.ONNX_MAX_OPSET
+    if not MIN_OPSET <= opset <= highest:
+        raise EdgekitError(f"--opset {opset} is outside what the {exporter} exporter writes ({MIN_OPSET}..{highest}); "
+                           f"choose one in that range")
+
+
 def torch_to_onnx(model, out: Path, *, resolution: int, metadata: dict, opset: int = DEFAULT_OPSET,
                   dynamic_batch: bool = True, exporter: str = "legacy") -> dict:
     """Write ``out`` from an export-ready ``model``; returns facts for the manifest (opset, operator counts)."""

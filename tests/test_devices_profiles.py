@@ -86,8 +86,21 @@ def test_ssh_command_line_checks_host_keys_and_quotes_the_remote_side(tmp_path):
     ('[devices.pi\n', "not valid TOML"),
 ])
 def test_bad_profiles_are_one_line_errors(tmp_path, text, message):
+    """A broken file fails when read; a broken device when it is used (the others stay usable)."""
     with pytest.raises(EdgekitError, match=message.replace("[", r"\[").replace(".", r"\.")):
-        load_profiles(_write(tmp_path, text))
+        profiles, source = load_profiles(_write(tmp_path, text))
+        select_devices(profiles, [n for n in profiles if n != "local"] or ["local"], False, source)
+
+
+def test_one_bad_device_leaves_the_others_usable(tmp_path, capsys):
+    text = GOOD + '\n[devices.broken]\nkind = "ssh"\nhost = "x"\ntimeout = nan\n'
+    profiles, source = load_profiles(_write(tmp_path, text))
+    assert [p.name for p in select_devices(profiles, ["pi5"], False, source)] == ["pi5"]
+    with pytest.raises(EdgekitError, match="timeout must be a positive number of seconds, not nan"):
+        select_devices(profiles, ["broken"], False, source)
+    everything = select_devices(profiles, None, True, source)
+    assert "broken" not in [p.name for p in everything] and "pi5" in [p.name for p in everything]
+    assert "device broken skipped: " in capsys.readouterr().err
 
 
 def test_default_file_follows_xdg_and_unknown_names_list_the_known(tmp_path, monkeypatch, capsys):

@@ -100,24 +100,32 @@ def test_a_model_that_cannot_be_converted_fails_with_the_step_recorded(tmp_path,
     assert "export failed at step tflite fp32" in capsys.readouterr().out
 
 
+# what an earlier edgekit export left (any edgekit manifest is one; a user's own manifest.json is not)
+PREVIOUS_MANIFEST = '{"format_version": 1, "edgekit_version": "0.1.0", "artifacts": [], "previous": true}'
+
+
 @pytest.mark.slow  # a fresh edgekit process exporting up to the TFLite conversion (~7 s)
-def test_an_interrupted_export_leaves_the_previous_bundle_and_no_partial_file(tmp_path):
+@pytest.mark.parametrize("step, sig, code, said", [
+    ("tflite export (fp32) ...", signal.SIGINT, 130, "interrupted"),
+    ("onnx export (fp32) ...", signal.SIGINT, 130, "interrupted"),  # Ctrl-C early in the first conversion
+    ("tflite export (fp32) ...", signal.SIGTERM, 143, "terminated")])
+def test_an_interrupted_export_leaves_the_previous_bundle_and_no_partial_file(tmp_path, step, sig, code, said):
     previous = tmp_path / SMALL_VARIANT
     previous.mkdir()
-    (previous / "manifest.json").write_text('{"previous": true}')
+    (previous / "manifest.json").write_text(PREVIOUS_MANIFEST)
     proc = subprocess.Popen([sys.executable, "-m", "edgekit.cli", "export", *SMALL, "--out", str(tmp_path)],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         for line in proc.stderr:
-            if "tflite export (fp32) ..." in line:
+            if step in line:
                 break
-        time.sleep(1.0)  # inside the conversion
-        proc.send_signal(signal.SIGINT)
+        time.sleep(1.0 if step.startswith("tflite") else 0.2)  # inside the conversion
+        proc.send_signal(sig)
         _, err = proc.communicate(timeout=300)
     finally:
         proc.kill()
-    assert proc.returncode == 130, err
-    assert "interrupted" in err
-    assert [p.name for p in tmp_path.iterdir()] == [SMALL_VARIANT]
+    assert proc.returncode == code, err
+    assert said in err
+    assert [p.name for p in tmp_path.iterdir()] == [SMALL_VARIANT]  # no hidden .partial folder either
     assert [p.name for p in previous.iterdir()] == ["manifest.json"]
-    assert (previous / "manifest.json").read_text() == '{"previous": true}'
+    assert (previous / "manifest.json").read_text() == PREVIOUS_MANIFEST

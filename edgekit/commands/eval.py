@@ -8,6 +8,7 @@ folder (a bundle, ``edgekit.bundle_eval``). All are scored by ``edgekit.evaluate
 
 from __future__ import annotations
 
+import math
 from dataclasses import replace
 from pathlib import Path
 
@@ -203,6 +204,9 @@ def _preprocessing_override(args):
     """The mean/std the user chose with --preprocessing and/or --mean/--std, or None to use the target's."""
     if args.crop_fraction is not None and not 0.0 < args.crop_fraction <= 1.0:
         raise EdgekitError(f"--crop-fraction must be in (0, 1], got {args.crop_fraction:g}")
+    for flag, values in (("--mean", args.mean), ("--std", args.std)):
+        if values and not all(math.isfinite(v) for v in values):
+            raise EdgekitError(f"{flag} must be finite numbers, got {' '.join(f'{v:g}' for v in values)}")
     if args.std and min(args.std) <= 0:
         raise EdgekitError(f"--std must be positive, got {' '.join(f'{s:g}' for s in args.std)}")
     if not args.preprocessing and bool(args.mean) != bool(args.std):

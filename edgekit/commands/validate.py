@@ -24,6 +24,11 @@ def add_parser(sub) -> None:
                    help="override a gate recorded in the manifest, e.g. fp32.cosine_min=0.99999 (repeatable)")
     p.add_argument("--threads", type=positive_int, help="runtime threads (default: the runtime's choice)")
     p.add_argument("--json", metavar="FILE", help="also write the verdicts as JSON (- for stdout)")
+    p.add_argument("--emulate", choices=("aarch64",), metavar="ARCH",
+                   help="also run every file on ARM's own kernels under qemu-user (aarch64); built on first use")
+    p.add_argument("--emulate-cpus", default="cortex-a72,cortex-a76,max,sme=off", metavar="LIST",
+                   help="qemu CPU models, comma-separated; a comma followed by key=value belongs to the model "
+                        "before it (default: cortex-a72,cortex-a76,max,sme=off: NEON, dotprod, i8mm)")
     p.set_defaults(run=run)
 
 
@@ -40,6 +45,13 @@ def run(args) -> int:
     bundles = find_bundles(args.bundle)
     if bundles == [args.bundle]:
         Manifest.read(args.bundle)  # one bundle asked for: an unreadable manifest is unusable input (exit 2)
+    emulated = {}
+    if args.emulate:  # a usage or environment problem ends the run before any bundle is checked
+        from .. import emulate
+
+        cpus = emulate.parse_cpus(args.emulate_cpus)
+        environment = emulate.ensure_environment()
+        emulate.check_cpus(environment, cpus)
     checks = []
     for bundle in bundles:
         manifest_gates = None
@@ -70,12 +82,19 @@ def run(args) -> int:
                 print(f"  finding: {finding}")
         for problem in check.problems:
             print(f"  problem: {problem}")
+        if args.emulate and check.manifest is not None and check.manifest.status == "complete":
+            emulated[check.bundle] = emulate.check_bundle(environment, check.bundle, cpus, manifest_gates,
+                                                          args.threads or 1)
+            emulate.print_check(emulated[check.bundle])
+            emulate.record_in_manifest(check.bundle, emulated[check.bundle])
         print()
     if args.json:
         write_json(args.json, [{"bundle": str(c.bundle), "passed": c.passed, "problems": c.problems,
                                 "checked": c.checked, "warnings": c.warnings,
-                                "parity": [p.to_dict() for p in c.parity]} for c in checks])
-    failed = [c for c in checks if not c.passed]
+                                "parity": [p.to_dict() for p in c.parity]}
+                               | ({"emulation": emulated[c.bundle].to_dict()} if c.bundle in emulated else {})
+                               for c in checks])
+    failed = [c for c in checks if not c.passed or (c.bundle in emulated and not emulated[c.bundle].passed)]
     if failed:
         print(f"validate FAILED: {', '.join(str(c.bundle) for c in failed)}")
         return 1

@@ -12,6 +12,7 @@ import re
 import socket
 import tempfile
 import urllib.error
+import urllib.parse
 import urllib.request
 from pathlib import Path
 
@@ -30,6 +31,10 @@ def cache_dir() -> Path:
 
 def base_url(default: str) -> str:
     url = os.environ.get("EDGEKIT_WEIGHTS_URL", default)
+    parsed = urllib.parse.urlsplit(url)
+    if parsed.scheme not in ("http", "https", "file") or (parsed.scheme != "file" and not parsed.netloc):
+        raise EdgekitError(f"EDGEKIT_WEIGHTS_URL={url!r} is not an http(s) or file URL; set it to a mirror such as "
+                           "https://mirror.example/models/ or unset it")
     return url if url.endswith("/") else url + "/"
 
 
@@ -68,7 +73,7 @@ def fetch_checkpoint(filename: str, url_base: str, directory: Path | None = None
                                f"{expected_prefix}; delete partial downloads and try again, or check "
                                "EDGEKIT_WEIGHTS_URL")
         os.replace(tmp, target)
-    except (urllib.error.URLError, socket.timeout, ConnectionError, TimeoutError) as e:
+    except (urllib.error.URLError, socket.timeout, ConnectionError, TimeoutError, ValueError) as e:
         reason = getattr(e, "reason", e)
         raise EdgekitError(f"cannot download {url} ({reason}); when offline, copy {filename} to {directory} "
                            "or pass --weights FILE") from None

@@ -44,6 +44,10 @@ MIN_RESOLUTION, MAX_RESOLUTION = 32, 1024
 _REGISTRY: dict[str, ModelSpec] = {}
 
 
+# Above any real label set (ImageNet-21k: 21,841); 10^8 classes would allocate a classifier of 100+ GB
+MAX_CLASSES = 100_000
+
+
 def _register(spec: ModelSpec) -> None:
     _REGISTRY[spec.name] = spec
 
@@ -118,8 +122,9 @@ def resolve_config(name: str, width: float | None = None, resolution: int | None
     elif not MIN_RESOLUTION <= resolution <= MAX_RESOLUTION:
         raise EdgekitError(f"resolution {resolution} is out of range for {name}: "
                            f"use {MIN_RESOLUTION}..{MAX_RESOLUTION}")
-    if num_classes is not None and num_classes < 1:
-        raise EdgekitError(f"num_classes must be a positive integer, got {num_classes}")
+    if num_classes is not None and not 1 <= num_classes <= MAX_CLASSES:
+        raise EdgekitError(f"num_classes must be between 1 and {MAX_CLASSES:,} (a classifier that wide would not "
+                           f"fit in memory), got {num_classes}")
     preprocessing = spec.checkpoint.preprocessing if spec.checkpoint else Preprocessing()
     return ModelConfig(name=name, family=spec.family, width=float(width), resolution=int(resolution),
                        num_classes=num_classes or 1000, padding=padding or "symmetric",

@@ -74,6 +74,9 @@ def _from_imagenet(config: ModelConfig, num_classes: int | None, soft: bool) -> 
 
 def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     """Tensors of a checkpoint file; never executes pickled code (``weights_only=True``)."""
+    if path.is_dir():
+        raise EdgekitError(f"weights {path} is a folder; give the weights file inside it (.pt, .pth, .safetensors "
+                           "or .tflite)")
     if not path.is_file():
         raise EdgekitError(f"weights file {path} does not exist; check the path")
     if path.suffix.lower() == ".safetensors":
