@@ -85,7 +85,7 @@ def model_file(path: Path, label: str | None = None, precision: str | None = Non
 
 def _from_bundle(bundle: Path, label_prefix: str = "") -> list[ModelFile]:
     """The artifacts a bundle's manifest lists, each checked against its recorded size and sha256."""
-    from edgekit.manifest import Manifest
+    from edgekit.manifest import Manifest, integrity_problems
 
     manifest = Manifest.read(bundle)
     if manifest.status != "complete":
@@ -93,18 +93,12 @@ def _from_bundle(bundle: Path, label_prefix: str = "") -> list[ModelFile]:
                            "before benchmarking")
     if not manifest.artifacts:
         raise EdgekitError(f"{bundle}/manifest.json lists no model files; export the bundle again")
-    root = bundle.resolve()
-    files = []
-    for artifact in manifest.artifacts:
-        path = (bundle / artifact.path).resolve()
-        if not path.is_relative_to(root):
-            raise EdgekitError(f"{bundle}/manifest.json: artifact path {artifact.path!r} points outside the "
-                               "bundle; refusing it")
-        problem = artifact.check_file(bundle)
-        if problem:
-            raise EdgekitError(f"{bundle}: {problem}")
-        files.append(model_file(path, label=label_prefix + artifact.path, precision=artifact.precision))
-    return files
+    problems = integrity_problems(bundle, manifest)
+    if problems:
+        raise EdgekitError(f"{bundle}: {problems[0]}" + (f" (and {len(problems) - 1} more)" if len(problems) > 1
+                                                          else ""))
+    return [model_file(bundle / a.path, label=label_prefix + a.path, precision=a.precision)
+            for a in manifest.artifacts]
 
 
 def load_target(target: str | Path, runtime: str | None = None) -> list[ModelFile]:

@@ -18,7 +18,7 @@ from .errors import EdgekitError, GateFailure
 from .evaluate import (EvalResult, Predictor, evaluate_many, file_target, image_batches, top1_agreement,
                        torch_predictor)
 from .images import LabelledImage
-from .manifest import Manifest, Reference, find_bundles, sha256_file
+from .manifest import Manifest, Reference, find_bundles, integrity_problems, sha256_file
 from .parity import DEFAULT_GATES, REFERENCE_PATHS, ParityMetrics, compare, is_real
 from .types import Preprocessing
 
@@ -88,7 +88,7 @@ def open_bundle(folder: Path, *, pytorch: str = "auto", weights: Path | None = N
     if manifest.status != "complete":
         warn(f"the export of {bundle} failed at step {manifest.failed_step or '?'} ({manifest.error}); scoring the "
              "files it finished")
-    problems = [p for p in (a.check_file(bundle) for a in manifest.artifacts) if p]
+    problems = integrity_problems(bundle, manifest)
     if problems:
         raise EdgekitError(f"{bundle}: {problems[0]}" + (f" (and {len(problems) - 1} more)" if len(problems) > 1
                                                           else ""))

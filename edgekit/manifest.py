@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import platform
 import zipfile
+import zlib
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from importlib import metadata as importlib_metadata
@@ -271,7 +272,7 @@ class Reference:
             with np.load(path, allow_pickle=False) as data:
                 return cls(data["inputs"].astype(np.float32), data["outputs"].astype(np.float32),
                            [str(s) for s in data["sources"]])
-        except (ValueError, KeyError, OSError, EOFError, zipfile.BadZipFile) as e:  # truncated or not an npz
+        except (ValueError, KeyError, OSError, EOFError, zipfile.BadZipFile, zlib.error) as e:  # damaged npz
             raise EdgekitError(f"{path} is not a readable reference ({type(e).__name__}: {e}); export the bundle "
                                "again") from None
 
@@ -345,6 +346,35 @@ def find_bundles(folder: Path) -> list[Path]:
     return bundles
 
 
+def integrity_problems(bundle: Path, manifest: Manifest, checked: dict[str, str] | None = None) -> list[str]:
+    """Everything that makes the bundle on disk differ from what its export wrote: model files, labels.txt and
+    reference.npz against their sha256, paths that leave the bundle, files the manifest does not list. validate,
+    eval, bench and inspect all refuse a bundle with any of these. ``checked`` collects how each file was checked."""
+    checked = {} if checked is None else checked
+    problems = [f"{name} is in the bundle but not in its manifest, so nothing vouches for it; remove it or export "
+                "again" for name in _uncovered(bundle, manifest)]
+    labels_problem, checked[manifest.labels.get("file") or LABELS_NAME] = _check_labels(bundle, manifest)
+    if labels_problem:
+        problems.append(labels_problem)
+    reference = manifest.reference.get("file") or REFERENCE_NAME
+    if manifest.reference:
+        problem = outside_bundle(bundle, reference)
+        if not problem and not (bundle / reference).is_file():
+            problem = f"{reference} is missing from the bundle"
+        elif not problem and manifest.reference.get("sha256") and \
+                sha256_file(bundle / reference) != manifest.reference["sha256"]:
+            problem = f"{reference}: sha256 mismatch, the reference was altered after export; export the bundle again"
+        checked[reference] = "sha256 matches" if not problem else "not usable"
+        if problem:
+            problems.append(problem)
+    for artifact in manifest.artifacts:
+        problem = artifact.check_file(bundle)
+        checked[artifact.path] = "sha256 matches" if not problem else "not usable"
+        if problem:
+            problems.append(problem)
+    return problems
+
+
 def validate_bundle(bundle: Path, gates: GateTable | None = None, threads: int | None = None) -> BundleCheck:
     """Re-check every file of a bundle with ONNX Runtime and LiteRT alone: hashes, then parity against the
     stored reference, judged by ``gates`` (default: the gates recorded at export)."""
@@ -362,14 +392,11 @@ def validate_bundle(bundle: Path, gates: GateTable | None = None, threads: int |
         return check
     if not manifest.artifacts:
         problems.append("the manifest lists no model files")
-    problems += [f"{name} is in the bundle but not in its manifest, so nothing vouches for it; remove it or export "
-                 "again" for name in _uncovered(bundle, manifest)]
-    labels_problem, check.checked[manifest.labels.get("file") or LABELS_NAME] = _check_labels(bundle, manifest)
-    if labels_problem:
-        problems.append(labels_problem)
+    problems += integrity_problems(bundle, manifest, check.checked)
+    if check.checked.get(manifest.reference.get("file") or REFERENCE_NAME) != "sha256 matches":
+        return check  # no trustworthy reference outputs: nothing to run parity against
     try:
-        reference = Reference.read(bundle, manifest.reference.get("sha256"))
-        check.checked[REFERENCE_NAME] = "sha256 matches"
+        reference = Reference.read(bundle, None)  # its hash is among the integrity problems
     except EdgekitError as e:
         problems.append(str(e))
         return check
@@ -379,10 +406,7 @@ def validate_bundle(bundle: Path, gates: GateTable | None = None, threads: int |
         table = gates
     trained = bool(manifest.weights.get("trained", False))
     for artifact in manifest.artifacts:
-        problem = artifact.check_file(bundle)
-        if problem:
-            problems.append(problem)
-            check.checked[artifact.path] = "not checked"
+        if check.checked.get(artifact.path) != "sha256 matches":
             continue
         check.checked[artifact.path] = "sha256 matches, parity re-run"
         gated, note = is_gated(artifact.precision, trained)

@@ -62,6 +62,7 @@ class TFLiteRunner:
     def __init__(self, path: Path, threads: int | None = None, reference: bool = False):
         from ai_edge_litert.interpreter import Interpreter, OpResolverType
 
+        self.path = path
         resolver = OpResolverType.BUILTIN_REF if reference else OpResolverType.AUTO
         # Native code writes straight to fd 2, past Python: only the load is captured, so validate and eval
         # print their tables without LiteRT's delegate notice, and anything else it says is passed on.
@@ -99,9 +100,13 @@ class TFLiteRunner:
             sample = sample[None]
             if spec.scale is not None:
                 sample = quantize(sample, spec.scale, spec.zero_point, np.dtype(spec.dtype))
-            self.interpreter.set_tensor(self._input["index"], sample.astype(spec.dtype, copy=False))
-            self.interpreter.invoke()
-            out = self.interpreter.get_tensor(self._outputs[0]["index"])
+            try:
+                self.interpreter.set_tensor(self._input["index"], sample.astype(spec.dtype, copy=False))
+                self.interpreter.invoke()
+                out = self.interpreter.get_tensor(self._outputs[0]["index"])
+            except (ValueError, RuntimeError) as e:  # a file that loads but cannot run (a damaged graph)
+                raise EdgekitError(f"LiteRT cannot run {self.path} ({_first_line(e)}); the file is corrupt or not "
+                                   "a model edgekit can run") from None
             out_spec = self.outputs[0]
             if out_spec.scale is not None:
                 out = dequantize(out, out_spec.scale, out_spec.zero_point)
@@ -117,6 +122,7 @@ class OnnxRunner:
     def __init__(self, path: Path, threads: int | None = None, reference: bool = False):
         import onnxruntime as ort
 
+        self.path = path
         options = ort.SessionOptions()
         if reference:
             options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
@@ -139,9 +145,17 @@ class OnnxRunner:
     def __call__(self, x_nchw: np.ndarray) -> np.ndarray:
         name = self.inputs[0].name
         x = x_nchw.astype(self.inputs[0].dtype, copy=False)
-        if self._fixed_batch:
-            return np.concatenate([self.session.run(None, {name: s[None]})[0] for s in x]).astype(np.float32)
-        return self.session.run(None, {name: x})[0].astype(np.float32)
+        try:
+            if self._fixed_batch:
+                return np.concatenate([self.session.run(None, {name: s[None]})[0] for s in x]).astype(np.float32)
+            return self.session.run(None, {name: x})[0].astype(np.float32)
+        except Exception as e:  # ORT's own exception classes: a file that loads but cannot run
+            raise EdgekitError(f"ONNX Runtime cannot run {self.path} ({_first_line(e)}); the file is corrupt or not "
+                               "a model edgekit can run") from None
+
+
+def _first_line(error: BaseException) -> str:
+    return next((line.strip() for line in str(error).splitlines() if line.strip()), type(error).__name__)[:200]
 
 
 def open_runtime(path: str | Path, threads: int | None = None, reference: bool = False):

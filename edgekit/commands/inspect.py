@@ -101,7 +101,7 @@ def _targets(args) -> tuple[list[_Pair], np.ndarray]:
 
 
 def _bundle_targets(bundle: Path, args) -> tuple[list[_Pair], np.ndarray]:
-    from ..manifest import Manifest, Reference
+    from ..manifest import Manifest, Reference, integrity_problems
     from ..parity import is_real
 
     manifest = Manifest.read(bundle)
@@ -113,13 +113,12 @@ def _bundle_targets(bundle: Path, args) -> tuple[list[_Pair], np.ndarray]:
         if fp32 is None:
             warn(f"{artifact.path} has no fp32 {artifact.format} file in the bundle to compare with; skipped")
             continue
-        for checked in (artifact, fp32):  # the figures must be about the files exported, not whatever is there now
-            problem = checked.check_file(bundle)
-            if problem:
-                raise EdgekitError(f"{bundle}: {problem}")
         pairs.append(_Pair(bundle / artifact.path, bundle / fp32.path))
     if not pairs:
         raise EdgekitError(f"{bundle} holds no int8 file; export with --int8 first")
+    problems = integrity_problems(bundle, manifest)  # the figures must be about the files exported, not others
+    if problems:
+        raise EdgekitError(f"{bundle}: {problems[0]}")
     preprocessing = Preprocessing.from_dict(manifest.preprocessing)
     resolution = int(manifest.model["resolution"])
     stored = None
