@@ -310,3 +310,15 @@ def test_a_failed_re_export_leaves_the_shipped_bundle_exactly_as_it_was(extra, c
     assert sorted(p.name for p in out.iterdir()) == [VARIANT, f"{VARIANT}.failed"]  # no staging left
     assert main(["validate", str(out)]) == 0  # the folder's bundles: the shipped one, not the failed attempt
     assert main(["validate", str(failed)]) == 1
+
+
+def test_weights_with_nan_are_refused(tmp_path, capsys):
+    import torch
+
+    import edgekit
+
+    state = edgekit.create_model("mobilenet_v1", width=0.25, resolution=128, weights="random").state_dict()
+    state["features.3.pw.0.weight"][0, 0, 0, 0] = float("nan")
+    torch.save(state, tmp_path / "diverged.pt")
+    assert main(["info", *V1_SMALL, "--weights", str(tmp_path / "diverged.pt")]) == 2
+    assert "hold NaN or infinite values (first: features.3.pw.0.weight)" in capsys.readouterr().err

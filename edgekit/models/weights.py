@@ -148,4 +148,8 @@ def load_strict(model: nn.Module, state: dict[str, torch.Tensor], source: str, s
         cfg = model.edgekit_config
         raise EdgekitError(f"weights {source} do not fit {cfg.name} width {cfg.width:g}: {'; '.join(problems)}; "
                            "check the model name and --width")
+    broken = next((k for k, v in state.items() if v.is_floating_point() and not torch.isfinite(v).all()), None)
+    if broken:  # a diverged training run: every output would be NaN, and int8 calibration would hide it
+        raise EdgekitError(f"weights {source} hold NaN or infinite values (first: {broken}); use a checkpoint from "
+                           "before training diverged")
     model.load_state_dict(state, strict=not skip)
