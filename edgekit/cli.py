@@ -23,13 +23,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress messages")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name in COMMANDS:
-        try:
-            module = importlib.import_module(f".commands.{name}", __package__)
-        except ModuleNotFoundError as e:
-            if e.name == f"{__package__}.commands.{name}":
-                continue  # command not built yet
-            raise
-        module.add_parser(sub)
+        # each command module imports its heavy libraries inside run(): building the parser stays fast
+        importlib.import_module(f".commands.{name}", __package__).add_parser(sub)
         # accepted after the command too (`edgekit export NAME -q`); SUPPRESS keeps the global value otherwise
         sub.choices[name].add_argument("-q", "--quiet", action="store_true", default=argparse.SUPPRESS,
                                        help="no progress messages")

@@ -9,7 +9,6 @@ and a failed one leaves a bundle whose manifest says which step failed (``edgeki
 
 from __future__ import annotations
 
-import importlib
 import math
 import os
 import shutil
@@ -372,35 +371,24 @@ def _export_fp32(fmt: str, spec: ExportSpec, ready, out: Path, resolution: int, 
     return torch_to_tflite(ready, out, resolution=resolution, metadata=metadata)
 
 
-def _quantize_module(name: str):
-    """edgekit.quantize.<name>, or a clear error while the int8 back-ends are not part of this build."""
-    try:
-        return importlib.import_module(f"edgekit.quantize.{name}")
-    except ModuleNotFoundError as e:
-        if e.name and e.name.startswith("edgekit.quantize"):
-            raise EdgekitError(f"--int8 needs edgekit.quantize.{name}, which this edgekit build does not have; "
-                               "export without --int8 or update edgekit") from None
-        raise
-
-
 def _build_int8(spec: ExportSpec, config, staging: Path, manifest: Manifest, steps: _Steps,
                 fp32_files: dict[str, Path], metadata: dict) -> None:
-    calibration_module = _quantize_module("calibration")
+    from .quantize import onnx_int8, tflite_int8
+    from .quantize.calibration import CalibrationSet
+
     with steps.run("calibration", "int8 calibration images") as outcome:
         if spec.calib is not None:
-            calibration = calibration_module.CalibrationSet.from_folder(
-                spec.calib, config.preprocessing, config.resolution, spec.calib_samples)
+            calibration = CalibrationSet.from_folder(spec.calib, config.preprocessing, config.resolution,
+                                                     spec.calib_samples)
         else:
-            calibration = calibration_module.CalibrationSet.builtin(config.preprocessing, config.resolution,
-                                                                     spec.calib_samples)
+            calibration = CalibrationSet.builtin(config.preprocessing, config.resolution, spec.calib_samples)
             warning = ("int8 calibrated on edgekit's built-in photos; --calib DIR with pictures from your own data "
                        "calibrates better")
             manifest.warnings.append(warning)
             manifest.shown.add(warning)  # CalibrationSet.builtin has just said so on the console
-        if hasattr(calibration, "to_dict"):
-            manifest.options["calibration"] |= {"used": calibration.to_dict()}
+        manifest.options["calibration"] |= {"used": calibration.to_dict()}
         outcome["detail"] = f"{len(calibration)} images"
-    tflite_method = _quantize_module("tflite_int8").CALIBRATION_METHOD
+    tflite_method = tflite_int8.CALIBRATION_METHOD
     if "tflite" in spec.formats and spec.calib_method != tflite_method:
         info(f"note: --calib-method {spec.calib_method} applies to the ONNX file; the TFLite file is calibrated "
              f"with {tflite_method} (ai-edge-quantizer sets static activation ranges from min/max only)")
@@ -412,7 +400,6 @@ def _build_int8(spec: ExportSpec, config, staging: Path, manifest: Manifest, ste
                 if fmt == "onnx":
                     from .exporters import onnx as exporter
 
-                    onnx_int8 = _quantize_module("onnx_int8")
                     limits = onnx_int8.quantize_onnx(fp32_files[fmt], tmp, calibration, method=spec.calib_method)
                     saturation = onnx_int8.saturation_summary(limits)
                     details = {"calibration_method": spec.calib_method,
@@ -422,7 +409,6 @@ def _build_int8(spec: ExportSpec, config, staging: Path, manifest: Manifest, ste
                 else:
                     from .exporters import tflite as exporter
 
-                    tflite_int8 = _quantize_module("tflite_int8")
                     tflite_int8.quantize_tflite(fp32_files[fmt], tmp, calibration, io_dtype=spec.io_dtype)
                     details = {"calibration_method": tflite_int8.CALIBRATION_METHOD, "io_dtype": spec.io_dtype,
                                "weights": "int8 per-channel", "activations": "int8"}
