@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
+import traceback
 
 from . import __version__
 from .console import set_quiet
@@ -20,7 +22,9 @@ COMMANDS = ("models", "info", "export", "validate", "eval", "inspect", "bench", 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="edgekit", description="PyTorch vision models to phones and edge boards.")
     parser.add_argument("--version", action="version", version=f"edgekit {__version__}")
-    parser.add_argument("-q", "--quiet", action="store_true", help="no progress messages")
+    parser.add_argument("-q", "--quiet", action="store_true", help="no progress messages or warnings")
+    parser.add_argument("--debug", action="store_true", default=bool(os.environ.get("EDGEKIT_DEBUG")),
+                        help="on failure, print the full traceback, including the library's own (EDGEKIT_DEBUG=1)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name in COMMANDS:
         # each command module imports its heavy libraries inside run(): building the parser stays fast
@@ -38,6 +42,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args.run(args) or 0)
     except EdgekitError as e:
+        if args.debug:
+            _print_traceback(e)
         print(f"edgekit: error: {e}", file=sys.stderr)
         return e.exit_code
     except Terminated:
@@ -46,6 +52,16 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("edgekit: interrupted", file=sys.stderr)
         return 130
+
+
+def _print_traceback(error: BaseException) -> None:
+    """The one-line errors hide the library exception they were made from (``raise ... from None`` keeps it as
+    ``__context__``); --debug shows it, then edgekit's own."""
+    cause = error.__cause__ or error.__context__
+    if cause is not None:
+        traceback.print_exception(cause, file=sys.stderr)
+        print("\nwhich edgekit reported as:", file=sys.stderr)
+    traceback.print_exception(error, file=sys.stderr)
 
 
 if __name__ == "__main__":

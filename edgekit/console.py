@@ -1,17 +1,41 @@
-"""Messages for people: progress and warnings on stderr, so stdout stays clean for tables and JSON."""
+"""Messages for people: progress and warnings on stderr, so stdout stays clean for tables and JSON.
+
+Warnings go through the ``edgekit`` logger, so that Python users control them like any library's
+(``logging.getLogger("edgekit").setLevel(logging.ERROR)`` silences them) and ``-q`` silences them on the
+command line; its handler writes ``WARNING: ...`` to whatever ``sys.stderr`` is at that moment.
+"""
 
 from __future__ import annotations
 
+import logging
 import sys
 import time
 from contextlib import contextmanager
 
 _QUIET = False
+LOGGER = logging.getLogger("edgekit")
+
+
+class _StderrHandler(logging.Handler):
+    def emit(self, record: logging.LogRecord) -> None:
+        message = record.getMessage()
+        if getattr(record, "loud", False):
+            bar = "!" * min(100, len(message) + 9)
+            text = f"{bar}\nWARNING: {message}\n{bar}"
+        else:
+            text = f"{record.levelname}: {message}"
+        print(text, file=sys.stderr, flush=True)
+
+
+LOGGER.addHandler(_StderrHandler())
+LOGGER.propagate = False  # one line per warning, not a second copy from the root logger
+LOGGER.setLevel(logging.WARNING)
 
 
 def set_quiet(quiet: bool) -> None:
     global _QUIET
     _QUIET = quiet
+    LOGGER.setLevel(logging.ERROR if quiet else logging.WARNING)
 
 
 def info(message: str) -> None:
@@ -20,12 +44,8 @@ def info(message: str) -> None:
 
 
 def warn(message: str, loud: bool = False) -> None:
-    """Warnings always print; a loud one is framed so it cannot be missed in a CI log."""
-    if loud:
-        bar = "!" * min(100, len(message) + 9)
-        print(f"{bar}\nWARNING: {message}\n{bar}", file=sys.stderr, flush=True)
-    else:
-        print(f"WARNING: {message}", file=sys.stderr, flush=True)
+    """A warning for people; a loud one is framed so it cannot be missed in a CI log."""
+    LOGGER.warning(message, extra={"loud": loud})
 
 
 @contextmanager

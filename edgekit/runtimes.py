@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from .capture import captured_output
+from .console import warn
 from .errors import EdgekitError
 
 
@@ -77,8 +78,8 @@ class TFLiteRunner:
             reason = "; ".join(dict.fromkeys([message] + _said(log)[-2:]))
             raise EdgekitError(f"LiteRT cannot load {path} ({reason[:400]}); the file is corrupt or not a TFLite "
                                "model") from None
-        for line in _said(log):
-            print(line, file=sys.stderr)
+        for line in _said(log):  # what LiteRT said beyond its usual notice: passed on, under the user's control
+            warn(f"LiteRT: {line}")
         self._input = self.interpreter.get_input_details()[0]
         self._outputs = self.interpreter.get_output_details()
         self.inputs = [self._spec(self._input)]
