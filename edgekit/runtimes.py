@@ -7,7 +7,6 @@ figure never depends on which command produced it. Imports only numpy and the ru
 
 from __future__ import annotations
 
-import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
