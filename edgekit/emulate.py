@@ -655,13 +655,17 @@ def check_bundle(env: Environment, bundle: Path, cpus: tuple[str, ...], gates=No
     from .parity import DEFAULT_GATES, compare, is_gated, is_real
     from .runtimes import open_runtime
 
-    manifest = Manifest.read(bundle)
-    reference = Reference.read(bundle, manifest.reference.get("sha256"))
+    host = describe(host_cpu())
+    check = EmulatedCheck(bundle, "aarch64", cpus, [], _environment_record(env), host)
+    try:
+        manifest = Manifest.read(bundle)
+        reference = Reference.read(bundle, manifest.reference.get("sha256"))
+    except EdgekitError as e:  # one bad bundle in a folder of bundles fails alone, as in validate
+        check.problems.append(str(e))
+        return check
     table = gates or (manifest.gates or DEFAULT_GATES).sanitized()[0]
     real = is_real(reference.sources)
     trained = bool(manifest.weights.get("trained", False))
-    host = describe(host_cpu())
-    check = EmulatedCheck(bundle, "aarch64", cpus, [], _environment_record(env), host)
     artifacts = [a for a in manifest.artifacts if Path(a.path).suffix.lower() in (".tflite", ".onnx", ".pte")
                  and (files is None or a.path in files) and a.check_file(bundle) is None]
     skipped = [a.path for a in manifest.artifacts if Path(a.path).suffix.lower() == ".pte"]
@@ -727,9 +731,12 @@ def record_in_manifest(bundle: Path, check: EmulatedCheck) -> None:
     from .manifest import MANIFEST_NAME
 
     path = bundle / MANIFEST_NAME
-    data = json.loads(path.read_text("utf-8"))
-    data.setdefault("emulation", {})[check.arch] = check.to_dict()
-    atomic_write_text(path, json.dumps(data, indent=2) + "\n")
+    try:
+        data = json.loads(path.read_text("utf-8"))
+        data.setdefault("emulation", {})[check.arch] = check.to_dict()
+        atomic_write_text(path, json.dumps(data, indent=2) + "\n")
+    except (OSError, ValueError, AttributeError, EdgekitError) as e:  # a read-only bundle still gets its verdict
+        warn(f"the emulated result was not recorded in {path} ({e}); the verdict above stands, and --json keeps it")
 
 
 ROW_HEADERS = ["artifact", "precision", "aarch64 CPU", "kernels", "vs PyTorch: cosine mean", "PSNR dB", "top-1",
