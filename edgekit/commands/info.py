@@ -40,4 +40,6 @@ def run(args) -> int:
         print(f"\ndepthwise-separable layers: {human_count(sep.separable_macs)} MACs; as standard convolutions "
               f"they would cost {human_count(sep.standard_macs)} ({sep.ratio:.3f}x, i.e. "
               f"{1 / sep.ratio:.1f}x cheaper; the paper's 1/N + 1/Dk^2 = {sep.theory_ratio:.3f})")
+    for note in prof.notes():  # Inception's 1x1 bottlenecks, ResNet's shortcuts
+        print(f"\n{note}")
     return 0

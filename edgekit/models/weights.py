@@ -108,13 +108,20 @@ def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
 
 
 def _classifier_keys(model: nn.Module) -> tuple[str, str]:
-    """State-dict keys of the final Linear layer."""
-    name = [n for n, m in model.named_modules() if isinstance(m, nn.Linear)][-1]
+    """State-dict keys of the final Linear layer (of the last layer with weights, for a network without one:
+    U-Net's 1x1 class convolution)."""
+    linears = [n for n, m in model.named_modules() if isinstance(m, nn.Linear)]
+    name = linears[-1] if linears else [n for n, m in model.named_modules() if isinstance(m, nn.Conv2d)][-1]
     return f"{name}.weight", f"{name}.bias"
 
 
 def _from_state_dict(config: ModelConfig, state: dict[str, torch.Tensor], num_classes: int | None,
                      info: WeightsInfo) -> nn.Module:
+    adapt = get_spec(config.name).adapt_state_dict
+    if adapt is not None:  # e.g. GoogLeNet's auxiliary training heads, which inference never runs
+        state, note = adapt(state)
+        if note:
+            info = replace(info, note=note)
     probe = build_model(replace(config, num_classes=1))
     weight_key, bias_key = _classifier_keys(probe)
     ckpt_classes = state[weight_key].shape[0] if weight_key in state else None
