@@ -32,6 +32,7 @@ bench: $(STAMP)
 	$(PY) benchmarks/int8_benchmark.py
 	$(PY) benchmarks/host_latency.py
 	$(PY) benchmarks/cpu_true_int8.py
+	$(PY) benchmarks/arm_emulation.py
 
 clean:
 	rm -rf $(VENV) exports build *.egg-info
