@@ -83,8 +83,10 @@ def model_file(path: Path, label: str | None = None, precision: str | None = Non
     return ModelFile(path, label or path.name, fmt, precision or detected, path.stat().st_size, external)
 
 
-def _from_bundle(bundle: Path, label_prefix: str = "") -> list[ModelFile]:
-    """The artifacts a bundle's manifest lists, each checked against its recorded size and sha256."""
+def _from_bundle(bundle: Path, label_prefix: str = "", only: str | None = None) -> list[ModelFile]:
+    """The artifacts a bundle's manifest lists, each checked against its recorded size and sha256; ``only`` (a
+    format) keeps that format's files, and a file of another format that is missing or altered is not held
+    against the bundle (what a project that ships one format has)."""
     from edgekit.manifest import Manifest, integrity_problems
 
     manifest = Manifest.read(bundle)
@@ -94,11 +96,17 @@ def _from_bundle(bundle: Path, label_prefix: str = "") -> list[ModelFile]:
     if not manifest.artifacts:
         raise EdgekitError(f"{bundle}/manifest.json lists no model files; export the bundle again")
     problems = integrity_problems(bundle, manifest)
+    artifacts = manifest.artifacts
+    if only:
+        left_out = {a.path for a in artifacts if a.format != only}
+        problems = [p for p in problems if not any(p.startswith((f"{path}: sha256 mismatch", f"{path} is missing"))
+                                                   for path in left_out)]
+        artifacts = [a for a in artifacts if a.format == only] or artifacts  # none: load_target names the problem
     if problems:
         raise EdgekitError(f"{bundle}: {problems[0]}" + (f" (and {len(problems) - 1} more)" if len(problems) > 1
                                                           else ""))
     return [model_file(bundle / a.path, label=label_prefix + a.path, precision=a.precision)
-            for a in manifest.artifacts]
+            for a in artifacts]
 
 
 def load_target(target: str | Path, runtime: str | None = None) -> list[ModelFile]:
@@ -109,13 +117,14 @@ def load_target(target: str | Path, runtime: str | None = None) -> list[ModelFil
     if target.is_dir():
         bundles = sorted(p for p in target.iterdir() if p.is_dir() and (p / MANIFEST_NAME).is_file())
         paths = sorted(p for p in target.iterdir() if p.suffix.lower() in FORMATS and p.is_file())
+        only = RUNTIME_FORMATS[runtime] if runtime else None
         if (target / MANIFEST_NAME).is_file():
-            files = _from_bundle(target)
+            files = _from_bundle(target, only=only)
         elif bundles:  # the --out folder of several exports: every usable bundle in it
             files, problems = [], []
             for bundle in bundles:
                 try:
-                    files += _from_bundle(bundle, label_prefix=f"{bundle.name}/")
+                    files += _from_bundle(bundle, label_prefix=f"{bundle.name}/", only=only)
                 except EdgekitError as e:
                     problems.append(str(e))
                     warn(f"skipping bundle {bundle.name}: {e}")

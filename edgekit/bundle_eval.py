@@ -76,11 +76,13 @@ def resolve_bundle(folder: Path) -> Path:
 
 
 def open_bundle(folder: Path, *, pytorch: str = "auto", weights: Path | None = None,
-                preprocessing: Preprocessing | None = None, threads: int | None = None) -> OpenBundle:
+                preprocessing: Preprocessing | None = None, threads: int | None = None,
+                formats: Sequence[str] | None = None) -> OpenBundle:
     """Check every file of the bundle against its manifest and open it; rebuild the PyTorch model as
     ``pytorch`` says: ``auto`` when its weights can be had (else a warning and the files alone), ``require``
     (else an error), ``skip`` (never; torch is not imported). ``weights`` points at the weights file when it
-    moved since the export (its sha256 must still be the manifest's)."""
+    moved since the export (its sha256 must still be the manifest's). ``formats`` (e.g. ``("tflite",)``) keeps
+    only the files of those formats: what a project ships."""
     if pytorch not in PYTORCH_MODES:
         raise EdgekitError(f"--pytorch must be one of {', '.join(PYTORCH_MODES)}, got {pytorch!r}")
     bundle = resolve_bundle(Path(folder))
@@ -89,6 +91,12 @@ def open_bundle(folder: Path, *, pytorch: str = "auto", weights: Path | None = N
         warn(f"the export of {bundle} failed at step {manifest.failed_step or '?'} ({manifest.error}); scoring the "
              "files it finished")
     problems = integrity_problems(bundle, manifest)
+    if formats:
+        left_out = {a.path for a in manifest.artifacts if a.format not in formats}
+        problems = [p for p in problems if not any(p.startswith((f"{path}: sha256 mismatch", f"{path} is missing"))
+                                                   for path in left_out)]
+        if not any(a.format in formats for a in manifest.artifacts):
+            raise EdgekitError(f"{bundle} holds no {' or '.join(formats)} file; drop --formats")
     if problems:
         raise EdgekitError(f"{bundle}: {problems[0]}" + (f" (and {len(problems) - 1} more)" if len(problems) > 1
                                                           else ""))
@@ -101,6 +109,8 @@ def open_bundle(folder: Path, *, pytorch: str = "auto", weights: Path | None = N
     reference, pytorch_target = _pytorch_row(bundle, manifest, pytorch, weights, threads)
     targets = [pytorch_target] if pytorch_target else []
     for artifact in manifest.artifacts:
+        if formats and artifact.format not in formats:
+            continue
         opened = file_target(bundle / artifact.path, resolution=resolution, preprocessing=preprocessing,
                              threads=threads)
         targets.append(BundleTarget(artifact.path, artifact.format, artifact.precision, opened.predictor,

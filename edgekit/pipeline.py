@@ -135,6 +135,39 @@ class _Steps:
         self.records.append(StepRecord(name, "done", outcome["seconds"], outcome.get("detail")))
 
 
+# Fewer int8 calibration pictures than this is a warning before the work: TFLite's post-training quantization guide
+# asks for a representative dataset of about 100-500 samples; edgekit's default --calib-samples is 128.
+CALIBRATION_MINIMUM = 100
+
+
+def calibration_warning(spec: ExportSpec) -> str | None:
+    """Why the int8 calibration ``spec`` asks for is below CALIBRATION_MINIMUM pictures, with the number that would
+    do, or None. Counted before any work (the folder's readable-looking files; unreadable ones only lower it)."""
+    from .images import find_images
+    from .sample_images import sample_image_paths
+
+    if not spec.int8:
+        return None
+    if spec.calib is None:
+        available, where = len(list(sample_image_paths())), "edgekit's built-in photos"
+    else:
+        if not Path(spec.calib).is_dir():
+            return None  # the one-line error about the folder comes where it always did
+        available, where = len(find_images(Path(spec.calib))), f"--calib {spec.calib}"
+    used = min(available, spec.calib_samples)
+    if used >= CALIBRATION_MINIMUM or available == 0:
+        return None
+    if available >= CALIBRATION_MINIMUM:
+        fix = f"raise --calib-samples to at least {CALIBRATION_MINIMUM} ({where} holds {available})"
+    elif spec.calib is None:
+        fix = f"pass --calib DIR with at least {CALIBRATION_MINIMUM} pictures from your own data"
+    else:
+        fix = f"add at least {CALIBRATION_MINIMUM - available} more representative pictures to {spec.calib}"
+    return (f"int8 will be calibrated on {used} pictures from {where}, fewer than edgekit's sound minimum of "
+            f"{CALIBRATION_MINIMUM} (TFLite's guide: 100-500 representative pictures); ranges set by few pictures "
+            f"can clip what the app will see: {fix}")
+
+
 def run_export(spec: ExportSpec, model=None) -> Manifest:
     """Export ``spec`` (or the given prepared ``model``, which must carry ``edgekit_config``) to its bundle.
 
@@ -146,6 +179,9 @@ def run_export(spec: ExportSpec, model=None) -> Manifest:
         check_opset(spec.opset, spec.onnx_exporter)
     records: list[StepRecord] = []
     steps = _Steps(records)
+    calibration_note = calibration_warning(spec)
+    if calibration_note:
+        warn(calibration_note)  # before the work, not minutes into it
     if model is None:
         with steps.run("model", f"model {spec.name} (weights: {spec.weights})") as outcome:
             from .models import create_model
@@ -169,6 +205,9 @@ def run_export(spec: ExportSpec, model=None) -> Manifest:
     manifest = Manifest(model=config.to_dict() | {"variant": config.variant}, preprocessing=preprocessing_record(config),
                         options=spec.options(), gates=spec.gates, steps=records)
     manifest.labels = {"file": LABELS_NAME, "count": len(labels), "source": labels_source}
+    if calibration_note:
+        manifest.warnings.append(calibration_note)
+        manifest.shown.add(calibration_note)
     if not config.weights.trained:
         manifest.warnings.append(f"weights are {config.weights.source} (untrained): the files compute the right "
                                  "function but classify nothing; int8 figures are not gated"
@@ -381,11 +420,13 @@ def _build_int8(spec: ExportSpec, config, staging: Path, manifest: Manifest, ste
             calibration = CalibrationSet.from_folder(spec.calib, config.preprocessing, config.resolution,
                                                      spec.calib_samples)
         else:
-            calibration = CalibrationSet.builtin(config.preprocessing, config.resolution, spec.calib_samples)
+            warned = any("edgekit's built-in photos" in w for w in manifest.warnings)  # before the work
+            calibration = CalibrationSet.builtin(config.preprocessing, config.resolution, spec.calib_samples,
+                                                 warned=warned)
             warning = ("int8 calibrated on edgekit's built-in photos; --calib DIR with pictures from your own data "
                        "calibrates better")
             manifest.warnings.append(warning)
-            manifest.shown.add(warning)  # CalibrationSet.builtin has just said so on the console
+            manifest.shown.add(warning)  # said on the console already, before the work or by CalibrationSet.builtin
         manifest.options["calibration"] |= {"used": calibration.to_dict()}
         outcome["detail"] = f"{len(calibration)} images"
     tflite_method = tflite_int8.CALIBRATION_METHOD

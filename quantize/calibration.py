@@ -97,14 +97,16 @@ class CalibrationSet:
                          builtin=False)
 
     @classmethod
-    def builtin(cls, preprocessing: Preprocessing, resolution: int, samples: int) -> "CalibrationSet":
-        """The real photos shipped with edgekit: a fallback that works offline, with a warning, because
-        pictures from the user's own domain set better ranges."""
+    def builtin(cls, preprocessing: Preprocessing, resolution: int, samples: int,
+                warned: bool = False) -> "CalibrationSet":
+        """The real photos shipped with edgekit: a fallback that works offline, with a warning (unless the caller
+        ``warned`` already), because pictures from the user's own domain set better ranges."""
         from ..sample_images import sample_image_paths
 
         files = list(sample_image_paths())
-        warn(f"calibrating int8 on edgekit's {len(files)} built-in photos; pass --calib DIR with a few hundred "
-             "pictures from your own data for better int8 accuracy")
+        if not warned:
+            warn(f"calibrating int8 on edgekit's {len(files)} built-in photos; pass --calib DIR with a few hundred "
+                 "pictures from your own data for better int8 accuracy")
         return cls._load(files, "builtin sample photos", preprocessing, resolution, min(samples, len(files)),
                          builtin=True)
 

@@ -10,9 +10,14 @@ from pathlib import Path
 from ..cpu import describe
 from ..devices.results import format_ms as _ms
 from .common import positive_int
+from .validate import formats_filter
 
 HEADERS = ["artifact", "precision", "device", "runtime", "threads", "load ms", "first ms", "mean", "std", "min",
            "p50", "p90", "p99", "max", "inf/s", "peak RSS MB", "size"]
+# The default table: what decides a choice, in TABLE_WIDTH columns (--wide shows HEADERS; --json keeps everything)
+COMPACT = {"artifact": "artifact", "precision": "precision", "device": "device", "runtime": "runtime",
+           "threads": "thr", "p50": "p50 ms", "p90": "p90", "p99": "p99", "peak RSS MB": "RSS MB"}
+TABLE_WIDTH = 100
 
 
 def _thread_list(text: str) -> tuple[int, ...]:
@@ -50,6 +55,12 @@ def add_parser(sub) -> None:
     p.add_argument("--runs", type=positive_int, default=100, help="timed inferences per measurement (default 100)")
     p.add_argument("--warmup", type=_non_negative_int, default=10, help="untimed inferences first (default 10)")
     p.add_argument("--runtime", choices=("litert", "onnxruntime"), help="only the files this runtime reads")
+    p.add_argument("--formats", type=formats_filter, metavar="LIST",
+                   help="only the files of these formats, comma-separated: onnx,tflite (tflite = --runtime litert, "
+                        "onnx = --runtime onnxruntime)")
+    p.add_argument("--wide", action="store_true",
+                   help=f"every column in the table (load, first, mean, std, min, max, inf/s, size); by default it "
+                        f"fits {TABLE_WIDTH} columns")
     p.add_argument("--json", metavar="FILE", help="write all results (with every sample) as JSON; - for stdout")
     p.add_argument("--chart", metavar="FILE", type=Path,
                    help="PNG of the latency distributions (default: beside --json, or latency.png in a bundle)")
@@ -57,8 +68,37 @@ def add_parser(sub) -> None:
     p.set_defaults(run=run)
 
 
-def results_table(results) -> str:
-    from ..table import format_table, human_bytes
+def results_table(results, wide: bool = False, width: int = TABLE_WIDTH) -> str:
+    """Every figure with ``wide``; otherwise the COMPACT columns, artifact names shortened in the middle where the
+    table would be wider than ``width`` characters."""
+    from ..table import format_table
+
+    rows = _rows(results)
+    if wide:
+        return format_table(HEADERS, rows)
+    keep = [HEADERS.index(h) for h in COMPACT]
+    rows = [[row[i] for i in keep] for row in rows]
+    table = format_table(list(COMPACT.values()), rows)
+    over = max(len(line) for line in table.splitlines()) - width
+    if over > 0:
+        longest = max(len(row[0]) for row in rows)
+        room = max(12, longest - over)
+        rows = [[_shorten(row[0], room)] + row[1:] for row in rows]
+        table = format_table(list(COMPACT.values()), rows)
+    return table
+
+
+def _shorten(name: str, room: int) -> str:
+    """``mobilenet_v2_w0.5_r160_int8.tflite`` -> ``mobilenet_v2_…r160_int8.tflite``: the start and the end (the
+    precision and the format) survive."""
+    if len(name) <= room:
+        return name
+    tail = min(len(name) - 1, (room - 1) * 3 // 5)
+    return name[:room - 1 - tail] + "…" + name[len(name) - tail:]
+
+
+def _rows(results) -> list[list[str]]:
+    from ..table import human_bytes
 
     rows = []
     for r in results:
@@ -68,7 +108,7 @@ def results_table(results) -> str:
                      _ms(r.mean_ms), _ms(r.std_ms), _ms(r.min_ms), _ms(r.p50_ms), _ms(r.p90_ms), _ms(r.p99_ms),
                      _ms(r.max_ms), "-" if ips is None else f"{ips:.1f}",
                      "-" if r.peak_rss_mb is None else f"{r.peak_rss_mb:.1f}", human_bytes(r.model_bytes)])
-    return format_table(HEADERS, rows)
+    return rows
 
 
 def _machines(results) -> list[str]:
@@ -95,6 +135,8 @@ def _command_line(args) -> str:
     words += ["--runs", str(args.runs), "--warmup", str(args.warmup)]
     if args.runtime:
         words += ["--runtime", args.runtime]
+    if args.formats:
+        words += ["--formats", ",".join(args.formats)]
     if args.json:
         words += ["--json", args.json]
     if args.chart:
@@ -112,6 +154,17 @@ def _chart_path(args) -> Path | None:
     if Path(args.target).is_dir():
         return Path(args.target) / "latency.png"
     return None
+
+
+def _runtime_filter(args) -> str | None:
+    """--runtime, or the one runtime --formats names; both given must agree."""
+    from ..errors import EdgekitError
+
+    runtimes = {"tflite": "litert", "onnx": "onnxruntime"}
+    chosen = {runtimes[f] for f in args.formats} if args.formats else set()
+    if args.runtime and chosen and chosen != {args.runtime}:
+        raise EdgekitError(f"--runtime {args.runtime} and --formats {','.join(args.formats)} disagree; give one")
+    return args.runtime or (chosen.pop() if len(chosen) == 1 else None)
 
 
 def _list_devices(profiles, source) -> int:
@@ -144,7 +197,7 @@ def run(args) -> int:
         raise EdgekitError("give a TARGET: a bundle folder from edgekit export or a .tflite/.onnx file")
     names = [n.strip() for n in args.device.split(",") if n.strip()] if args.device else None
     devices = select_devices(profiles, names, args.all_devices, source)
-    files = load_target(args.target, args.runtime)
+    files = load_target(args.target, _runtime_filter(args))
     chart = _chart_path(args)
     for out, option in ([(Path(args.json), "--json")] if args.json and args.json != "-" else []) + \
             ([(chart, "--chart")] if chart else []):
@@ -161,7 +214,7 @@ def run(args) -> int:
 
     results = run_benchmarks(files, devices, settings, report)
     table_out = sys.stderr if args.json == "-" else sys.stdout
-    print(results_table(results), file=table_out)
+    print(results_table(results, wide=args.wide), file=table_out)
     machines = _machines(results)
     if machines:
         print("\n".join(["", "where:"] + machines), file=table_out)

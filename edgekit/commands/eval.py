@@ -19,6 +19,7 @@ from ..evaluate import BACKGROUND_MODES, PREPROCESSING_PRESETS, describe_preset
 from ..fileio import check_output_file
 from ..types import Preprocessing
 from .common import add_model_arguments, positive_int, write_json
+from .validate import formats_filter
 
 MODEL_FILE_SUFFIXES = (".onnx", ".tflite")
 
@@ -63,6 +64,9 @@ def add_parser(sub) -> None:
                    help="bundles: the PyTorch row. auto (default): rebuilt from the manifest's weights when they "
                         "can be had and reproduce the bundle's reference outputs, else a warning and the files "
                         "alone; require: fail instead; skip: files alone, torch never imported")
+    p.add_argument("--formats", type=formats_filter, metavar="LIST",
+                   help="bundles: score only the files of these formats, comma-separated: onnx,tflite (default every "
+                        "file; the PyTorch row stays)")
     p.add_argument("--json", metavar="FILE", help="write the figures as JSON (- for stdout)")
     p.set_defaults(run=run)
 
@@ -78,8 +82,9 @@ def run(args) -> int:
     data = {"source": str(args.data), "limit": args.limit, "layout": dataset.layout}
     if Path(args.name).is_dir():
         return _run_bundle(args, dataset, items, data)
-    if args.pytorch != "auto":
-        raise EdgekitError(f"--pytorch applies to an export bundle, not to {args.name}; drop it")
+    for flag, used in (("--pytorch", args.pytorch != "auto"), ("--formats", args.formats)):
+        if used:
+            raise EdgekitError(f"{flag} applies to an export bundle, not to {args.name}; drop it")
     target = _open_target(args)
     if target.trained is False:
         _refuse_random(args, f"{target.name} has random (untrained) weights"
@@ -144,7 +149,7 @@ def _run_bundle(args, dataset, items, data) -> int:
     _check_data_fits(dataset, items, scored_classes(outputs, args.background) if outputs else None, outputs,
                      manifest.variant)
     opened = open_bundle(Path(args.name), pytorch=args.pytorch, weights=weights, preprocessing=override,
-                         threads=args.threads)
+                         threads=args.threads, formats=args.formats)
     recorded = Preprocessing.from_dict(opened.manifest.preprocessing)
     if args.crop_fraction is not None:
         opened.preprocessing = replace(opened.preprocessing, crop_fraction=args.crop_fraction)

@@ -103,8 +103,87 @@ def run(args) -> int:
         print(f"parity FAILED for {', '.join(p.artifact for p in failed)}: see {bundle / 'report.md'}")
         if bundle != Path(spec.out) / manifest.variant:
             print(f"the previous bundle {Path(spec.out) / manifest.variant} is unchanged; this attempt is in {bundle}")
+        advice = failure_advice(manifest, args, bundle)
+        if advice:
+            print("likely causes, and the command that would fix each:")
+            for cause, command in advice:
+                print(f"  - {cause}\n      {command}")
         print(f"next: fix the export, or loosen a gate knowingly with --gate; re-check with `edgekit validate {bundle}`")
         return 1
     print(f"bundle: {bundle}  (manifest.json, report.md)")
     print(f"next: edgekit validate {bundle}   then   edgekit bench {bundle}")
     return 0
+
+
+def export_command(args, **changes) -> str:
+    """The `edgekit export` command line of ``args`` with ``changes`` (option name -> value; None drops it), so
+    that advice names a command the user can paste."""
+    import shlex
+
+    options = {"weights": None if args.weights == "default" else args.weights, "width": args.width,
+               "resolution": args.resolution, "num-classes": args.num_classes,
+               "keep-background": args.keep_background,
+               "formats": None if set(args.formats) == {"onnx", "tflite"} else ",".join(args.formats),
+               "fp16": args.fp16, "int8": args.int8, "calib": args.calib, "calib-samples": args.calib_samples,
+               "calib-method": args.calib_method, "io-dtype": args.io_dtype, "data": args.data,
+               "out": None if Path(args.out) == Path("exports") else args.out} | changes
+    words = ["edgekit", "export", args.name]
+    for name, value in options.items():
+        if value is True:
+            words.append(f"--{name}")
+        elif value not in (None, False):
+            words += [f"--{name}", str(value)]
+    for gate in args.gate:
+        words += ["--gate", gate]
+    return shlex.join(words)
+
+
+def failure_advice(manifest, args, bundle: Path) -> list[tuple[str, str]]:
+    """The likely causes of failed parity gates that the manifest shows, each with the command that would fix it:
+    the host's int8 kernels (``kernels.finding``), too few calibration pictures, a format the project may not
+    ship."""
+    from ..pipeline import CALIBRATION_MINIMUM
+
+    failed = [p for p in manifest.parity if not p.passed]
+    advice: list[tuple[str, str]] = []
+    for p in failed:
+        if p.kernels is not None and p.kernels.finding:
+            reference = p.gates.failures(p.kernels.quantization)
+            verdict = ("on the reference path it passes every gate, so the error is this CPU's, not the file's"
+                       if not reference else f"on the reference path it still fails ({'; '.join(reference)})")
+            advice.append((f"{p.artifact}: host-kernel error: {p.kernels.finding}; {verdict}. Check the file on "
+                           "ARM's own kernels (or run validate on the target machine)",
+                           f"edgekit validate {shlex_quote(bundle)} --emulate aarch64"))
+    used = (manifest.options.get("calibration") or {}).get("used") or {}
+    failed_int8 = [p.artifact for p in failed if p.precision == "int8"]
+    samples = used.get("samples")
+    if failed_int8 and isinstance(samples, int) and samples < CALIBRATION_MINIMUM:
+        where = "edgekit's built-in photos" if used.get("builtin") else used.get("source", "--calib")
+        from ..images import find_images
+
+        in_folder = len(find_images(args.calib)) if args.calib is not None and Path(args.calib).is_dir() else 0
+        if in_folder >= CALIBRATION_MINIMUM:
+            fix = export_command(args, **{"calib-samples": max(CALIBRATION_MINIMUM, 128)})
+            more = f"{args.calib} holds {in_folder}: use more of them"
+        else:
+            fix = export_command(args, calib=f"FOLDER_OF_{CALIBRATION_MINIMUM}_OR_MORE_PICTURES/",
+                                 **{"calib-samples": None})
+            more = (f"calibrate on at least {CALIBRATION_MINIMUM} pictures like the ones the app will see (a few per "
+                    "class the model must tell apart)")
+        advice.append((f"{', '.join(failed_int8)}: calibrated on {samples} pictures ({where}), fewer than the sound "
+                       f"minimum of {CALIBRATION_MINIMUM}: {more}", fix))
+    formats = {a.format for a in manifest.artifacts}
+    failing = {a.format for a in manifest.artifacts if a.path in {p.artifact for p in failed}}
+    passing = sorted(formats - failing)
+    if failing and passing:
+        ship = ",".join(passing)
+        advice.append((f"only the {'/'.join(sorted(failing))} files fail; if the app ships only {ship} files, "
+                       f"export and check just those (then `edgekit validate {shlex_quote(bundle)} --formats {ship}` "
+                       "in CI)", export_command(args, formats=ship)))
+    return advice
+
+
+def shlex_quote(path) -> str:
+    import shlex
+
+    return shlex.quote(str(path))

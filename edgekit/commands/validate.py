@@ -24,12 +24,47 @@ def add_parser(sub) -> None:
                    help="override a gate recorded in the manifest, e.g. fp32.cosine_min=0.99999 (repeatable)")
     p.add_argument("--threads", type=positive_int, help="runtime threads (default: the runtime's choice)")
     p.add_argument("--json", metavar="FILE", help="also write the verdicts as JSON (- for stdout)")
+    p.add_argument("--formats", type=formats_filter, metavar="LIST",
+                   help="check only the files of these formats, comma-separated: onnx,tflite (default: every file "
+                        "the manifest lists); the others' parity, absence or alteration is not held against the bundle")
     p.add_argument("--emulate", choices=("aarch64",), metavar="ARCH",
                    help="also run every file on ARM's own kernels under qemu-user (aarch64); built on first use")
     p.add_argument("--emulate-cpus", default="cortex-a72,cortex-a76,max,sme=off", metavar="LIST",
                    help="qemu CPU models, comma-separated; a comma followed by key=value belongs to the model "
                         "before it (default: cortex-a72,cortex-a76,max,sme=off: NEON, dotprod, i8mm)")
     p.set_defaults(run=run)
+
+
+FORMATS = ("onnx", "tflite")
+
+
+def formats_filter(text: str) -> tuple[str, ...]:
+    """``--formats onnx,tflite``: the model formats a project ships (validate, eval and bench of a bundle)."""
+    import argparse
+
+    chosen = tuple(dict.fromkeys(f.strip().lower() for f in text.split(",") if f.strip()))
+    unknown = [f for f in chosen if f not in FORMATS]
+    if not chosen or unknown:
+        raise argparse.ArgumentTypeError(f"{','.join(unknown) or repr(text)}: choose from {','.join(FORMATS)}")
+    return chosen
+
+
+def only_formats(check, formats: tuple[str, ...] | None) -> None:
+    """Leave out of ``check`` every file whose format was not asked for: its parity verdict and its being missing or
+    altered (a path that leaves the bundle still fails: that is the manifest, not the file). A bundle holding no
+    file of the chosen formats fails."""
+    if not formats or check.manifest is None:
+        return
+    left_out = {a.path for a in check.manifest.artifacts if a.format not in formats}
+    kept = [a for a in check.manifest.artifacts if a.format in formats]
+    check.parity[:] = [p for p in check.parity if p.artifact not in left_out]
+    check.problems[:] = [problem for problem in check.problems
+                         if not any(problem.startswith((f"{path}: sha256 mismatch", f"{path} is missing"))
+                                    for path in left_out)]
+    for path in left_out:
+        check.checked[path] = f"not checked (--formats {','.join(formats)})"
+    if not kept and check.manifest.status == "complete":
+        check.problems.append(f"the bundle holds no {' or '.join(formats)} file; drop --formats or export it")
 
 
 def run(args) -> int:
@@ -61,6 +96,7 @@ def run(args) -> int:
             except EdgekitError:
                 pass  # validate_bundle reports the unreadable manifest for this bundle alone
         checks.append(validate_bundle(bundle, manifest_gates, args.threads))
+        only_formats(checks[-1], args.formats)
 
     for check in checks:
         verdict = "PASS" if check.passed else "FAIL"
