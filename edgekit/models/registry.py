@@ -191,8 +191,8 @@ def resolve_config(name: str, width: float | None = None, resolution: int | None
         raise EdgekitError(f"resolution {resolution} is not valid for {name}: use a multiple of "
                            f"{spec.resolution_multiple} (each pooling halves it)")
     if num_classes is not None and not 1 <= num_classes <= MAX_CLASSES:
-        raise EdgekitError(f"num_classes must be between 1 and {MAX_CLASSES:,} (a classifier that wide would not "
-                           f"fit in memory), got {num_classes}")
+        raise EdgekitError(f"num_classes must be a positive integer up to {MAX_CLASSES:,} (a wider classifier "
+                           f"would not fit in memory), got {num_classes}")
     preprocessing = spec.checkpoint.preprocessing if spec.checkpoint else Preprocessing()
     return ModelConfig(name=name, family=spec.family, width=float(width), resolution=int(resolution),
                        num_classes=num_classes or spec.default_classes, padding=padding or "symmetric",
