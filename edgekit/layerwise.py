@@ -330,7 +330,7 @@ class _PreservingInterpreter:
 
 
 # ------------------------------------------------------------------------------------------------ tables
-LAYER_HEADERS = ("#", "layer", "op", "shape", "SQNR dB", "cosine", "loss dB")
+LAYER_HEADERS = ("#", "layer", "op", "shape", "SQNR dB", "cosine mean", "loss dB")  # names as parity's
 
 
 def _db(value: float | None) -> str:
@@ -348,6 +348,6 @@ def layer_rows(layers: list[LayerError]) -> list[list[str]]:
 def summary(report: LayerReport) -> str:
     """One line: which file, against what, on how many images, and how close its output is."""
     out = report.output
-    tail = f"output SQNR {_db(out.sqnr_db)} dB, cosine {out.cosine:.4f}" if out else "no output compared"
+    tail = f"output SQNR {_db(out.sqnr_db)} dB, cosine mean {out.cosine:.4f}" if out else "no output compared"
     return (f"{Path(report.artifact).name} vs {Path(report.reference).name}: {len(report.layers)} activations "
             f"compared on {report.samples} images; {tail}")

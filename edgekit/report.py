@@ -91,7 +91,7 @@ def parity_rows(results: list[ParityResult]) -> list[list[str]]:
 
 
 PARITY_HEADERS = ["artifact", "precision", "max abs err", "mean abs err", "cosine min", "cosine mean", "PSNR dB",
-                  "top-1 agree", "top-5 agree", "verdict"]
+                  "top-1 agreement", "top-5 agreement", "verdict"]
 
 
 def _tflite_for_app(manifest: Manifest) -> Artifact | None:
@@ -223,8 +223,8 @@ def latency_section(manifest: Manifest) -> list[str]:
     return lines
 
 
-KERNEL_HEADERS = ["artifact", "reference path", "ref vs PyTorch: cosine", "PSNR dB", "host vs ref: cosine", "PSNR dB",
-                  "kernels"]
+KERNEL_HEADERS = ["artifact", "reference path", "ref vs PyTorch: cosine mean", "PSNR dB", "host vs ref: cosine mean",
+                  "PSNR dB", "kernels"]
 
 
 def kernel_rows(results: list[ParityResult]) -> list[list[str]]:

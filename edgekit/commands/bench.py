@@ -78,6 +78,9 @@ def results_table(results, wide: bool = False, width: int = TABLE_WIDTH) -> str:
         return format_table(HEADERS, rows)
     keep = [HEADERS.index(h) for h in COMPACT]
     rows = [[row[i] for i in keep] for row in rows]
+    for row, r in zip(rows, results):
+        if not r.ok and "FAILED" not in row:
+            row[list(COMPACT).index("p50")] = "FAILED"  # the reason is listed under the table
     table = format_table(list(COMPACT.values()), rows)
     over = max(len(line) for line in table.splitlines()) - width
     if over > 0:

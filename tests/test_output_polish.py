@@ -1,0 +1,75 @@
+"""Output polish: `edgekit models` from a cache keyed by the model code (no torch import), counted on the meta
+device exactly as on real modules; the bench table fits 100 columns unless --wide."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+
+import pytest
+
+import edgekit
+from edgekit.commands.bench import HEADERS, TABLE_WIDTH, results_table
+from edgekit.commands.models import cache_path, code_key, count_zoo
+from edgekit.devices.results import LatencyResult
+from edgekit.models.profile import profile_model
+
+
+@pytest.mark.parametrize("name", ["mobilenet_v2", "efficientnet_b0", "resnet18"])
+def test_meta_device_counts_are_the_real_modules_counts(name):
+    (row,) = count_zoo([name])
+    spec = edgekit.models.get_spec(name)
+    real = profile_model(edgekit.create_model(name, weights="random"), spec.default_resolution, name)
+    assert (row["params"], row["macs"]) == (real.params, real.macs)
+
+
+def test_models_answers_from_its_cache_without_torch(tmp_path):
+    env = dict(os.environ, XDG_CACHE_HOME=str(tmp_path))
+    rows = [{"name": "mobilenet_v2", "family": "mobilenet", "params": 3504872, "macs": 300774272,
+             "resolution": 224, "paper_resolution": 224, "imagenet_weights": True, "description": ""}]
+    path = tmp_path / "edgekit" / cache_path(code_key()).name
+    path.parent.mkdir(parents=True)
+    path.write_text(json.dumps(rows))
+    code = ("import sys, time\nfrom edgekit.cli import main\nrc = main(['models'])\n"
+            "print('TORCH' if 'torch' in sys.modules else 'NO_TORCH')\nsys.exit(rc)")
+    started = time.perf_counter()
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=60)
+    seconds = time.perf_counter() - started
+    assert done.returncode == 0, done.stderr
+    assert "mobilenet_v2" in done.stdout and "300.77 M" in done.stdout and done.stdout.strip().endswith("NO_TORCH")
+    assert seconds < 5  # about 0.4 s on the 2 shared cores; torch's import alone takes 2.7 s there
+
+
+def test_a_change_to_the_model_code_changes_the_cache_key(tmp_path, monkeypatch):
+    key = code_key()
+    assert cache_path(key).name == f"models-{key}.json" and len(key) == 16
+    monkeypatch.setattr("edgekit.commands.models.__version__", "0.0.0-other")
+    assert code_key() != key
+
+
+def _result(name, device="pixel8-pro", error=None):
+    r = LatencyResult(name, name.rsplit(".", 1)[1], "int8", 12_345_678, device, "android", 4, "ai_edge_litert",
+                      "2.3.0", error=error)
+    if error is None:
+        r.with_samples([1.2, 1.5, 12.3, 8.8, 3.1])
+        r.peak_rss_mb = 123.4
+    return r
+
+
+def test_bench_table_fits_100_columns_and_wide_has_every_column():
+    results = [_result("mobilenet_v2_w0.5_r160.tflite"), _result("efficientnet_lite4_w1_r300_int8.tflite"),
+               _result("a_folder_of_bundles/efficientnet_b7_r600_int8.onnx"),
+               _result("x_int8.onnx", "pi5", "unreachable")]
+    table = results_table(results)
+    assert max(len(line) for line in table.splitlines()) <= TABLE_WIDTH
+    assert table.splitlines()[0].split() == ["artifact", "precision", "device", "runtime", "thr", "p50", "ms", "p90",
+                                             "p99", "RSS", "MB"]
+    assert "mobilenet_v2_w0.5_r160.tflite" in table  # short names are never cut
+    assert "…" in table and "_int8.tflite" in table  # long ones keep their start and their end
+    assert "FAILED" in table.splitlines()[-1]
+    wide = results_table(results, wide=True)
+    header = wide.splitlines()[0]
+    assert all(h in header for h in HEADERS) and "a_folder_of_bundles/efficientnet_b7_r600_int8.onnx" in wide
