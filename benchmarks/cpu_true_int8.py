@@ -59,7 +59,6 @@ def _run(session, x: np.ndarray) -> np.ndarray:
 
 def _build(key: str, data: Path, work: Path) -> dict:
     import torch
-    from onnxruntime.quantization import quantize_static  # noqa: F401  (fail early without ORT)
 
     import edgekit
     from edgekit.exporters.common import edgekit_metadata, export_ready

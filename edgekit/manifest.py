@@ -304,6 +304,8 @@ def _uncovered(bundle: Path, manifest: Manifest) -> list[str]:
     """Files in the bundle that the manifest does not describe: validate cannot vouch for them."""
     listed = {a.path for a in manifest.artifacts} | {manifest.labels.get("file") or LABELS_NAME,
                                                        manifest.reference.get("file") or REFERENCE_NAME}
+    if not manifest.labels:
+        listed.discard(LABELS_NAME)  # a labels.txt the manifest does not record is not vouched for
     found = [p.relative_to(bundle).as_posix() for p in sorted(bundle.rglob("*"))
              if p.is_file() and p.suffix.lower() in SHIPPED_SUFFIXES and p.name not in _BUNDLE_OWN]
     return [name for name in found if name not in listed]
@@ -312,6 +314,8 @@ def _uncovered(bundle: Path, manifest: Manifest) -> list[str]:
 def _check_labels(bundle: Path, manifest: Manifest) -> tuple[str | None, str]:
     """(problem or None, how it was checked) for labels.txt, which an app ships beside the model."""
     record = manifest.labels or {}
+    if not record:  # a bundle without class names (a manifest written by hand, or an older tool): nothing ships
+        return None, "none recorded"
     name = record.get("file") or LABELS_NAME
     problem = outside_bundle(bundle, name)
     if problem:
@@ -351,8 +355,12 @@ def integrity_problems(bundle: Path, manifest: Manifest, checked: dict[str, str]
     reference.npz against their sha256, paths that leave the bundle, files the manifest does not list. validate,
     eval, bench and inspect all refuse a bundle with any of these. ``checked`` collects how each file was checked."""
     checked = {} if checked is None else checked
-    problems = [f"{name} is in the bundle but not in its manifest, so nothing vouches for it; remove it or export "
-                "again" for name in _uncovered(bundle, manifest)]
+    problems = []  # the model files first: a one-line error names the most serious problem
+    for artifact in manifest.artifacts:
+        problem = artifact.check_file(bundle)
+        checked[artifact.path] = "sha256 matches" if not problem else "not usable"
+        if problem:
+            problems.append(problem)
     labels_problem, checked[manifest.labels.get("file") or LABELS_NAME] = _check_labels(bundle, manifest)
     if labels_problem:
         problems.append(labels_problem)
@@ -367,11 +375,8 @@ def integrity_problems(bundle: Path, manifest: Manifest, checked: dict[str, str]
         checked[reference] = "sha256 matches" if not problem else "not usable"
         if problem:
             problems.append(problem)
-    for artifact in manifest.artifacts:
-        problem = artifact.check_file(bundle)
-        checked[artifact.path] = "sha256 matches" if not problem else "not usable"
-        if problem:
-            problems.append(problem)
+    problems += [f"{name} is in the bundle but not in its manifest, so nothing vouches for it; remove it or export "
+                 "again" for name in _uncovered(bundle, manifest)]
     return problems
 
 

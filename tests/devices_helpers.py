@@ -64,3 +64,60 @@ def python_without_runtimes(folder: Path, with_numpy: bool = True) -> Path:
     wrapper.write_text(f'#!/bin/sh\nPYTHONPATH={site} exec {VENV_PYTHON} -S "$@"\n')
     wrapper.chmod(0o755)
     return wrapper
+
+
+# ---------------------------------------------------------------------------------------------- a real sshd
+SSHD = shutil.which("sshd") or "/usr/sbin/sshd"
+# sshd from openssh-server; ssh and ssh-keygen from openssh-client. .ci/run installs both; a machine without
+# them skips the SSH tests (by name, with the package to install) instead of erroring in a fixture.
+MISSING_OPENSSH = [name for name, present in (("sshd", Path(SSHD).exists()), ("ssh", shutil.which("ssh")),
+                                              ("ssh-keygen", shutil.which("ssh-keygen"))) if not present]
+NO_OPENSSH_REASON = (f"needs OpenSSH's {' and '.join(MISSING_OPENSSH)}: apt-get install openssh-server "
+                     "openssh-client (.ci/run installs them)")
+
+
+def keygen(path: Path) -> str:
+    """A fresh ed25519 key pair at ``path``; returns the public key's base64 part."""
+    import subprocess
+
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "edgekit-test", "-f", str(path)],
+                   check=True)
+    return Path(f"{path}.pub").read_text().split()[1]
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_sshd(home: Path, host_key: Path, authorized_keys: Path):
+    """A real OpenSSH server on a free 127.0.0.1 port, public-key login only, its files under ``home``.
+    Returns (process, port); fails the test if it does not accept connections within 20 s."""
+    import socket
+    import subprocess
+    import time
+
+    import pytest
+
+    port = free_port()
+    config = home / "sshd_config"
+    config.write_text("\n".join([
+        f"Port {port}", "ListenAddress 127.0.0.1", f"HostKey {host_key}", f"PidFile {home / 'sshd.pid'}",
+        f"AuthorizedKeysFile {authorized_keys}", "PasswordAuthentication no", "KbdInteractiveAuthentication no",
+        "PubkeyAuthentication yes", "PermitRootLogin prohibit-password", "StrictModes no", "UsePAM no",
+        "Subsystem sftp internal-sftp", "LogLevel ERROR", ""]))
+    Path("/run/sshd").mkdir(exist_ok=True)  # sshd's privilege-separation folder
+    server = subprocess.Popen([SSHD, "-D", "-e", "-f", str(config)], stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 20
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return server, port
+        except OSError:
+            if server.poll() is not None or time.monotonic() > deadline:
+                server.kill()
+                pytest.fail(f"sshd did not start: {server.stderr.read()}")
+            time.sleep(0.1)

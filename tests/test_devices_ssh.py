@@ -8,14 +8,13 @@ from __future__ import annotations
 
 import json
 import shutil
-import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
-from devices_helpers import python_without_runtimes
+from devices_helpers import (MISSING_OPENSSH, NO_OPENSSH_REASON, free_port, keygen, python_without_runtimes,
+                             start_sshd)
 
 from edgekit.cli import main
 from edgekit.devices.artifacts import load_target
@@ -23,31 +22,13 @@ from edgekit.devices.base import BenchSettings
 from edgekit.devices.profiles import LocalProfile, SshProfile
 from edgekit.devices.session import run_benchmarks
 
-SSHD = shutil.which("sshd") or "/usr/sbin/sshd"
 QUICK = BenchSettings(runs=3, warmup=1, threads=(1,))
-# sshd from openssh-server; ssh and ssh-keygen from openssh-client. .ci/run installs both; a machine without
-# them skips this module (by name, with the package to install) instead of erroring in the fixture.
-MISSING = [name for name, present in (("sshd", Path(SSHD).exists()), ("ssh", shutil.which("ssh")),
-                                      ("ssh-keygen", shutil.which("ssh-keygen"))) if not present]
-SKIP_REASON = (f"needs OpenSSH's {' and '.join(MISSING)}: apt-get install openssh-server openssh-client "
-               "(.ci/run installs them)")
+MISSING, SKIP_REASON = MISSING_OPENSSH, NO_OPENSSH_REASON
 
 pytestmark = [
     pytest.mark.skipif(bool(MISSING), reason=SKIP_REASON),
     pytest.mark.slow,  # a real sshd, and a remote Python that loads LiteRT for every measurement
 ]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _keygen(path: Path) -> str:
-    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "edgekit-test", "-f", str(path)],
-                   check=True)
-    return Path(f"{path}.pub").read_text().split()[1]
 
 
 @pytest.fixture(scope="module")
@@ -56,28 +37,10 @@ def sshd(tmp_path_factory):
         pytest.skip(SKIP_REASON)
     home = tmp_path_factory.mktemp("sshd")
     host_key, user_key = home / "host_ed25519", home / "user_ed25519"
-    host_pub = _keygen(host_key)
-    _keygen(user_key)
+    host_pub = keygen(host_key)
+    keygen(user_key)
     (home / "authorized_keys").write_text(Path(f"{user_key}.pub").read_text())
-    port = _free_port()
-    config = home / "sshd_config"
-    config.write_text("\n".join([
-        f"Port {port}", "ListenAddress 127.0.0.1", f"HostKey {host_key}", f"PidFile {home / 'sshd.pid'}",
-        f"AuthorizedKeysFile {home / 'authorized_keys'}", "PasswordAuthentication no",
-        "KbdInteractiveAuthentication no", "PubkeyAuthentication yes", "PermitRootLogin prohibit-password",
-        "StrictModes no", "UsePAM no", "Subsystem sftp internal-sftp", "LogLevel ERROR", ""]))
-    Path("/run/sshd").mkdir(exist_ok=True)  # sshd's privilege-separation folder
-    server = subprocess.Popen([SSHD, "-D", "-e", "-f", str(config)], stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 20
-    while True:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            break
-        except OSError:
-            if server.poll() is not None or time.monotonic() > deadline:
-                server.kill()
-                pytest.fail(f"sshd did not start: {server.stderr.read()}")
-            time.sleep(0.1)
+    server, port = start_sshd(home, host_key, home / "authorized_keys")
     known_hosts = home / "known_hosts"
     known_hosts.write_text(f"[127.0.0.1]:{port} ssh-ed25519 {host_pub}\n")
     # The "device" Python: the venv's, behind a path that needs quoting on the remote shell.
@@ -124,7 +87,7 @@ def test_bench_over_ssh_matches_the_local_report(sshd, model_with_awkward_name, 
 
 
 def test_devices_run_concurrently_and_a_dead_one_gives_error_rows(sshd, model_with_awkward_name, tmp_path, capsys):
-    closed_port = _free_port()
+    closed_port = free_port()
     profiles = tmp_path / "devices.toml"
     profiles.write_text(f"""
 [devices.board]

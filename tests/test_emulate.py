@@ -12,13 +12,12 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
+from devices_helpers import MISSING_OPENSSH, NO_OPENSSH_REASON, keygen, start_sshd
 
 from edgekit import emulate
 from edgekit.cli import main
@@ -29,8 +28,6 @@ from edgekit.devices.session import run_benchmarks
 from edgekit.errors import EdgekitError
 
 EDGEKIT = str(Path(sys.executable).with_name("edgekit"))
-SSHD = shutil.which("sshd") or "/usr/sbin/sshd"
-NO_SSH = not (Path(SSHD).exists() and shutil.which("ssh") and shutil.which("ssh-keygen"))
 
 
 @pytest.fixture(scope="module")
@@ -192,33 +189,13 @@ def test_emulated_bench_device_runs_the_runner_on_aarch64(environment, bundle):
 # ---------------------------------------------------------------------------------------------- over SSH
 @pytest.fixture(scope="module")
 def sshd(tmp_path_factory):
-    if NO_SSH:
-        pytest.skip("needs OpenSSH's sshd, ssh and ssh-keygen: apt-get install openssh-server openssh-client "
-                    "(.ci/run installs them)")
+    if MISSING_OPENSSH:
+        pytest.skip(NO_OPENSSH_REASON)
     home = tmp_path_factory.mktemp("sshd")
-    for key in ("host", "user"):
-        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(home / key)], check=True)
+    keygen(home / "host")
+    keygen(home / "user")
     (home / "authorized_keys").write_text((home / "user.pub").read_text())
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    (home / "sshd_config").write_text("\n".join([
-        f"Port {port}", "ListenAddress 127.0.0.1", f"HostKey {home / 'host'}", f"PidFile {home / 'sshd.pid'}",
-        f"AuthorizedKeysFile {home / 'authorized_keys'}", "PasswordAuthentication no", "UsePAM no",
-        "KbdInteractiveAuthentication no", "PermitRootLogin prohibit-password", "StrictModes no", "LogLevel ERROR",
-        ""]))
-    Path("/run/sshd").mkdir(exist_ok=True)
-    server = subprocess.Popen([SSHD, "-D", "-e", "-f", str(home / "sshd_config")], stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 20
-    while True:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            break
-        except OSError:
-            if server.poll() is not None or time.monotonic() > deadline:
-                server.kill()
-                pytest.fail(f"sshd did not start: {server.stderr.read()}")
-            time.sleep(0.1)
+    server, port = start_sshd(home, home / "host", home / "authorized_keys")
     host_key = (home / "host.pub").read_text().split()[1]
     (home / "known_hosts").write_text(f"[127.0.0.1]:{port} ssh-ed25519 {host_key}\n")
     yield {"port": port, "home": home}

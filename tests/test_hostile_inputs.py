@@ -258,7 +258,8 @@ def test_gates_from_a_manifest_are_bounded(tmp_path, fp32_bundle, capsys):
     assert main(["validate", str(case.bundle)]) == 0  # the default fp32 gates apply instead, and the files pass
     out = capsys.readouterr().out
     assert "the manifest's fp32 gate: cosine_min threshold -1000000000.0 is outside 0..1" in out
-    assert "checked: labels.txt (sha256 matches); reference.npz (sha256 matches)" in out
+    assert f"checked: {VARIANT}.onnx (sha256 matches, parity re-run); {VARIANT}.tflite (sha256 matches, parity " \
+           "re-run); labels.txt (sha256 matches); reference.npz (sha256 matches)" in out
 
 
 def test_one_bad_manifest_in_a_folder_of_bundles_fails_alone(tmp_path, fp32_bundle, capsys):
