@@ -127,6 +127,7 @@ def tflite_only(v1_fp32_bundle, tmp_path) -> Path:
     return bundle
 
 
+@pytest.mark.slow  # exports a bundle of its own
 def test_validate_checks_only_the_formats_asked_for(tflite_only, tmp_path, capsys):
     assert main(["validate", str(tflite_only)]) == 1
     assert f"{VARIANT}.onnx is missing" in capsys.readouterr().out

@@ -94,7 +94,8 @@ def _torchvision_checkpoint(name: str) -> dict[str, torch.Tensor]:
     return state
 
 
-@pytest.mark.parametrize("name", ["resnet18", pytest.param("googlenet", marks=pytest.mark.slow)])  # googlenet: 10 s
+@pytest.mark.slow  # builds and saves full-size checkpoints (resnet18 2 s, googlenet 10 s)
+@pytest.mark.parametrize("name", ["resnet18", "googlenet"])
 def test_torchvision_checkpoint_loads_strictly_from_hub_cache_and_file(name, tmp_path, monkeypatch):
     state = _torchvision_checkpoint(name)
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
@@ -192,6 +193,7 @@ def test_info_shows_the_case_study_points(capsys):
     assert json.loads(capsys.readouterr().out)["macs"] == 416_520
 
 
+@pytest.mark.slow  # full-size VGG-16 and AlexNet classifiers (2 s)
 def test_grid_pool_folds_exactly_into_the_classifier():
     """AlexNet at 64 px: the 6x6 adaptive pool upsamples a 1x1 map, which ONNX refuses; folded into the first
     Linear it is gone, the Linear reads 256 features instead of 9,216, and the outputs are unchanged."""

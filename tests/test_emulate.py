@@ -71,6 +71,7 @@ def test_missing_package_tools_are_one_line_and_exit_2(tmp_path):
 
 
 @pytest.mark.skipif(not shutil.which("apt-get"), reason="needs apt-get (Debian)")
+@pytest.mark.slow  # apt-get gives up on an unreachable archive only after its retries
 def test_no_route_to_the_archive_names_where_to_point_apt_and_leaves_nothing(tmp_path):
     # apt honours http_proxy; a closed local port stands for a machine with no route to the archive
     env = dict(os.environ, XDG_CACHE_HOME=str(tmp_path / "cache"), http_proxy="http://127.0.0.1:9")
@@ -106,6 +107,7 @@ def test_emulated_profiles_are_checked(tmp_path):
 
 
 # ---------------------------------------------------------------------------------------------- emulated
+@pytest.mark.slow  # the emulated environment (built on first use) and an int8 bundle
 def test_emulate_info_describes_the_environment(environment, tmp_path):
     out = tmp_path / "info.json"
     assert main(["emulate", "info", "--json", str(out)]) == 0
@@ -120,6 +122,7 @@ def test_emulate_info_describes_the_environment(environment, tmp_path):
             assert any(d.startswith(name) for d in record["differences"])
 
 
+@pytest.mark.slow  # Python and the runtimes under qemu: seconds per file
 def test_validate_on_arm_kernels_at_each_cpu_model(environment, bundle, tmp_path, capsys):
     report = tmp_path / "validate.json"
     code = main(["validate", str(bundle), "--emulate", "aarch64", "--json", str(report)])
@@ -154,6 +157,7 @@ def test_validate_on_arm_kernels_at_each_cpu_model(environment, bundle, tmp_path
     assert main(["validate", str(bundle)]) == 0
 
 
+@pytest.mark.slow  # the emulated environment (built on first use) and an int8 bundle
 def test_validate_emulate_cpu_usage_errors(environment, bundle, capsys):
     assert main(["validate", str(bundle), "--emulate", "aarch64", "--emulate-cpus", "cortex-z9"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
@@ -163,6 +167,7 @@ def test_validate_emulate_cpu_usage_errors(environment, bundle, capsys):
     assert "emulation" not in json.loads((bundle / "manifest.json").read_text())
 
 
+@pytest.mark.slow  # Python and the runtimes under qemu: seconds per file
 def test_validate_emulate_fails_a_file_that_fails_its_gate_on_arm(environment, bundle, tmp_path, capsys):
     # the same gates as the host's: a gate no int8 file can meet fails the ARM rows too (exit 1, no crash)
     report = tmp_path / "v.json"
@@ -174,6 +179,7 @@ def test_validate_emulate_fails_a_file_that_fails_its_gate_on_arm(environment, b
     assert all(r["passed"] for r in rows if r["precision"] == "fp32")
 
 
+@pytest.mark.slow  # Python and the runtimes under qemu: seconds per file
 def test_emulated_bench_device_runs_the_runner_on_aarch64(environment, bundle):
     profile = EmulatedProfile(name="arm", kind="emulated", cpu="cortex-a76")
     files = [f for f in load_target(bundle) if f.label.endswith("_int8.tflite")]
@@ -203,6 +209,7 @@ def sshd(tmp_path_factory):
     server.wait(timeout=10)
 
 
+@pytest.mark.slow  # Python and the runtimes under qemu: seconds per file
 def test_ssh_board_whose_python_is_the_emulated_one(environment, sshd, bundle):
     """The SSH route (control master, mktemp, cat > file, runner, JSON, cleanup) onto an aarch64 Python: the
     emulated environment's python3-cortex-a76 wrapper plays the board's interpreter."""

@@ -29,6 +29,7 @@ def data_csv(shared_data) -> Path:
     return shared_data / "imagenet-samples" / "labels.csv"
 
 
+@pytest.mark.slow  # a few hundred damaged copies of a bundle
 def test_damaged_bundles_are_refused_in_process(fp32_bundle, data_csv, tmp_path, capsys):
     chosen = [c for c in cases(IN_PROCESS_CASES, TARGETS, seed=1) if not c.consistent]
     chosen = [c for c in chosen if c.command != "bench" or c.target != "manifest.json"][:IN_PROCESS_CASES]
