@@ -158,3 +158,10 @@ def test_inspect_errors_are_one_line(bundle, tmp_path, capsys):
         assert main(["inspect", *argv]) == 2, argv
         err = capsys.readouterr().err.strip().splitlines()[-1]
         assert err.startswith("edgekit: error:") and fragment in err, (argv, err)
+
+
+def test_inspect_json_to_stdout_is_json_alone(bundle, capsys):
+    assert main(["inspect", str(bundle), "--json", "-"]) == 0
+    captured = capsys.readouterr()
+    reports = json.loads(captured.out)
+    assert len(reports) == 2 and "layers that lose most" in captured.err

@@ -102,3 +102,11 @@ def test_bad_usage_exits_2(tmp_path, copy, capsys):
     errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("edgekit: error:")]
     assert len(errors) == 4
     assert "is not a valid edgekit manifest" in errors[-1]
+
+
+def test_json_to_stdout_is_json_alone(bundle, capsys):
+    """--json - leaves stdout to the JSON (tables and verdict on stderr), so a program can parse it."""
+    assert main(["validate", str(bundle), "--json", "-"]) == 0
+    captured = capsys.readouterr()
+    verdicts = json.loads(captured.out)
+    assert verdicts[0]["passed"] is True and "validate passed" in captured.err

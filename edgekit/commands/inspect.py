@@ -8,7 +8,9 @@ compared activation in graph order. Needs no PyTorch.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -56,18 +58,21 @@ def run(args) -> int:
         check_output_file(Path(args.json), "--json")
     pairs, inputs = _targets(args)
     reports = []
+    # with --json -, stdout carries the JSON alone: the tables go to stderr
+    human = contextlib.redirect_stdout(sys.stderr) if args.json == "-" else contextlib.nullcontext()
     for pair in pairs:
         with step(f"comparing {pair.int8.name} with {pair.fp32.name} layer by layer"):
             report = compare_layers(pair.int8, pair.fp32, inputs)
         reports.append(report)
-        print(summary(report))
-        if pair.int8.suffix.lower() == ".tflite":
-            print(_integer_line(pair.int8))
-        layers = report.layers if args.all else report.worst(args.top)
-        title = "every compared activation, graph order" if args.all else f"{len(layers)} layers that lose most"
-        print(f"{title} (loss = SQNR of the layer's inputs - its own SQNR):")
-        print(format_table(LAYER_HEADERS, layer_rows(layers)))
-        print()
+        with human:
+            print(summary(report))
+            if pair.int8.suffix.lower() == ".tflite":
+                print(_integer_line(pair.int8))
+            layers = report.layers if args.all else report.worst(args.top)
+            title = "every compared activation, graph order" if args.all else f"{len(layers)} layers that lose most"
+            print(f"{title} (loss = SQNR of the layer's inputs - its own SQNR):")
+            print(format_table(LAYER_HEADERS, layer_rows(layers)))
+            print()
     if args.json:
         write_json(args.json, [r.to_dict(worst=args.top) for r in reports])
     return 0

@@ -7,6 +7,8 @@ failed gate), 2 bad usage (no bundle there, unreadable manifest).
 
 from __future__ import annotations
 
+import contextlib
+import sys
 from pathlib import Path
 
 from ..errors import EdgekitError
@@ -98,42 +100,46 @@ def run(args) -> int:
         checks.append(validate_bundle(bundle, manifest_gates, args.threads))
         only_formats(checks[-1], args.formats)
 
-    for check in checks:
-        verdict = "PASS" if check.passed else "FAIL"
-        print(f"{check.bundle}: {verdict}")
-        for warning in check.warnings:
-            print(f"  warning: {warning}")
-        if check.checked:
-            print("  checked: " + "; ".join(f"{name} ({how})" for name, how in check.checked.items()))
-        if check.parity:
-            headers = [h for h in PARITY_HEADERS if h not in ("mean abs err", "cosine mean")]
-            rows = [[c for h, c in zip(PARITY_HEADERS, row) if h in headers] for row in parity_rows(check.parity)]
-            print(format_table(headers, rows))
-            kernels = kernel_rows(check.parity)
-            if kernels:
-                print("int8 on the host's kernels against the runtime's reference path (" +
-                      next(p.kernels.cpu for p in check.parity if p.kernels) + "):")
-                print(format_table(KERNEL_HEADERS, kernels))
-            for finding in (p.kernels.finding for p in check.parity if p.kernels and p.kernels.finding):
-                print(f"  finding: {finding}")
-        for problem in check.problems:
-            print(f"  problem: {problem}")
-        if args.emulate and check.manifest is not None and check.manifest.status == "complete":
-            emulated[check.bundle] = emulate.check_bundle(environment, check.bundle, cpus, manifest_gates,
-                                                          args.threads or 1)
-            emulate.print_check(emulated[check.bundle])
-            emulate.record_in_manifest(check.bundle, emulated[check.bundle])
-        print()
+    # with --json -, stdout carries the JSON alone: the tables and verdict lines go to stderr
+    human = contextlib.redirect_stdout(sys.stderr) if args.json == "-" else contextlib.nullcontext()
+    with human:
+        for check in checks:
+            verdict = "PASS" if check.passed else "FAIL"
+            print(f"{check.bundle}: {verdict}")
+            for warning in check.warnings:
+                print(f"  warning: {warning}")
+            if check.checked:
+                print("  checked: " + "; ".join(f"{name} ({how})" for name, how in check.checked.items()))
+            if check.parity:
+                headers = [h for h in PARITY_HEADERS if h not in ("mean abs err", "cosine mean")]
+                rows = [[c for h, c in zip(PARITY_HEADERS, row) if h in headers]
+                        for row in parity_rows(check.parity)]
+                print(format_table(headers, rows))
+                kernels = kernel_rows(check.parity)
+                if kernels:
+                    print("int8 on the host's kernels against the runtime's reference path (" +
+                          next(p.kernels.cpu for p in check.parity if p.kernels) + "):")
+                    print(format_table(KERNEL_HEADERS, kernels))
+                for finding in (p.kernels.finding for p in check.parity if p.kernels and p.kernels.finding):
+                    print(f"  finding: {finding}")
+            for problem in check.problems:
+                print(f"  problem: {problem}")
+            if args.emulate and check.manifest is not None and check.manifest.status == "complete":
+                emulated[check.bundle] = emulate.check_bundle(environment, check.bundle, cpus, manifest_gates,
+                                                              args.threads or 1)
+                emulate.print_check(emulated[check.bundle])
+                emulate.record_in_manifest(check.bundle, emulated[check.bundle])
+            print()
+        failed = [c for c in checks if not c.passed or (c.bundle in emulated and not emulated[c.bundle].passed)]
+        if failed:
+            print(f"validate FAILED: {', '.join(str(c.bundle) for c in failed)}")
+        else:
+            print(f"validate passed: {len(checks)} bundle(s), "
+                  f"{sum(len(c.parity) for c in checks)} file(s) match their PyTorch reference")
     if args.json:
         write_json(args.json, [{"bundle": str(c.bundle), "passed": c.passed, "problems": c.problems,
                                 "checked": c.checked, "warnings": c.warnings,
                                 "parity": [p.to_dict() for p in c.parity]}
                                | ({"emulation": emulated[c.bundle].to_dict()} if c.bundle in emulated else {})
                                for c in checks])
-    failed = [c for c in checks if not c.passed or (c.bundle in emulated and not emulated[c.bundle].passed)]
-    if failed:
-        print(f"validate FAILED: {', '.join(str(c.bundle) for c in failed)}")
-        return 1
-    print(f"validate passed: {len(checks)} bundle(s), "
-          f"{sum(len(c.parity) for c in checks)} file(s) match their PyTorch reference")
-    return 0
+    return 1 if failed else 0
