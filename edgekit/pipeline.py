@@ -124,10 +124,12 @@ class _Steps:
 
     @contextmanager
     def run(self, name: str, label: str | None = None):
+        _raise_pending_signal()
         started = time.perf_counter()
         try:
             with step(label or name) as outcome:
                 yield outcome
+            _raise_pending_signal()
         except BaseException as e:
             detail = str(e).splitlines()[0] if str(e) else type(e).__name__
             self.records.append(StepRecord(name, "failed", time.perf_counter() - started, detail))
@@ -223,6 +225,7 @@ def run_export(spec: ExportSpec, model=None) -> Manifest:
             atomic_write_text(staging / LABELS_NAME, "\n".join(labels) + "\n")
             manifest.labels["sha256"] = sha256_file(staging / LABELS_NAME)
             _build(spec, model, staging, manifest, steps, parity_images, labels)
+            _raise_pending_signal()
     except KeyboardInterrupt:
         shutil.rmtree(staging, ignore_errors=True)  # nothing half-made survives; the old bundle stays
         raise
@@ -564,18 +567,34 @@ def _alive(pid: int) -> bool:
 
 @contextmanager
 def _terminate_as_interrupt():
+    """SIGTERM raises Terminated and SIGINT KeyboardInterrupt where the work is; both are also remembered, and
+    every step boundary raises them again: a signal that lands inside a library's ``try: import ... except:``
+    (litert-torch's first import pulls in dozens of optional ones) would otherwise be swallowed, and the export
+    would run to the end and replace the bundle (seen once in CI with SIGTERM during the TFLite step)."""
     if threading.current_thread() is not threading.main_thread():
         yield  # signal handlers can only be set from the main thread
         return
 
     def handler(signum, frame):
-        raise Terminated()
+        _pending_signals.append(signum)
+        raise Terminated() if signum == signal.SIGTERM else KeyboardInterrupt()
 
-    previous = signal.signal(signal.SIGTERM, handler)
+    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGTERM, signal.SIGINT)}
+    _pending_signals.clear()
     try:
         yield
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for sig, action in previous.items():
+            signal.signal(sig, action)
+        _pending_signals.clear()
+
+
+_pending_signals: list[int] = []  # signals received during the export, re-raised at each step boundary
+
+
+def _raise_pending_signal() -> None:
+    if _pending_signals:
+        raise Terminated() if _pending_signals[0] == signal.SIGTERM else KeyboardInterrupt()
 
 
 def _usual_permissions(folder: Path) -> None:
