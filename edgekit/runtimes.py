@@ -89,7 +89,8 @@ class TFLiteRunner:
         scale, zero_point = detail["quantization"]
         quantized = np.dtype(detail["dtype"]).kind in "iu" and scale != 0.0
         shape = tuple(int(s) for s in detail["shape"])
-        return TensorSpec(detail["name"], shape, np.dtype(detail["dtype"]).name, _layout(shape),
+        layout = "NHWC" if len(shape) == 4 else _layout(shape)  # TFLite computes channels-last: every 4-D tensor
+        return TensorSpec(detail["name"], shape, np.dtype(detail["dtype"]).name, layout,
                           float(scale) if quantized else None, int(zero_point) if quantized else None)
 
     def __call__(self, x_nchw: np.ndarray) -> np.ndarray:
@@ -110,6 +111,8 @@ class TFLiteRunner:
             out_spec = self.outputs[0]
             if out_spec.scale is not None:
                 out = dequantize(out, out_spec.scale, out_spec.zero_point)
+            if out_spec.layout == "NHWC":  # a per-pixel output, back to the reference's NCHW order
+                out = np.moveaxis(out, -1, 1)
             results.append(out.astype(np.float32).reshape(1, -1))
         return np.concatenate(results)
 

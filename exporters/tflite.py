@@ -36,8 +36,10 @@ def torch_to_tflite(model, out: Path, *, resolution: int, metadata: dict) -> dic
         raise EdgekitError(f"TFLite export needs litert-torch ({e}); `pip install litert-torch`") from None
 
     litert_torch.config.show_progress = False  # edgekit prints its own progress per step
-    nhwc = litert_torch.to_channel_last_io(model, args=[0]).eval()
     sample = torch.zeros(1, resolution, resolution, 3)
+    with torch.no_grad():  # a per-pixel output (U-Net's [N, classes, H, W]) also goes channels-last: no TRANSPOSE
+        dense = model(sample.permute(0, 3, 1, 2)).dim() == 4
+    nhwc = litert_torch.to_channel_last_io(model, args=[0], outputs=[0] if dense else None).eval()
     try:
         with captured_output():
             flat = litert_torch.convert(nhwc, (sample,)).model_content()
