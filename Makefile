@@ -9,14 +9,14 @@ TORCH_VERSION  ?= 2.13.0
 TORCH_PIP_ARGS ?=
 PYTEST_ARGS    ?=
 
-.PHONY: setup export test bench clean
+.PHONY: setup export test bench docs clean
 
 setup: $(STAMP)
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet torch==$(TORCH_VERSION) $(TORCH_PIP_ARGS)
-	$(PY) -m pip install --quiet -e '.[test]'
+	$(PY) -m pip install --quiet -e '.[test,docs]'
 	touch $(STAMP)
 
 export: $(STAMP)
@@ -34,5 +34,9 @@ bench: $(STAMP)
 	$(PY) benchmarks/cpu_true_int8.py
 	$(PY) benchmarks/arm_emulation.py
 
+# The documentation site (docs/, mkdocs.yml) into site/; --strict fails on a broken link or a page left out.
+docs: $(STAMP)
+	$(PY) -m mkdocs build --strict --site-dir site
+
 clean:
-	rm -rf $(VENV) exports build *.egg-info
+	rm -rf $(VENV) exports build site *.egg-info
