@@ -1,7 +1,8 @@
 """Where does an int8 file lose accuracy? Each layer's output compared with the fp32 file's, on real images.
 
 Both files run on the same inputs and every activation the int8 file quantizes is read back and compared with
-the fp32 tensor of the same name: SQNR (signal-to-quantization-noise ratio, dB) and cosine. A layer's
+the fp32 tensor of the same name: SQNR (signal-to-quantization-noise ratio, dB) and cosine; for the output
+also PSNR, parity's measure of a file's logits, so that inspect's summary reads against parity's table. A layer's
 *loss* is how many dB it takes off: the SQNR of its inputs minus the SQNR of its output. Errors add up along
 the network, so the lowest SQNR is usually near the end; the largest loss points at the layer to fix
 (keep it in float, calibrate it differently, or change the activation).
@@ -41,11 +42,13 @@ class LayerError:
     sqnr_db: float
     cosine: float
     loss_db: float | None  # SQNR of this layer's inputs minus its own (None: no compared input)
+    # parity's PSNR (peak of the reference over the RMS error); None in reports written before it was kept
+    psnr_db: float | None = None
 
     def to_dict(self) -> dict:
         d = asdict(self)
         d["shape"] = list(self.shape)
-        for key in ("sqnr_db", "loss_db"):
+        for key in ("sqnr_db", "loss_db", "psnr_db"):
             if d[key] is not None and math.isinf(d[key]):
                 d[key] = "inf" if d[key] > 0 else "-inf"
         return d
@@ -53,7 +56,8 @@ class LayerError:
     @classmethod
     def from_dict(cls, d: dict) -> "LayerError":
         return cls(int(d["index"]), d["layer"], d["op"], d["tensor"], tuple(d["shape"]), float(d["sqnr_db"]),
-                   float(d["cosine"]), None if d.get("loss_db") is None else float(d["loss_db"]))
+                   float(d["cosine"]), None if d.get("loss_db") is None else float(d["loss_db"]),
+                   None if d.get("psnr_db") is None else float(d["psnr_db"]))
 
 
 @dataclass
@@ -77,6 +81,7 @@ class LayerReport:
         return {"artifact": self.artifact, "reference": self.reference, "format": self.format,
                 "samples": self.samples, "layers_compared": len(self.layers),
                 "output_sqnr_db": self.output.to_dict()["sqnr_db"] if self.output else None,
+                "output_psnr_db": self.output.to_dict()["psnr_db"] if self.output else None,
                 "worst": [e.to_dict() for e in self.worst(worst)],
                 "layers": [e.to_dict() for e in self.layers]}
 
@@ -88,10 +93,11 @@ class LayerReport:
 
 
 class _Accumulator:
-    """Running sums for SQNR over all samples and the mean of per-sample cosines."""
+    """Running sums for SQNR and PSNR over all samples and the mean of per-sample cosines."""
 
     def __init__(self):
-        self.signal = self.noise = 0.0
+        self.signal = self.noise = self.peak = 0.0
+        self.count = 0
         self.cosines: list[float] = []
 
     def add(self, ref: np.ndarray, out: np.ndarray) -> None:
@@ -103,6 +109,8 @@ class _Accumulator:
         ref_energy, out_energy = float(ref @ ref), float(out @ out)
         self.signal += ref_energy
         self.noise += float(diff @ diff)
+        self.peak = max(self.peak, float(np.abs(ref).max(initial=0.0)))
+        self.count += ref.size
         norms = math.sqrt(ref_energy * out_energy)
         self.cosines.append(float(ref @ out) / norms if norms > 0 else (1.0 if not diff.any() else 0.0))
 
@@ -113,6 +121,15 @@ class _Accumulator:
         if self.signal == 0.0:
             return -math.inf
         return 10.0 * math.log10(self.signal / self.noise)
+
+    @property
+    def psnr_db(self) -> float:
+        """As parity computes it (``edgekit.parity.compare``): 20 log10(max|reference| / RMS error)."""
+        if self.noise == 0.0:
+            return math.inf
+        if self.peak == 0.0:
+            return -math.inf
+        return 20.0 * math.log10(self.peak / math.sqrt(self.noise / self.count))
 
     @property
     def cosine(self) -> float:
@@ -198,7 +215,8 @@ def _report(int8_path: Path, fp32_path: Path, fmt: str, samples: int, order: lis
         path = module_path(label)
         layer = "input" if op == "input" else path or (tensor if len(tensor) <= 48 else f"{op.lower()} #{index}")
         report.layers.append(LayerError(index, layer, op, tensor, tuple(shapes.get(tensor, ())),
-                                        sqnr[tensor], stats[tensor].cosine, _loss(tensor, producers, sqnr)))
+                                        sqnr[tensor], stats[tensor].cosine, _loss(tensor, producers, sqnr),
+                                        stats[tensor].psnr_db))
     if not report.layers:
         raise EdgekitError(f"no activation of {int8_path.name} matches a tensor of {fp32_path.name}; was the int8 "
                            "file made from this fp32 file?")
@@ -346,8 +364,16 @@ def layer_rows(layers: list[LayerError]) -> list[list[str]]:
 
 
 def summary(report: LayerReport) -> str:
-    """One line: which file, against what, on how many images, and how close its output is."""
+    """One line: which file, against what, on how many images, and how close its output is. The output's PSNR
+    comes first: it is the figure parity gates on (a file's logits against the peak logit), while SQNR, the
+    per-layer measure, reads lower on the same tensor (docs/quality-measures.md)."""
     out = report.output
-    tail = f"output SQNR {_db(out.sqnr_db)} dB, cosine mean {out.cosine:.4f}" if out else "no output compared"
+    if out is None:
+        tail = "no output compared"
+    elif out.psnr_db is None:
+        tail = f"output SQNR {_db(out.sqnr_db)} dB, cosine mean {out.cosine:.4f}"
+    else:
+        tail = (f"output PSNR {_db(out.psnr_db)} dB (parity's measure; SQNR {_db(out.sqnr_db)} dB), "
+                f"cosine mean {out.cosine:.4f}")
     return (f"{Path(report.artifact).name} vs {Path(report.reference).name}: {len(report.layers)} activations "
             f"compared on {report.samples} images; {tail}")

@@ -1,5 +1,6 @@
 """Output polish: `edgekit models` from a cache keyed by the model code (no torch import), counted on the meta
-device exactly as on real modules; the bench table fits 100 columns unless --wide."""
+device exactly as on real modules; the bench table fits 100 columns unless --wide; inspect and parity name the same
+measure the same."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import subprocess
 import sys
 import time
 
+import numpy as np
 import pytest
 
 import edgekit
@@ -73,3 +75,26 @@ def test_bench_table_fits_100_columns_and_wide_has_every_column():
     wide = results_table(results, wide=True)
     header = wide.splitlines()[0]
     assert all(h in header for h in HEADERS) and "a_folder_of_bundles/efficientnet_b7_r600_int8.onnx" in wide
+
+
+def test_inspect_reports_the_output_psnr_exactly_as_parity_computes_it():
+    """One measure, one name: inspect's output PSNR over several pictures is parity's PSNR of the same logits,
+    and its summary line puts it first, with the per-layer SQNR beside it (lower on logits with a high peak)."""
+    from edgekit.layerwise import LayerError, LayerReport, _Accumulator, summary
+    from edgekit.parity import compare
+
+    rng = np.random.default_rng(0)
+    reference = rng.normal(0.0, 1.0, (4, 1000)).astype(np.float32)
+    reference[:, 7] += 12.0  # a confident class: the peak far above the RMS, as a trained classifier's logits
+    candidate = reference + rng.normal(0.0, 0.05, reference.shape).astype(np.float32)
+    accumulator = _Accumulator()
+    for ref, out in zip(reference, candidate):
+        accumulator.add(ref, out)
+    assert accumulator.psnr_db == pytest.approx(compare(reference, candidate).psnr_db, abs=1e-3)
+    assert accumulator.psnr_db > accumulator.sqnr_db + 10
+
+    output = LayerError(30, "classifier.1", "FULLY_CONNECTED", "logits", (1, 1000), accumulator.sqnr_db,
+                        accumulator.cosine, 0.1, accumulator.psnr_db)
+    line = summary(LayerReport("m_int8.tflite", "m.tflite", "tflite", 4, [output]))
+    assert f"output PSNR {accumulator.psnr_db:.1f} dB (parity's measure; SQNR {accumulator.sqnr_db:.1f} dB)" in line
+    assert LayerError.from_dict(output.to_dict()).psnr_db == pytest.approx(accumulator.psnr_db)

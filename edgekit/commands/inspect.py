@@ -30,7 +30,8 @@ def add_parser(sub) -> None:
     p = sub.add_parser(
         "inspect", help="per-layer int8 error against the fp32 file (which layers lose most)",
         description="Compare each activation of an int8 .onnx/.tflite with the fp32 file's on real images: "
-                    "SQNR (dB), cosine, and the loss each layer adds. PATH is an export bundle or an int8 file.")
+                    "SQNR (dB), cosine, and the loss each layer adds; for the output also PSNR, the measure parity "
+                    "gates on. PATH is an export bundle or an int8 file.")
     p.add_argument("path", type=Path, metavar="DIR|FILE", help="export bundle folder, or an int8 .onnx/.tflite")
     p.add_argument("--fp32", type=Path, metavar="FILE",
                    help="the fp32 file to compare with (default: the int8 file's name without _int8)")
