@@ -528,7 +528,7 @@ def _publish(staging: Path, bundle: Path, manifest: Manifest) -> Path:
     from .report import render_report
 
     manifest.write(staging)
-    atomic_write_text(staging / REPORT_NAME, render_report(manifest))
+    atomic_write_text(staging / REPORT_NAME, render_report(manifest, staging))
     _usual_permissions(staging)
     target = bundle if manifest.passed or not is_edgekit_bundle(bundle) else failed_attempt(bundle)
     old = None

@@ -1,15 +1,18 @@
-"""``report.md`` for people, the final terminal table, and the Android snippet: all rendered from the manifest,
-so what a person reads is what a program reads."""
+"""``report.md`` for people and the final terminal table, rendered from the manifest, so what a person reads is
+what a program reads; the app snippets are generated from the files themselves (``snippets``)."""
 
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 from .cpu import describe
-from .devices.results import format_ms
+from .formats import FORMATS
+from .layerwise import LAYER_HEADERS, LayerReport, layer_rows, summary
 from .manifest import Artifact, Manifest
 from .parity import KERNEL_TOLERANCE, ParityResult
-from .table import format_table, human_bytes, markdown_table
+from .snippets import app_section
+from .table import format_ms, format_table, human_bytes, markdown_table
 
 # Where the int8 gates come from, for the report (the measurements are in the README's "Real int8" section).
 INT8_GATES_SOURCE = ("the int8 gates are set from measurements: Google's four ImageNet MobileNets, imported and "
@@ -92,91 +95,6 @@ def parity_rows(results: list[ParityResult]) -> list[list[str]]:
 
 PARITY_HEADERS = ["artifact", "precision", "max abs err", "mean abs err", "cosine min", "cosine mean", "PSNR dB",
                   "top-1 agreement", "top-5 agreement", "verdict"]
-
-
-def _tflite_for_app(manifest: Manifest) -> Artifact | None:
-    """The float .tflite (fp32, else fp16): the file the main Android snippet loads."""
-    tflite = [a for a in manifest.artifacts if a.format == "tflite"]
-    return next((a for precision in ("fp32", "fp16") for a in tflite if a.precision == precision), None)
-
-
-def _plus(n: int) -> str:
-    """`` + 3`` / `` - 3`` / empty: an integer offset as Kotlin reads best."""
-    return f" + {n}" if n > 0 else f" - {-n}" if n < 0 else ""
-
-
-def android_snippet(manifest: Manifest, artifact: Artifact) -> str:
-    """Kotlin that loads ``artifact`` with LiteRT's Interpreter and feeds it a camera frame the way the
-    weights expect: shape, type, channel order and normalization all come from the manifest."""
-    spec = artifact.inputs[0]
-    _, height, width, channels = (int(s) for s in spec.shape)
-    out_shape = [int(s) for s in artifact.outputs[0].shape]
-    classes = out_shape[-1]
-    p = manifest.preprocessing
-    mean = ", ".join(f"{m:g}f" for m in p["mean"])
-    std = ", ".join(f"{s:g}f" for s in p["std"])
-    order = p.get("channel_order", "RGB")
-    channel_index = {"R": "(p shr 16) and 0xFF", "G": "(p shr 8) and 0xFF", "B": "p and 0xFF"}
-    reads = [channel_index[c] for c in order]
-    if spec.dtype == "float32":
-        element, put = 4, "input.putFloat(x)"
-        kind = "float32"
-    else:
-        element = 1
-        low, high = (-128, 127) if spec.dtype == "int8" else (0, 255)
-        put = (f"input.put((Math.round(x / {spec.scale:.9g}f){_plus(spec.zero_point)}).coerceIn({low}, {high})"
-               ".toByte())")
-        kind = f"{spec.dtype}, quantized with scale {spec.scale:.9g} and zero point {spec.zero_point}"
-    out = artifact.outputs[0]
-    if out.dtype == "float32":
-        output_decl = f"val logits = Array(1) {{ FloatArray({classes}) }}"
-        output_read = "val scores = logits[0]"
-    else:
-        output_decl = f"val raw = Array(1) {{ ByteArray({classes}) }}"
-        signed = "it.toInt()" if out.dtype == "int8" else "(it.toInt() and 0xFF)"
-        output_read = f"val scores = raw[0].map {{ ({signed}{_plus(-out.zero_point)}) * {out.scale:.9g}f }}"
-    return f"""```kotlin
-// {artifact.path}: input {kind} [1, {height}, {width}, {channels}] NHWC, {order}; output [1, {classes}] logits.
-// Picture: resize the shorter side to {p['resize_shorter_side']} px ({p['interpolation']}), centre-crop {p['crop']}x{p['crop']}.
-// Gradle: implementation("com.google.ai.edge.litert:litert:1.4.0")
-import android.content.Context
-import android.graphics.Bitmap
-import java.io.FileInputStream
-import java.nio.ByteBuffer
-import java.nio.ByteOrder
-import java.nio.channels.FileChannel
-import org.tensorflow.lite.Interpreter
-
-val MEAN = floatArrayOf({mean})   // per channel, on the 0..255 pixel scale
-val STD = floatArrayOf({std})
-
-fun loadModel(context: Context): Interpreter {{
-    val fd = context.assets.openFd("{artifact.path}")
-    val model = FileInputStream(fd.fileDescriptor).channel
-        .map(FileChannel.MapMode.READ_ONLY, fd.startOffset, fd.declaredLength)
-    return Interpreter(model, Interpreter.Options().setNumThreads(4))
-}}
-
-fun toInput(crop: Bitmap): ByteBuffer {{  // crop: {width}x{height}, already resized and centre-cropped
-    val input = ByteBuffer.allocateDirect({height} * {width} * {channels} * {element}).order(ByteOrder.nativeOrder())
-    val pixels = IntArray({width} * {height})
-    crop.getPixels(pixels, 0, {width}, 0, 0, {width}, {height})
-    for (p in pixels) {{
-        for ((c, value) in intArrayOf({', '.join(reads)}).withIndex()) {{
-            val x = (value - MEAN[c]) / STD[c]
-            {put}
-        }}
-    }}
-    return input.rewind() as ByteBuffer
-}}
-
-fun classify(interpreter: Interpreter, crop: Bitmap): Int {{
-    {output_decl}
-    interpreter.run(toInput(crop), {'logits' if out.dtype == 'float32' else 'raw'})
-    {output_read}
-    return scores.indices.maxBy {{ scores[it] }}  // index into labels.txt
-}}
-```"""
 
 
 def latency_section(manifest: Manifest) -> list[str]:
@@ -277,8 +195,6 @@ def _integer_proof(artifact: Artifact) -> list[str]:
 
 
 def _layer_section(entry: dict) -> list[str]:
-    from .layerwise import LAYER_HEADERS, LayerReport, layer_rows, summary
-
     if entry.get("error"):
         return [f"`{entry['artifact']}`: the per-layer comparison could not run ({entry['error']}).", ""]
     report = LayerReport.from_dict(entry)
@@ -303,7 +219,7 @@ def int8_section(manifest: Manifest) -> list[str]:
     lines += [f"- `{a.path}`: {a.details.get('weights', 'int8')} weights, {a.details.get('activations', 'int8')} "
               f"activations, {a.details.get('calibration_method', '?')} calibration"
               + (f", {a.details['io_dtype']} input and output" if a.details.get("io_dtype") else "")
-              + (" (ai-edge-quantizer sets static ranges from min/max only)" if a.format == "tflite" else "")
+              + (f" ({a.details['calibration_note']})" if a.details.get("calibration_note") else "")
               for a in int8] + [""]
     for a in int8:
         saturation = a.details.get("saturation")
@@ -329,7 +245,8 @@ def int8_section(manifest: Manifest) -> list[str]:
     return lines
 
 
-def render_report(manifest: Manifest) -> str:
+def render_report(manifest: Manifest, bundle: Path | None = None) -> str:
+    """report.md; with ``bundle`` (the folder holding the files) it ends with app code read from each .tflite."""
     m = manifest.model
     w = manifest.weights
     p = manifest.preprocessing
@@ -380,12 +297,11 @@ def render_report(manifest: Manifest) -> str:
         lines += kernel_section(manifest.parity)
     lines += latency_section(manifest)
     lines += int8_section(manifest)
-    app_file = _tflite_for_app(manifest)
-    if app_file is not None:
-        lines += ["## Android", "", android_snippet(manifest, app_file), ""]
-        quantized = [a for a in manifest.artifacts if a.format == "tflite" and a.precision == "int8"]
-        for a in quantized:
-            lines += [f"For `{a.path}`:", "", android_snippet(manifest, a), ""]
+    if bundle is not None:  # app code generated from each .tflite file as written, int8 first
+        order = {"int8": 0, "fp32": 1, "fp16": 2}
+        loadable = sorted((a for a in manifest.artifacts if a.format in FORMATS and FORMATS[a.format].android_app),
+                          key=lambda a: order.get(a.precision, 3))
+        lines += app_section(bundle, [a.path for a in loadable])
     bundle = f"{manifest.options.get('out', 'exports')}/{manifest.variant}"
     lines += ["## Check and measure", "", "```bash", f"edgekit validate {bundle}   # re-check every file, no PyTorch needed",
               f"edgekit bench {bundle}", "```", "",

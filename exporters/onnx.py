@@ -113,11 +113,27 @@ def _simplify(proto):
 def set_metadata(proto, metadata: dict) -> None:
     """Put edgekit's entries into ``metadata_props`` (replacing earlier ones, keeping anybody else's)."""
     entries = {key: value if isinstance(value, str) else json.dumps(value) for key, value in metadata.items()}
+    entries |= _app_facts(metadata)
     keep = [(p.key, p.value) for p in proto.metadata_props if p.key not in entries]
     del proto.metadata_props[:]
     for key, value in keep + sorted(entries.items()):
         prop = proto.metadata_props.add()
         prop.key, prop.value = key, value
+
+
+def _app_facts(metadata: dict) -> dict[str, str]:
+    """The facts the .tflite files carry as TFLite Metadata (edgekit/tflite_metadata.py), under ONNX's recommended
+    keys where it has them (model_author, model_license), so that every format tells an app the same."""
+    if "preprocessing" not in metadata:
+        return {}
+    from ..tflite_metadata import ModelFacts
+
+    facts = ModelFacts.from_edgekit(metadata)
+    size = str(metadata.get("resolution", ""))
+    return {"model_name": facts.name, "model_description": facts.description, "model_version": facts.version,
+            "model_author": facts.author, "model_license": facts.license, "image_width": size,
+            "image_height": size, "color_space": "RGB", "normalization_mean": json.dumps(list(facts.mean)),
+            "normalization_std": json.dumps(list(facts.std))}
 
 
 def add_metadata(path: Path, metadata: dict) -> None:

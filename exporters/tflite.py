@@ -18,6 +18,7 @@ import numpy as np
 from ..capture import captured_output, one_line
 from ..errors import EdgekitError
 from ..tflite_model import TFLiteModel, pack_model, schema, unpack_model
+from ..tflite_metadata import ModelFacts, append_associated_files, set_standard_metadata
 from .common import INPUT_NAME, OUTPUT_NAME
 
 METADATA_NAME = "edgekit"  # the file's metadata entry: JSON, read back with TFLiteModel(...).metadata
@@ -118,7 +119,9 @@ def embed_metadata(flat: bytes, metadata: dict) -> bytes:
         model.metadata.append(entry)
     model.buffers[entry.buffer].data = payload
     _rename_io(model)
-    return pack_model(model)
+    # the standard TFLite Metadata (normalisation, labels) that Android Studio and MediaPipe read without code
+    associated = set_standard_metadata(model, ModelFacts.from_edgekit(metadata))
+    return append_associated_files(pack_model(model), associated)
 
 
 def _text(value) -> str:

@@ -184,34 +184,15 @@ def test_reference_is_the_pytorch_model_on_the_stored_inputs(export, manifest, w
     assert manifest.reference["sha256"] == sha256_file(export["bundle"] / "reference.npz")
 
 
-def test_report_shows_parity_and_an_android_snippet_from_the_manifest(export, manifest):
+def test_report_shows_parity_and_app_snippets_from_the_files(export, manifest):
+    from edgekit.snippets import kotlin_snippet, read_app_facts, swift_snippet
+
     report = (export["bundle"] / "report.md").read_text()
     assert "**Parity: all gates pass.**" in report
     for artifact in manifest.artifacts:
         assert artifact.path in report
-    pre = manifest.preprocessing
-    mean = ", ".join(f"{m:g}f" for m in pre["mean"])
-    assert f"val MEAN = floatArrayOf({mean})" in report
-    assert "ByteBuffer.allocateDirect(224 * 224 * 3 * 4)" in report  # float32 NHWC [1, 224, 224, 3]
-    assert f'openFd("{VARIANT}.tflite")' in report
-    assert f"resize the shorter side to {pre['resize_shorter_side']} px" in report
+    facts = read_app_facts(export["bundle"] / f"{VARIANT}.tflite")  # tests/test_snippets.py checks them
+    assert kotlin_snippet(facts) in report and swift_snippet(facts) in report
+    assert "ByteBuffer.allocateDirect(WIDTH * HEIGHT * 3 * 4)" in report  # float32 NHWC [1, 224, 224, 3]
+    assert f"const val RESIZE_SHORTER_SIDE = {manifest.preprocessing['resize_shorter_side']}" in report
     assert f"edgekit validate {export['bundle']}" in report
-
-
-def test_android_snippet_quantizes_integer_input_with_the_files_parameters(manifest):
-    """An int8 TFLite bundle entry with uint8 camera input: the snippet feeds bytes with the file's scale
-    and zero point and reads the int8 output back to scores (report.md renders this for int8 files)."""
-    from dataclasses import replace
-
-    from edgekit.report import android_snippet
-    from edgekit.runtimes import TensorSpec
-
-    fp32 = manifest.artifact(f"{VARIANT}.tflite")
-    int8 = replace(fp32, path=f"{VARIANT}_int8.tflite", precision="int8",
-                   inputs=(TensorSpec("image", (1, 224, 224, 3), "uint8", "NHWC", 0.0078125, 128),),
-                   outputs=(TensorSpec("logits", (1, 1000), "int8", "NC", 0.1015625, -12),))
-    snippet = android_snippet(manifest, int8)
-    assert "ByteBuffer.allocateDirect(224 * 224 * 3 * 1)" in snippet
-    assert "input.put((Math.round(x / 0.0078125f) + 128).coerceIn(0, 255).toByte())" in snippet
-    assert "val scores = raw[0].map { (it.toInt() + 12) * 0.1015625f }" in snippet
-    assert f'openFd("{VARIANT}_int8.tflite")' in snippet

@@ -1,0 +1,166 @@
+"""The app snippets of report.md: generated from each file's metadata, parsed as Kotlin and Swift (tree-sitter's
+grammars: no Kotlin or Swift compiler installs from the package registries), and every number in them equal to what
+the file itself says (its input/output tensors as LiteRT's interpreter reports them, and its metadata)."""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import V1_SMALL, V1_SMALL_VARIANT
+from edgekit.errors import EdgekitError
+from edgekit.snippets import kotlin_snippet, read_app_facts, swift_snippet, type_name
+
+FP32 = f"{V1_SMALL_VARIANT}.tflite"
+INT8 = f"{V1_SMALL_VARIANT}_int8.tflite"
+
+
+def parse(language: str, source: str):
+    """The tree-sitter syntax tree of ``source``; fails the test on any syntax error or missing token."""
+    import tree_sitter
+
+    if language == "kotlin":
+        import tree_sitter_kotlin as grammar
+    else:
+        import tree_sitter_swift as grammar
+    tree = tree_sitter.Parser(tree_sitter.Language(grammar.language())).parse(source.encode())
+    if tree.root_node.has_error:
+        bad = []
+        stack = [tree.root_node]
+        while stack:
+            node = stack.pop()
+            if node.is_error or node.is_missing:
+                bad.append(f"line {node.start_point[0] + 1}: {source.splitlines()[node.start_point[0]].strip()}")
+            stack.extend(node.children)
+        pytest.fail(f"{language} snippet does not parse: {bad[:3]}")
+    return tree
+
+
+def constant(source: str, pattern: str) -> str:
+    found = re.search(pattern, source)
+    assert found, f"no match for {pattern}"
+    return found.group(1)
+
+
+def floats(text: str) -> list[float]:
+    return [float(v.rstrip("f")) for v in text.split(",")]
+
+
+@pytest.fixture(scope="module")
+def bundle(v1_int8_bundle) -> Path:
+    assert v1_int8_bundle["code"] == 0, v1_int8_bundle["stderr"][-2000:]
+    return v1_int8_bundle["bundle"]
+
+
+def interpreter_io(path: Path) -> dict:
+    from ai_edge_litert.interpreter import Interpreter
+
+    interpreter = Interpreter(model_path=str(path))
+    (inp,), (out,) = interpreter.get_input_details(), interpreter.get_output_details()
+    return {"input": (np.dtype(inp["dtype"]).name, tuple(inp["shape"]), *inp["quantization"]),
+            "output": (np.dtype(out["dtype"]).name, tuple(out["shape"]), *out["quantization"])}
+
+
+@pytest.mark.parametrize("name", [FP32, INT8])
+def test_snippet_numbers_are_the_files(bundle, name):
+    path = bundle / name
+    facts = read_app_facts(path)
+    kotlin, swift = kotlin_snippet(facts), swift_snippet(facts)
+    parse("kotlin", kotlin)
+    parse("swift", swift)
+    io = interpreter_io(path)
+    in_dtype, in_shape, in_scale, in_zero = io["input"]
+    out_dtype, out_shape, out_scale, out_zero = io["output"]
+    record = json.loads((bundle / "manifest.json").read_text())["preprocessing"]
+    assert constant(kotlin, r'const val MODEL_FILE = "([^"]+)"') == name
+    assert constant(swift, r'static let modelName = "([^"]+)"') + ".tflite" == name
+    for source, prefix, sep in ((kotlin, "const val ", " = "), (swift, "static let ", " = ")):
+        key = (lambda k: k.upper()) if source is kotlin else (lambda k: re.sub(r"_(\w)", lambda m: m[1].upper(), k))
+        assert int(constant(source, rf"{prefix}{key('width')}{sep}(\d+)")) == in_shape[2]
+        assert int(constant(source, rf"{prefix}{key('height')}{sep}(\d+)")) == in_shape[1]
+        assert int(constant(source, rf"{prefix}{key('classes')}{sep}(\d+)")) == out_shape[-1]
+        assert int(constant(source, rf"{prefix}{key('resize_shorter_side')}{sep}(\d+)")) == \
+            record["resize_shorter_side"]
+    assert constant(kotlin, r'const val LABELS_FILE = "([^"]+)"') == "labels.txt"
+    assert floats(constant(kotlin, r"val MEAN = floatArrayOf\(([^)]+)\)")) == record["mean"]
+    assert floats(constant(kotlin, r"val STD = floatArrayOf\(([^)]+)\)")) == record["std"]
+    assert floats(constant(swift, r"static let mean: \[Float\] = \[([^\]]+)\]")) == record["mean"]
+    assert floats(constant(swift, r"static let std: \[Float\] = \[([^\]]+)\]")) == record["std"]
+    element = 4 if in_dtype == "float32" else 1
+    assert f"ByteBuffer.allocateDirect(WIDTH * HEIGHT * 3 * {element})" in kotlin
+    if in_dtype == "float32":
+        assert "INPUT_SCALE" not in kotlin and "putFloat((value - MEAN[channel]) / STD[channel])" in kotlin
+        assert "Array(1) { FloatArray(CLASSES) }" in kotlin
+    else:
+        assert in_dtype == "int8"
+        assert np.float32(constant(kotlin, r"const val INPUT_SCALE = ([\d.e-]+)f")) == np.float32(in_scale)
+        assert int(constant(kotlin, r"const val INPUT_ZERO_POINT = (-?\d+)")) == in_zero
+        assert np.float32(constant(swift, r"static let inputScale: Float = ([\d.e-]+)")) == np.float32(in_scale)
+        assert np.float32(constant(kotlin, r"const val OUTPUT_SCALE = ([\d.e-]+)f")) == np.float32(out_scale)
+        assert int(constant(swift, r"static let outputZeroPoint = (-?\d+)")) == out_zero
+        # int8 input whose quantization equals the normalisation: the camera byte minus 128, said plainly
+        assert "feed the camera's bytes as they are minus 128" in kotlin
+        assert "input.put((value - 128).toByte())" in kotlin
+        assert "UInt8(bitPattern: Int8(Int(rgba[pixel * 4 + channel]) - 128))" in swift
+        assert "output[0][it].toInt() - OUTPUT_ZERO_POINT" in kotlin
+
+
+def test_two_snippets_declare_nothing_at_top_level(bundle):
+    """Every name lives inside the class named after the file, so two files' snippets sit side by side."""
+    names = []
+    for name in (FP32, INT8):
+        facts = read_app_facts(bundle / name)
+        names.append(facts.type_name)
+        for language, source in (("kotlin", kotlin_snippet(facts)), ("swift", swift_snippet(facts))):
+            top = [child.type for child in parse(language, source).root_node.children]
+            assert set(top) <= {"import", "import_header", "import_declaration", "class_declaration", "comment",
+                                "line_comment", "import_list"}, top
+            assert top.count("class_declaration") == 1
+    assert names == ["MobilenetV1W025R128", "MobilenetV1W025R128Int8"]
+    assert type_name("4x_model-v2.tflite") == "Model4xModelV2"
+
+
+def test_report_puts_int8_first_and_holds_the_files_own_snippets(bundle):
+    report = (bundle / "report.md").read_text()
+    int8, fp32 = read_app_facts(bundle / INT8), read_app_facts(bundle / FP32)
+    assert report.index(f"### `{INT8}`: Android") < report.index(f"### `{FP32}`: Android")
+    for facts in (int8, fp32):
+        assert kotlin_snippet(facts) in report and swift_snippet(facts) in report
+
+
+@pytest.mark.parametrize("dtype", ["UINT8", "INT8"])
+def test_quantized_input_that_is_not_the_camera_bytes_is_quantized_per_pixel(bundle, dtype):
+    """Per-channel ImageNet normalisation cannot make the quantized input equal the camera's bytes: then the
+    snippet normalises and quantizes every pixel, and does not claim the bytes are the input."""
+    facts = replace(read_app_facts(bundle / INT8), mean=(123.675, 116.28, 103.53), std=(58.395, 57.12, 57.375),
+                    input_dtype=dtype, input_scale=0.018658, input_zero_point=114 if dtype == "UINT8" else -14,
+                    camera_bytes=False)
+    kotlin, swift = kotlin_snippet(facts), swift_snippet(facts)
+    parse("kotlin", kotlin)
+    parse("swift", swift)
+    low, high = (0, 255) if dtype == "UINT8" else (-128, 127)
+    assert f"(Math.round(x / INPUT_SCALE) + INPUT_ZERO_POINT).coerceIn({low}, {high}).toByte()" in kotlin
+    assert "NOT this file's input" in kotlin and "as they are" not in kotlin
+    assert "let q = Int((x / Self.inputScale).rounded()) + Self.inputZeroPoint" in swift
+    assert floats(constant(kotlin, r"val MEAN = floatArrayOf\(([^)]+)\)")) == [123.675, 116.28, 103.53]
+
+
+def test_other_tools_files_and_files_without_metadata(bundle, shared_data, tmp_path):
+    google = read_app_facts(shared_data / "tflite" / V1_SMALL)  # Google's own metadata, no edgekit entry
+    assert (google.labels_file, google.classes, google.input_dtype) == ("imagenet_labels.txt", 1001, "UINT8")
+    assert google.resize_shorter_side == 128  # no edgekit record of the resize: straight to the input size
+    assert not google.camera_bytes  # its metadata says mean 127.5, its quantization 128: half a step apart
+    parse("kotlin", kotlin_snippet(google))
+    from edgekit.tflite_model import pack_model, unpack_model
+
+    model = unpack_model((bundle / FP32).read_bytes())
+    model.metadata = [m for m in model.metadata if m.name not in ("TFLITE_METADATA", b"TFLITE_METADATA")]
+    bare = tmp_path / "bare.tflite"
+    bare.write_bytes(pack_model(model))
+    with pytest.raises(EdgekitError, match="bare.tflite has no TFLite Metadata .*; export it again with edgekit"):
+        read_app_facts(bare)
