@@ -13,7 +13,7 @@ import sys
 import traceback
 
 from . import __version__
-from .console import set_quiet
+from .console import set_quiet, set_verbose
 from .errors import EdgekitError, Terminated
 
 COMMANDS = ("models", "info", "export", "finetune", "validate", "eval", "inspect", "bench", "emulate")
@@ -23,6 +23,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="edgekit", description="PyTorch vision models to phones and edge boards.")
     parser.add_argument("--version", action="version", version=f"edgekit {__version__}")
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress messages or warnings")
+    parser.add_argument("-v", "--verbose", action="store_true",
+                        help="the full log: a line when each step starts and every progress count (default: one "
+                             "line per finished step, and on a terminal one line rewritten in place while it runs)")
     parser.add_argument("--debug", action="store_true", default=bool(os.environ.get("EDGEKIT_DEBUG")),
                         help="on failure, print the full traceback, including the library's own (EDGEKIT_DEBUG=1)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
@@ -32,6 +35,8 @@ def build_parser() -> argparse.ArgumentParser:
         # accepted after the command too (`edgekit export NAME -q`); SUPPRESS keeps the global value otherwise
         sub.choices[name].add_argument("-q", "--quiet", action="store_true", default=argparse.SUPPRESS,
                                        help="no progress messages")
+        sub.choices[name].add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS,
+                                       help="the full log: step starts and every progress count")
     return parser
 
 
@@ -39,6 +44,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     set_quiet(args.quiet)
+    set_verbose(args.verbose)
     try:
         return int(args.run(args) or 0)
     except EdgekitError as e:

@@ -98,3 +98,60 @@ def test_inspect_reports_the_output_psnr_exactly_as_parity_computes_it():
     line = summary(LayerReport("m_int8.tflite", "m.tflite", "tflite", 4, [output]))
     assert f"output PSNR {accumulator.psnr_db:.1f} dB (parity's measure; SQNR {accumulator.sqnr_db:.1f} dB)" in line
     assert LayerError.from_dict(output.to_dict()).psnr_db == pytest.approx(accumulator.psnr_db)
+
+
+def _run_two_steps(capsys, monkeypatch, *, terminal: bool, verbose: bool = False) -> str:
+    """Two steps, the first with a progress counter inside, as an export runs them; returns what stderr got."""
+    from edgekit import console
+
+    monkeypatch.setattr(console, "_terminal", lambda: terminal)
+    monkeypatch.setattr(console, "_VERBOSE", verbose)
+    monkeypatch.setattr(console, "_QUIET", False)
+    clock = iter(range(0, 10_000, 1))  # one second per reading: past the half-second throttle, not the log's 30 s
+    monkeypatch.setattr(console.time, "monotonic", lambda: float(next(clock)))
+    with console.step("calibration") as outcome:
+        progress = console.Progress("images", 3)
+        for _ in range(3):
+            progress.advance()
+        outcome["detail"] = "3 images"
+    with console.step("parity"):
+        console.info("a message while a step runs")
+    return capsys.readouterr().err
+
+
+def _screen(stderr: str) -> list[str]:
+    """The lines a terminal shows at the end: each carriage return (with erase-line) rewrites the line."""
+    return [line.split("\r")[-1].replace("\x1b[K", "") for line in stderr.split("\n") if
+            line.split("\r")[-1].replace("\x1b[K", "")]
+
+
+def test_one_line_per_finished_step_on_a_terminal_with_the_running_step_in_place(capsys, monkeypatch):
+    err = _run_two_steps(capsys, monkeypatch, terminal=True)
+    assert "calibration ... images 2/3" in err  # the in-place line showed the step and its count
+    screen = _screen(err)
+    assert len(screen) == 3, screen
+    assert screen[0].startswith("[edgekit] calibration done in ") and screen[0].endswith("(3 images)")
+    assert screen[1] == "a message while a step runs"
+    assert screen[2].startswith("[edgekit] parity done in ")
+
+
+def test_a_log_gets_one_line_per_finished_step_and_verbose_the_full_log(capsys, monkeypatch):
+    log = _run_two_steps(capsys, monkeypatch, terminal=False)
+    assert "\r" not in log and "\x1b" not in log
+    assert [line.split(" done in ")[0] for line in log.splitlines() if line.startswith("[edgekit]")] == \
+        ["[edgekit] calibration", "[edgekit] parity"]
+    assert "images" not in log.replace("(3 images)", "")  # a short count is not worth a log line
+
+    full = _run_two_steps(capsys, monkeypatch, terminal=False, verbose=True)
+    lines = full.splitlines()
+    assert lines[0] == "[edgekit] calibration ..." and "  images 3/3" in lines
+    assert "[edgekit] parity ..." in lines
+
+
+def test_verbose_is_a_flag_of_every_command():
+    from edgekit.cli import COMMANDS, build_parser
+
+    parser = build_parser()
+    assert parser.parse_args(["-v", "models"]).verbose
+    for name in COMMANDS:
+        assert "--verbose" in parser._subparsers._group_actions[0].choices[name]._option_string_actions
