@@ -111,6 +111,14 @@ def test_edgekit_command_parses(parser, where, args):
             pytest.fail(f"{where}: `edgekit {shlex.join(args)}`: {e}")
 
 
+def test_every_sub_command_shown_has_a_help_that_renders(parser):
+    """`edgekit COMMAND --help` of every sub-command the pages use prints its usage (argparse formats help lazily:
+    a bad metavar or a % in a help string fails only here)."""
+    commands = parser._subparsers._group_actions[0].choices
+    for name in sorted({args[0] for _, args in EDGEKIT_COMMANDS if args and args[0] in commands}):
+        assert commands[name].format_help().startswith(f"usage: edgekit {name}")
+
+
 def test_the_parser_refuses_what_the_check_must_catch():
     """The check above fails on a flag a sub-command lacks, and on an unknown sub-command."""
     for args in (["export", "mobilenet_v2", "--no-such-flag"], ["validate", "exports", "--calib", "x"],
