@@ -8,6 +8,9 @@ STAMP   := $(VENV)/.edgekit-installed
 TORCH_VERSION  ?= 2.13.0
 TORCH_PIP_ARGS ?=
 PYTEST_ARGS    ?=
+# One pytest worker per core; a test file stays on one worker (its module fixtures are made once), and the
+# session's shared exports are made once across workers (tests/conftest.py). TEST_WORKERS=0 runs in one process.
+TEST_WORKERS   ?= auto
 
 .PHONY: setup export test bench docs clean
 
@@ -23,7 +26,7 @@ export: $(STAMP)
 	$(VENV)/bin/edgekit export mobilenet_v2 --int8
 
 test: $(STAMP)
-	$(PY) -m pytest $(PYTEST_ARGS)
+	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 
 # The measurement scripts; each writes benchmarks/results/<name>.md and .json (about 15 minutes in all).
 bench: $(STAMP)

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
 import pytest
 import torch
+from filelock import FileLock
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("EDGEKIT_DATA", REPO.parent / "shared" / "data"))
@@ -17,6 +19,14 @@ def shared_data() -> Path:
     if not (SHARED_DATA / "imagenet-samples" / "labels.csv").exists():
         pytest.fail(f"shared test data missing at {SHARED_DATA}; set EDGEKIT_DATA to the folder")
     return SHARED_DATA
+
+
+def pytest_configure(config):
+    # Under pytest-xdist (`make test` runs one worker per core) each worker gets an equal share of the cores, so
+    # PyTorch's intra-op pool does not fight the other worker for them.
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    if workers > 1:
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // workers))
 
 
 @pytest.fixture(autouse=True)
@@ -44,6 +54,20 @@ V1_SMALL_VARIANT = "mobilenet_v1_w0.25_r128"
 V2_QUANT = "mobilenet_v2_1.0_224_quant.tflite"
 
 
+def _once_per_run(tmp_path_factory, name: str, make) -> tuple[dict, Path]:
+    """``make(folder)`` once per test run, even across pytest-xdist workers: the first worker to ask builds it
+    under a file lock, the others wait and read the JSON record it left. Returns (record, folder)."""
+    root = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        root = root.parent  # the folder all workers' base temps share
+    folder, record = root / name, root / f"{name}.json"
+    with FileLock(str(root / f"{name}.lock")):
+        if not record.exists():
+            folder.mkdir(exist_ok=True)
+            record.write_text(json.dumps(make(folder)))
+    return json.loads(record.read_text()), folder
+
+
 def _run_cli(argv: list[str]) -> dict:
     """``edgekit ARGV`` in this process with stdout and stderr collected, so that the export's console never
     lands in the capsys buffer of whichever test happens to request the fixture first."""
@@ -62,10 +86,10 @@ def _run_cli(argv: list[str]) -> dict:
 def v2_fp16_export(shared_data, tmp_path_factory) -> dict:
     """Google's MobileNet v2 1.0/224 imported, exported to fp32 ONNX, fp32 and fp16 TFLite, parity on 8 ImageNet
     photos, host latency measured (test_export.py checks all of it). test_quantize.py quantizes its fp32 files."""
-    out = tmp_path_factory.mktemp("exports_v2")
     weights = shared_data / "tflite" / V2_QUANT
-    result = _run_cli(["export", "mobilenet_v2", "--weights", str(weights), "--fp16", "--out", str(out),
-                       "--data", str(shared_data / "imagenet-samples" / "images"), "--parity-samples", "8"])
+    result, out = _once_per_run(tmp_path_factory, "exports_v2", lambda out: _run_cli(
+        ["export", "mobilenet_v2", "--weights", str(weights), "--fp16", "--out", str(out),
+         "--data", str(shared_data / "imagenet-samples" / "images"), "--parity-samples", "8"]))
     return result | {"out": out, "bundle": out / "mobilenet_v2", "weights": weights}
 
 
@@ -76,9 +100,9 @@ def v1_int8_bundle(shared_data, tmp_path_factory) -> dict:
     inputs). No host latency: none of its users (test_eval_bundle.py, test_inspect.py) looks at it; the latency
     section is checked by test_export.py and test_export_int8.py. The per-layer comparison still runs: export
     has no option to skip it."""
-    out = tmp_path_factory.mktemp("exports_v1_int8")
-    result = _run_cli(["export", "mobilenet_v1", "--weights", str(shared_data / "tflite" / V1_SMALL), "--int8",
-                       "--calib", str(shared_data / "photos"), "--out", str(out), "--latency-runs", "0"])
+    result, out = _once_per_run(tmp_path_factory, "exports_v1_int8", lambda out: _run_cli(
+        ["export", "mobilenet_v1", "--weights", str(shared_data / "tflite" / V1_SMALL), "--int8",
+         "--calib", str(shared_data / "photos"), "--out", str(out), "--latency-runs", "0"]))
     return result | {"out": out, "bundle": out / V1_SMALL_VARIANT}
 
 
@@ -86,9 +110,9 @@ def v1_int8_bundle(shared_data, tmp_path_factory) -> dict:
 def v1_fp32_bundle(shared_data, tmp_path_factory) -> dict:
     """Google's MobileNet v1 0.25/128 imported, fp32 ONNX and TFLite only, parity on 6 ImageNet photos and 2
     random inputs, no host latency (test_validate.py). test_quantize.py quantizes its fp32 files."""
-    out = tmp_path_factory.mktemp("exports_v1_fp32")
     weights = shared_data / "tflite" / V1_SMALL
-    result = _run_cli(["export", "mobilenet_v1", "--width", "0.25", "--resolution", "128", "--weights",
-                       str(weights), "--out", str(out), "--data", str(shared_data / "imagenet-samples" / "images"),
-                       "--parity-samples", "6", "--parity-random", "2", "--latency-runs", "0"])
+    result, out = _once_per_run(tmp_path_factory, "exports_v1_fp32", lambda out: _run_cli(
+        ["export", "mobilenet_v1", "--width", "0.25", "--resolution", "128", "--weights", str(weights),
+         "--out", str(out), "--data", str(shared_data / "imagenet-samples" / "images"),
+         "--parity-samples", "6", "--parity-random", "2", "--latency-runs", "0"]))
     return result | {"out": out, "bundle": out / V1_SMALL_VARIANT}
