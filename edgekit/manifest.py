@@ -383,7 +383,7 @@ def integrity_problems(bundle: Path, manifest: Manifest, checked: dict[str, str]
 def validate_bundle(bundle: Path, gates: GateTable | None = None, threads: int | None = None) -> BundleCheck:
     """Re-check every file of a bundle with ONNX Runtime and LiteRT alone: hashes, then parity against the
     stored reference, judged by ``gates`` (default: the gates recorded at export)."""
-    from .parity import DEFAULT_GATES, check_artifact, is_gated, is_real
+    from .parity import DEFAULT_GATES, OutputTask, check_artifact, is_gated, is_real
 
     try:
         manifest = Manifest.read(bundle)
@@ -419,7 +419,7 @@ def validate_bundle(bundle: Path, gates: GateTable | None = None, threads: int |
             results.append(check_artifact(bundle / artifact.path, artifact.path, artifact.precision,
                                           reference.inputs, reference.outputs,
                                           table.for_precision(artifact.precision), gated, note, threads,
-                                          is_real(reference.sources)))
+                                          is_real(reference.sources), OutputTask.from_dict(manifest.model.get("task"))))
         except EdgekitError as e:
             problems.append(f"{artifact.path}: {e}")
     return check
