@@ -7,9 +7,11 @@ from pathlib import Path
 
 from edgekit.console import warn
 from edgekit.errors import EdgekitError
+from edgekit.formats import FORMATS as REGISTERED_FORMATS
+from edgekit.formats import suffix_list
 
-FORMATS = {".tflite": "tflite", ".onnx": "onnx"}
-RUNTIME_FORMATS = {"litert": "tflite", "onnxruntime": "onnx"}
+FORMATS = {f.suffix: f.name for f in REGISTERED_FORMATS.values()}
+RUNTIME_FORMATS = {f.runtime: f.name for f in REGISTERED_FORMATS.values()}
 _COMPUTE_OPS = {"CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "TRANSPOSE_CONV", "BATCH_MATMUL"}
 
 
@@ -67,17 +69,29 @@ def _onnx_precision(path: Path) -> tuple[str, bool]:
     return "fp32", external
 
 
+def _pte_precision(path: Path) -> str:
+    """What edgekit's metadata in the program says; a .pte edgekit did not write counts as fp32."""
+    from edgekit.exporters.pte import read_metadata
+
+    try:
+        return read_metadata(path).get("precision", "fp32")
+    except Exception:  # noqa: BLE001 - a program without readable metadata is timed all the same
+        return "fp32"
+
+
 def model_file(path: Path, label: str | None = None, precision: str | None = None) -> ModelFile:
     """A single model file; precision read from the file unless a manifest states it."""
     fmt = FORMATS.get(path.suffix.lower())
     if fmt is None:
-        raise EdgekitError(f"cannot benchmark {path.name}: edgekit bench takes a bundle folder or a .tflite / "
-                           ".onnx file")
+        raise EdgekitError(f"cannot benchmark {path.name}: edgekit bench takes a bundle folder or a "
+                           f"{suffix_list()} file")
     if not path.is_file():
         raise EdgekitError(f"model file {path} does not exist; check the path")
     external = False
     if fmt == "onnx":
         detected, external = _onnx_precision(path)
+    elif fmt == "pte":
+        detected = precision or _pte_precision(path)
     else:
         detected = precision or _tflite_precision(path)
     return ModelFile(path, label or path.name, fmt, precision or detected, path.stat().st_size, external)
@@ -133,12 +147,12 @@ def load_target(target: str | Path, runtime: str | None = None) -> list[ModelFil
         elif paths:  # a plain folder of models, file by file
             files = [model_file(p) for p in paths]
         else:
-            raise EdgekitError(f"{target} holds no {MANIFEST_NAME}, no bundles and no .tflite/.onnx files; pass a "
+            raise EdgekitError(f"{target} holds no {MANIFEST_NAME}, no bundles and no {suffix_list('/')} files; pass a "
                                "bundle made by edgekit export or a model file")
     elif target.exists():
         files = [model_file(target)]
     else:
-        raise EdgekitError(f"{target} does not exist; pass a bundle folder or a .tflite/.onnx file")
+        raise EdgekitError(f"{target} does not exist; pass a bundle folder or a {suffix_list('/')} file")
     if runtime:
         kept = [f for f in files if f.format == RUNTIME_FORMATS[runtime]]
         if not kept:

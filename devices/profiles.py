@@ -31,6 +31,7 @@ from pathlib import Path
 
 from edgekit.console import warn
 from edgekit.errors import EdgekitError
+from edgekit.formats import FORMATS
 
 KINDS = ("local", "ssh", "android", "emulated")
 DELEGATES = ("xnnpack", "cpu", "gpu", "nnapi")
@@ -47,7 +48,7 @@ class DeviceProfile:
     name: str
     kind: str
     threads: tuple[int, ...] | None = None  # None: 1 and all of the device's cores
-    runtime: str | None = None  # only this runtime's files run here: "litert" | "onnxruntime"
+    runtime: str | None = None  # only this runtime's files run here: "litert" | "onnxruntime" | "executorch"
     timeout: float = 900.0  # seconds for one measurement (copying, loading and timing one file)
 
     def describe(self) -> str:
@@ -190,7 +191,7 @@ def _profile(name: str, table: dict, source: Path) -> DeviceProfile:
 
 def _validate(p: DeviceProfile, where: str) -> None:
     if p.runtime is not None:
-        _choice(where, "runtime", p.runtime, ("litert", "onnxruntime"))
+        _choice(where, "runtime", p.runtime, tuple(f.runtime for f in FORMATS.values()))
     if isinstance(p, EmulatedProfile):
         from edgekit.emulate import parse_cpus
 

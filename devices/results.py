@@ -4,17 +4,15 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field, fields
 
+from edgekit.table import format_ms
+
+__all__ = ["LatencyResult", "format_ms", "latency_stats"]
+
 # Short names for tables and charts.
 RUNTIME_NAMES = {"ai_edge_litert": "LiteRT", "onnxruntime": "ORT", "tflite_runtime": "tflite_runtime",
-                 "benchmark_model": "benchmark_model", "onnxruntime_perf_test": "ort_perf_test"}
+                 "benchmark_model": "benchmark_model", "onnxruntime_perf_test": "ort_perf_test",
+                 "executorch": "ExecuTorch"}
 STAT_KEYS = ("mean_ms", "std_ms", "min_ms", "p50_ms", "p90_ms", "p99_ms", "max_ms")
-
-
-def format_ms(value: float | None) -> str:
-    """Milliseconds with the digits that matter: 1240 -> '1240', 12.34 -> '12.3', 1.234 -> '1.23'."""
-    if value is None:
-        return "-"
-    return f"{value:.0f}" if value >= 100 else f"{value:.1f}" if value >= 10 else f"{value:.2f}"
 
 
 def latency_stats(samples_ms: list[float]) -> dict[str, float]:

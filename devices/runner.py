@@ -1,9 +1,10 @@
 #!/usr/bin/env python3
-"""edgekit's latency runner: times one .tflite or .onnx file where it runs and prints one JSON line.
+"""edgekit's latency runner: times one .tflite, .onnx or .pte file where it runs and prints one JSON line.
 
 This file is copied as-is to boards (SSH) and run in a fresh process on the host, so it must stay
 self-contained: the standard library, numpy and whichever runtime the machine has (``ai_edge_litert``,
-``tflite_runtime`` or ``onnxruntime``). No edgekit imports, no PyTorch, Python 3.8 syntax.
+``tflite_runtime``, ``onnxruntime`` or ``executorch``). No edgekit imports, Python 3.8 syntax; no PyTorch, except
+for a .pte file, whose runtime takes torch tensors.
 
     python3 runner.py --probe                       # what this machine has
     python3 runner.py --model m.tflite --threads 2 --runs 100 --warmup 10
@@ -27,6 +28,7 @@ EXIT_PROBLEM = 3
 TFLITE_MODULES = (("ai_edge_litert", "ai_edge_litert.interpreter", "ai-edge-litert"),
                   ("tflite_runtime", "tflite_runtime.interpreter", "tflite-runtime"))
 ONNX_MODULES = (("onnxruntime", "onnxruntime", "onnxruntime"),)
+PTE_MODULES = (("executorch", "executorch.runtime", "executorch"),)
 
 
 def emit(payload, status=0):
@@ -85,7 +87,7 @@ def available_runtimes():
     import importlib.util
 
     found = {}
-    for top, _, dist in TFLITE_MODULES + ONNX_MODULES:
+    for top, _, dist in TFLITE_MODULES + ONNX_MODULES + PTE_MODULES:
         try:
             if importlib.util.find_spec(top) is not None:
                 found[top] = module_version(dist, None)
@@ -245,6 +247,44 @@ class OnnxSession:
         self.session.run(None, self.feeds)
 
 
+class PteSession:
+    """An ExecuTorch program (.pte) in ExecuTorch's Python runtime (``executorch.runtime``), which takes torch
+    tensors: this is the one runtime that brings PyTorch into the measuring process. ``execute`` is timed."""
+
+    DTYPES = {0: "uint8", 1: "int8", 2: "int16", 3: "int32", 4: "int64", 5: "float16", 6: "float32",
+              7: "float64", 11: "bool"}
+
+    def __init__(self, path, threads, np, rng, preferred):
+        try:
+            import torch
+            from executorch.extension.pybindings import portable_lib
+            from executorch.runtime import Runtime
+        except ImportError:
+            problem("no_runtime", "no ExecuTorch runtime in this Python", install="executorch")
+        self.runtime = {"name": "executorch", "version": module_version("executorch", None)}
+        self.baseline_rss_mb = current_rss_mb()
+        portable_lib._unsafe_reset_threadpool(threads)  # the only thread knob its Python API has
+        started = time.perf_counter()
+        try:
+            self.method = Runtime.get().load_program(path).load_method("forward")
+        except (RuntimeError, ValueError) as e:
+            problem("load_failed", "the runtime cannot load the model: %s" % str(e).strip().splitlines()[0][:300])
+        self.load_ms = (time.perf_counter() - started) * 1000.0
+        meta = self.method.metadata
+        self.feeds, self.inputs = [], []
+        for i in range(meta.num_inputs()):
+            tensor = meta.input_tensor_meta(i)
+            dtype = self.DTYPES.get(int(tensor.dtype()))
+            if dtype is None:
+                problem("unsupported_input", "input %d has type %s, which the runner cannot fill" % (i, tensor.dtype()))
+            shape = tuple(int(d) for d in tensor.sizes())
+            self.feeds.append(torch.from_numpy(random_array(rng, np, shape, dtype)))
+            self.inputs.append({"name": "input_%d" % i, "shape": list(shape), "dtype": dtype})
+
+    def run(self):
+        self.method.execute(self.feeds)
+
+
 def measure(args):
     try:
         import numpy as np
@@ -254,9 +294,9 @@ def measure(args):
         problem("missing_model", "model file %s does not exist" % args.model)
     rng = np.random.default_rng(args.seed)
     suffix = os.path.splitext(args.model)[1].lower()
-    session_cls = {".tflite": TFLiteSession, ".onnx": OnnxSession}.get(suffix)
+    session_cls = {".tflite": TFLiteSession, ".onnx": OnnxSession, ".pte": PteSession}.get(suffix)
     if session_cls is None:
-        problem("unsupported_format", "unsupported model file %s (.tflite or .onnx)" % os.path.basename(args.model))
+        problem("unsupported_format", "unsupported model file %s (.tflite, .onnx or .pte)" % os.path.basename(args.model))
     session = session_cls(args.model, args.threads, np, rng, args.tflite_runtime)
 
     def timed():

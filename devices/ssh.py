@@ -19,6 +19,7 @@ from pathlib import Path
 
 from edgekit.console import warn
 from edgekit.errors import EdgekitError
+from edgekit.formats import FORMATS
 
 from .base import (RUNNER, BenchSettings, Device, DeviceError, fill_from_runner, parse_runner_output,
                    runner_arguments, runner_failure, thread_counts, work_dir_from_mktemp)
@@ -26,8 +27,8 @@ from .profiles import SshProfile
 
 _SSH_FAILED = 255  # ssh's own status for connection and authentication failures
 _SMALL_COMMAND_SECONDS = 60.0
-_RUNTIME_PACKAGES = {"tflite": ("ai_edge_litert", "tflite_runtime"), "onnx": ("onnxruntime",)}
-_INSTALL = {"tflite": "ai-edge-litert (or tflite-runtime)", "onnx": "onnxruntime"}
+_RUNTIME_PACKAGES = {"tflite": ("ai_edge_litert", "tflite_runtime"), "onnx": ("onnxruntime",), "pte": ("executorch",)}
+_INSTALL = {"tflite": "ai-edge-litert (or tflite-runtime)", "onnx": "onnxruntime", "pte": "executorch"}
 
 
 def _remote_word(word: str) -> str:
@@ -184,7 +185,7 @@ class SshDevice(Device):
         if info.get("numpy") is None:
             return f"numpy is missing in {python} there; install it: {python} -m pip install numpy"
         if not any(m in info.get("runtimes", {}) for m in _RUNTIME_PACKAGES[model.format]):
-            return (f"no {'TFLite' if model.format == 'tflite' else 'ONNX'} runtime in {python} there; install "
+            return (f"no {FORMATS[model.format].title} runtime in {python} there; install "
                     f"one: {python} -m pip install {_INSTALL[model.format]}")
         if model.external_data:
             return "the ONNX file keeps its weights in side files; export it as one file to run it on a device"

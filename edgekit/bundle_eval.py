@@ -19,6 +19,7 @@ from .evaluate import (EvalResult, Predictor, evaluate_many, file_target, image_
                        torch_predictor)
 from .images import LabelledImage
 from .manifest import Manifest, Reference, find_bundles, integrity_problems, sha256_file
+from .formats import FORMAT_NAMES
 from .parity import DEFAULT_GATES, REFERENCE_PATHS, ParityMetrics, compare, is_real
 from .types import Preprocessing
 
@@ -116,7 +117,7 @@ def open_bundle(folder: Path, *, pytorch: str = "auto", weights: Path | None = N
         targets.append(BundleTarget(artifact.path, artifact.format, artifact.precision, opened.predictor,
                                     {"path": artifact.path, "sha256": artifact.sha256, "bytes": artifact.bytes,
                                      "inputs": [t.to_dict() for t in artifact.inputs]}))
-        if artifact.precision == "int8":
+        if artifact.precision == "int8" and Path(artifact.path).suffix.lower() in REFERENCE_PATHS:
             # the same file on its runtime's reference path: quantization error apart from host-kernel error
             portable = file_target(bundle / artifact.path, resolution=resolution, preprocessing=preprocessing,
                                    threads=threads, reference=True)
@@ -263,7 +264,7 @@ def _rounded(value: float | None) -> float | None:
 
 def agreement_reference(targets: Sequence[BundleTarget]) -> str | None:
     """The PyTorch model, else the fp32 ONNX (then TFLite) file, which parity tied to PyTorch at export."""
-    for fmt in (PYTORCH_ROW, "onnx", "tflite"):
+    for fmt in (PYTORCH_ROW, *FORMAT_NAMES):
         found = next((t.name for t in targets if t.format == fmt and t.precision == "fp32"), None)
         if found:
             return found

@@ -9,7 +9,6 @@ two predictors can be compared image by image (``top1_agreement``).
 
 from __future__ import annotations
 
-import json
 import math
 import time
 from dataclasses import dataclass, field
@@ -20,8 +19,14 @@ import numpy as np
 
 from .console import Progress
 from .errors import EdgekitError
+from .exporters.backend import backend_for
+from .formats import format_of
+
+__all__ = ["GOOGLE_QUANT_PREPROCESSING", "TF_SLIM_PREPROCESSING", "quantized_input_preprocessing"]
 from .images import LabelledImage, load_batch
-from .types import IMAGENET_PREPROCESSING, Preprocessing
+from .runtimes import open_runtime
+from .types import (GOOGLE_QUANT_PREPROCESSING, IMAGENET_PREPROCESSING, TF_SLIM_PREPROCESSING, Preprocessing,
+                    quantized_input_preprocessing)
 
 Predictor = Callable[[np.ndarray], np.ndarray]
 
@@ -30,9 +35,6 @@ BACKGROUND_OUTPUTS = 1001  # TF-slim ImageNet models: output 0 is "background", 
 BACKGROUND_MODES = ("auto", "drop", "none")
 
 # TF-slim's eval preprocessing for float-input Google files: pixels / 255 mapped to [-1, 1]
-TF_SLIM_PREPROCESSING = Preprocessing(mean=(127.5,) * 3, std=(127.5,) * 3, crop_fraction=0.875)
-# Google's quantized MobileNets: the uint8 input has scale 1/128 and zero point 128, so x = (pixel - 128) / 128
-GOOGLE_QUANT_PREPROCESSING = Preprocessing(mean=(128.0,) * 3, std=(128.0,) * 3, crop_fraction=0.875)
 PREPROCESSING_PRESETS = {"imagenet": IMAGENET_PREPROCESSING, "tf": GOOGLE_QUANT_PREPROCESSING}
 PRESET_NOTES = {"imagenet": "torchvision's ImageNet statistics", "tf": "Google's quantized MobileNets"}
 
@@ -83,22 +85,6 @@ def chance_problem(correct: int, images: int, classes: int) -> str | None:
         return (f"{shown} is what guessing scores ({100 * chance:.1f}% with {classes} classes): random or untrained "
                 "weights, the wrong preprocessing, or class indices that do not follow the model's class order")
     return None
-
-
-def quantized_input_preprocessing(dtype: str, scale: float | None, zero_point: int | None,
-                                  crop_fraction: float = 0.875) -> Preprocessing | None:
-    """The float preprocessing an integer-input model implies, taking its input to be camera pixels.
-
-    A uint8 input is the pixel itself and means x = scale * (pixel - zero_point): mean = zero_point,
-    std = 1 / scale (128 and 128 for Google's MobileNets). An int8 input is pixel - 128, so
-    mean = zero_point + 128. None when the input is not integer or carries no scale.
-    """
-    dtype = dtype.lower()
-    if not scale or dtype not in ("uint8", "int8"):
-        return None
-    mean = float(zero_point or 0) + (128.0 if dtype == "int8" else 0.0)
-    return Preprocessing(mean=(mean,) * 3, std=(1.0 / float(scale),) * 3, crop_fraction=crop_fraction,
-                         interpolation="bilinear")
 
 
 def scored_classes(outputs: int, background: str = "auto") -> int:
@@ -293,27 +279,14 @@ def edgekit_file_metadata(path: str | Path) -> dict:
     classes, preprocessing, weights): the ``edgekit`` metadata entry of a .tflite, ``metadata_props`` of an .onnx.
     {} for a file edgekit did not write, or whose metadata cannot be read."""
     path = Path(path)
+    found = format_of(path)
     try:
-        if path.suffix.lower() == ".tflite":
-            from .exporters.tflite import read_metadata
-
-            data = read_metadata(path)
-        elif path.suffix.lower() == ".onnx":
-            from .exporters.onnx import read_metadata
-
-            data = {key: _json_or_text(value) for key, value in read_metadata(path).items()}
-        else:
+        if found is None:
             return {}
+        data = backend_for(found.name).read_metadata(path)
     except Exception:  # noqa: BLE001 - optional facts: a file that cannot say them is fed as any other file
         return {}
     return data if isinstance(data, dict) and str(data.get("producer", "")).startswith("edgekit") else {}
-
-
-def _json_or_text(value: str):
-    try:
-        return json.loads(value)
-    except ValueError:
-        return value
 
 
 def _recorded_preprocessing(metadata: dict) -> Preprocessing | None:
@@ -345,7 +318,6 @@ def file_target(path: str | Path, *, resolution: int | None = None, preprocessin
     """An exported .onnx/.tflite file; its input size comes from the file, its preprocessing from the caller, else
     from edgekit's metadata in the file (``edgekit_file_metadata``), else for integer input from the input's
     quantization (see ``quantized_input_preprocessing``)."""
-    from .runtimes import open_runtime
 
     path = Path(path)
     runner = open_runtime(path, threads, reference)

@@ -22,8 +22,9 @@ from . import __version__
 from .cpu import host_cpu
 from .errors import EdgekitError, GateFailure
 from .fileio import atomic_path, atomic_write_text, sha256_file
-from .parity import GateTable, ParityResult, is_real
-from .runtimes import TensorSpec
+from .formats import FORMATS, SUFFIXES
+from .parity import DEFAULT_GATES, GateTable, ParityResult, check_artifact, is_gated, is_real
+from .runtimes import TensorSpec, open_runtime
 
 MANIFEST_NAME = "manifest.json"
 REPORT_NAME = "report.md"
@@ -32,8 +33,7 @@ LABELS_NAME = "labels.txt"
 FORMAT_VERSION = 1
 
 # Distributions whose versions decide what an exported file contains or how it runs
-TRACKED_DISTRIBUTIONS = ("torch", "onnx", "onnxruntime", "onnxslim", "ai-edge-litert", "litert-torch",
-                         "ai-edge-quantizer", "numpy")
+TRACKED_DISTRIBUTIONS = ("torch", *dict.fromkeys(d for f in FORMATS.values() for d in f.distributions), "numpy")
 
 
 def library_versions() -> dict[str, str | None]:
@@ -52,7 +52,7 @@ class Artifact:
     """One exported file as an app or a CI job needs to know it."""
 
     path: str  # relative to the bundle folder
-    format: str  # onnx | tflite
+    format: str  # a registered format's name (edgekit.formats): onnx | tflite | pte
     precision: str  # fp32 | fp16 | int8
     bytes: int
     sha256: str
@@ -80,8 +80,6 @@ class Artifact:
     def describe(cls, bundle: Path, relative: str, fmt: str, precision: str, seconds: float | None = None,
                  details: dict | None = None) -> "Artifact":
         """Measure a finished file: size, hash, and its inputs/outputs as the runtime reports them."""
-        from .runtimes import open_runtime
-
         path = bundle / relative
         runtime = open_runtime(path)
         return cls(relative, fmt, precision, path.stat().st_size, sha256_file(path), tuple(runtime.inputs),
@@ -296,7 +294,7 @@ class BundleCheck:
 
 
 # Files an app or a CI job takes from a bundle: every one must be listed in the manifest, or validate fails
-SHIPPED_SUFFIXES = (".onnx", ".tflite", ".pte", ".data", ".bin", ".txt", ".npz")
+SHIPPED_SUFFIXES = (*SUFFIXES, ".data", ".bin", ".txt", ".npz")
 _BUNDLE_OWN = (MANIFEST_NAME, REPORT_NAME)
 
 
@@ -381,10 +379,8 @@ def integrity_problems(bundle: Path, manifest: Manifest, checked: dict[str, str]
 
 
 def validate_bundle(bundle: Path, gates: GateTable | None = None, threads: int | None = None) -> BundleCheck:
-    """Re-check every file of a bundle with ONNX Runtime and LiteRT alone: hashes, then parity against the
+    """Re-check every file of a bundle with its format's runtime alone (no PyTorch for ONNX and TFLite): hashes, then parity against the
     stored reference, judged by ``gates`` (default: the gates recorded at export)."""
-    from .parity import DEFAULT_GATES, OutputTask, check_artifact, is_gated, is_real
-
     try:
         manifest = Manifest.read(bundle)
     except EdgekitError as e:  # one bad bundle in a folder of bundles fails alone
@@ -419,7 +415,7 @@ def validate_bundle(bundle: Path, gates: GateTable | None = None, threads: int |
             results.append(check_artifact(bundle / artifact.path, artifact.path, artifact.precision,
                                           reference.inputs, reference.outputs,
                                           table.for_precision(artifact.precision), gated, note, threads,
-                                          is_real(reference.sources), OutputTask.from_dict(manifest.model.get("task"))))
+                                          is_real(reference.sources)))
         except EdgekitError as e:
             problems.append(f"{artifact.path}: {e}")
     return check

@@ -17,24 +17,32 @@ import tempfile
 import threading
 import time
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from pathlib import Path
+
+import numpy as np
 
 from .capture import captured_output, one_line
 from .console import info, step, warn
 from .cpu import describe
+from .devices import host
 from .errors import EdgekitError, Terminated
+from .export_spec import CALIBRATION_MINIMUM, ExportSpec, calibration_warning
+from .exporters.backend import backend_for
 from .exporters.common import edgekit_metadata, export_ready, preprocessing_record
-from .exporters.onnx import check_opset
 from .fileio import atomic_path, atomic_write_text, ensure_writable_dir, sha256_file
+from .images import find_images, read_labelled_set
+from .labels import default_labels, read_labels
+from .layerwise import compare_layers
 from .manifest import (FAILED_SUFFIX, LABELS_NAME, MANIFEST_NAME, REPORT_NAME, Artifact, Manifest, Reference,
                        StepRecord, is_edgekit_bundle)
-from .parity import DEFAULT_GATES, GateTable, build_inputs, check_artifact, is_gated, is_real, spread
+from .parity import build_inputs, check_artifact, is_gated, is_real, spread
+from .quantize.calibration import CalibrationSet
+from .report import render_report
+from .sample_images import sample_image_paths
+from .table import human_bytes
 
-FORMATS = ("onnx", "tflite")
-CALIBRATION_METHODS = ("minmax", "entropy", "percentile")
-IO_DTYPES = ("int8", "uint8", "float32")
-ONNX_EXPORTERS = ("legacy", "dynamo")
+__all__ = ["CALIBRATION_MINIMUM", "ExportFailed", "ExportSpec", "calibration_warning", "failed_attempt",
+           "run_export"]
 _REFERENCE_BATCH = 4  # PyTorch reference in small batches: big variants at high resolution stay in memory
 
 
@@ -42,78 +50,6 @@ class ExportFailed(EdgekitError):
     """A conversion step failed after the inputs were accepted: the bundle's manifest records which."""
 
     exit_code = 3
-
-
-@dataclass(frozen=True)
-class ExportSpec:
-    """Everything `edgekit export` was asked to do; the CLI only fills this in."""
-
-    name: str
-    weights: str = "default"
-    width: float | None = None
-    resolution: int | None = None
-    num_classes: int | None = None
-    keep_background: bool = False
-    formats: tuple[str, ...] = FORMATS
-    fp16: bool = False
-    int8: bool = False
-    calib: Path | None = None
-    calib_samples: int = 128
-    calib_method: str = "minmax"
-    io_dtype: str = "int8"
-    data: Path | None = None  # parity pictures: image folder or labelled CSV; default --calib, else built-in
-    parity_samples: int = 16
-    parity_random: int = 4
-    seed: int = 0
-    latency_runs: int = 25  # timed runs per file on this machine (1 thread, fresh process); 0 skips
-    layer_samples: int = 8  # real pictures for the per-layer int8 error (as many as `edgekit inspect`); 0 skips
-    out: Path = Path("exports")
-    labels: Path | None = None
-    gates: GateTable = field(default=DEFAULT_GATES)
-    opset: int = 17
-    onnx_exporter: str = "legacy"
-    dynamic_batch: bool = True
-
-    def __post_init__(self):
-        unknown = [f for f in self.formats if f not in FORMATS]
-        if unknown or not self.formats:
-            raise EdgekitError(f"unknown format {unknown[0] if unknown else '(none)'!r}: choose from "
-                               f"{', '.join(FORMATS)} (comma-separated, e.g. --formats onnx,tflite)")
-        if len(set(self.formats)) != len(self.formats):
-            raise EdgekitError(f"--formats lists a format twice: {','.join(self.formats)}")
-        if self.fp16 and "tflite" not in self.formats:
-            raise EdgekitError("--fp16 makes a float16 TFLite file; add tflite to --formats")
-        for value, allowed, what in ((self.calib_method, CALIBRATION_METHODS, "calibration method"),
-                                     (self.io_dtype, IO_DTYPES, "int8 I/O type"),
-                                     (self.onnx_exporter, ONNX_EXPORTERS, "ONNX exporter")):
-            if value not in allowed:
-                raise EdgekitError(f"unknown {what} {value!r}: choose from {', '.join(allowed)}")
-        if self.parity_samples < 0 or self.parity_random < 0:
-            raise EdgekitError("--parity-samples and --parity-random count pictures: use 0 or more")
-        if self.parity_samples + self.parity_random < 1:
-            raise EdgekitError("parity needs at least one input: raise --parity-samples or --parity-random")
-        if self.opset < 17:
-            raise EdgekitError(f"--opset {self.opset} is too old: edgekit exports ONNX opset 17 or newer")
-        if self.calib_samples < 1:
-            raise EdgekitError("--calib-samples must be at least 1")
-        if self.latency_runs < 0:
-            raise EdgekitError("--latency-runs counts timed runs: use 0 (skip) or more")
-        if self.layer_samples < 0:
-            raise EdgekitError("--layer-samples counts pictures: use 0 (skip) or more")
-        for precision in ("fp32", "fp16", "int8"):
-            for metric, problem in self.gates.for_precision(precision).problems():
-                raise EdgekitError(f"--gate {precision}.{metric}: {problem}; give a value in range, or 'off'")
-
-    def options(self) -> dict:
-        """The options as the manifest records them."""
-        return {"formats": list(self.formats), "fp16": self.fp16, "int8": self.int8,
-                "calibration": {"folder": str(self.calib) if self.calib else None, "samples": self.calib_samples,
-                                "method": self.calib_method, "io_dtype": self.io_dtype} if self.int8 else None,
-                "parity": {"data": str(self.data) if self.data else None, "samples": self.parity_samples,
-                           "random": self.parity_random, "seed": self.seed},
-                "onnx": {"opset": self.opset, "exporter": self.onnx_exporter, "dynamic_batch": self.dynamic_batch},
-                "latency": {"runs": self.latency_runs}, "layers": {"samples": self.layer_samples},
-                "labels_file": str(self.labels) if self.labels else None, "out": str(self.out)}
 
 
 class _Steps:
@@ -137,39 +73,6 @@ class _Steps:
         self.records.append(StepRecord(name, "done", outcome["seconds"], outcome.get("detail")))
 
 
-# Fewer int8 calibration pictures than this is a warning before the work: TFLite's post-training quantization guide
-# asks for a representative dataset of about 100-500 samples; edgekit's default --calib-samples is 128.
-CALIBRATION_MINIMUM = 100
-
-
-def calibration_warning(spec: ExportSpec) -> str | None:
-    """Why the int8 calibration ``spec`` asks for is below CALIBRATION_MINIMUM pictures, with the number that would
-    do, or None. Counted before any work (the folder's readable-looking files; unreadable ones only lower it)."""
-    from .images import find_images
-    from .sample_images import sample_image_paths
-
-    if not spec.int8:
-        return None
-    if spec.calib is None:
-        available, where = len(list(sample_image_paths())), "edgekit's built-in photos"
-    else:
-        if not Path(spec.calib).is_dir():
-            return None  # the one-line error about the folder comes where it always did
-        available, where = len(find_images(Path(spec.calib))), f"--calib {spec.calib}"
-    used = min(available, spec.calib_samples)
-    if used >= CALIBRATION_MINIMUM or available == 0:
-        return None
-    if available >= CALIBRATION_MINIMUM:
-        fix = f"raise --calib-samples to at least {CALIBRATION_MINIMUM} ({where} holds {available})"
-    elif spec.calib is None:
-        fix = f"pass --calib DIR with at least {CALIBRATION_MINIMUM} pictures from your own data"
-    else:
-        fix = f"add at least {CALIBRATION_MINIMUM - available} more representative pictures to {spec.calib}"
-    return (f"int8 will be calibrated on {used} pictures from {where}, fewer than edgekit's sound minimum of "
-            f"{CALIBRATION_MINIMUM} (TFLite's guide: 100-500 representative pictures); ranges set by few pictures "
-            f"can clip what the app will see: {fix}")
-
-
 def run_export(spec: ExportSpec, model=None) -> Manifest:
     """Export ``spec`` (or the given prepared ``model``, which must carry ``edgekit_config``) to its bundle.
 
@@ -177,8 +80,9 @@ def run_export(spec: ExportSpec, model=None) -> Manifest:
     input before any work, ExportFailed when a step fails.
     """
     out_root = ensure_writable_dir(Path(spec.out))
-    if "onnx" in spec.formats:
-        check_opset(spec.opset, spec.onnx_exporter)
+    backends = [backend_for(name) for name in spec.formats]
+    for backend in backends:
+        backend.check(spec)  # options a back-end cannot honour are refused before any work
     records: list[StepRecord] = []
     steps = _Steps(records)
     calibration_note = calibration_warning(spec)
@@ -186,6 +90,7 @@ def run_export(spec: ExportSpec, model=None) -> Manifest:
         warn(calibration_note)  # before the work, not minutes into it
     if model is None:
         with steps.run("model", f"model {spec.name} (weights: {spec.weights})") as outcome:
+            # edgekit.models defines torch modules: importing it at the top would load torch for every command
             from .models import create_model
 
             model = create_model(spec.name, width=spec.width, resolution=spec.resolution,
@@ -198,8 +103,6 @@ def run_export(spec: ExportSpec, model=None) -> Manifest:
     labels, labels_source = _resolve_labels(spec, config)
     parity_images = _parity_images(spec)
     if spec.int8 and spec.calib is not None:
-        from .images import find_images
-
         if not find_images(spec.calib):
             raise EdgekitError(f"calibration folder {spec.calib} holds no images (jpg, jpeg, png, bmp, searched "
                                "recursively); point --calib at representative pictures")
@@ -224,7 +127,7 @@ def run_export(spec: ExportSpec, model=None) -> Manifest:
         with _terminate_as_interrupt():
             atomic_write_text(staging / LABELS_NAME, "\n".join(labels) + "\n")
             manifest.labels["sha256"] = sha256_file(staging / LABELS_NAME)
-            _build(spec, model, staging, manifest, steps, parity_images, labels)
+            _build(spec, backends, model, staging, manifest, steps, parity_images, labels)
             _raise_pending_signal()
     except KeyboardInterrupt:
         shutil.rmtree(staging, ignore_errors=True)  # nothing half-made survives; the old bundle stays
@@ -250,10 +153,9 @@ def run_export(spec: ExportSpec, model=None) -> Manifest:
     return manifest
 
 
-def _build(spec: ExportSpec, model, staging: Path, manifest: Manifest, steps: _Steps, parity_images: list[Path],
-           labels: tuple[str, ...]) -> None:
-    import numpy as np
-    import torch
+def _build(spec: ExportSpec, backends: list, model, staging: Path, manifest: Manifest, steps: _Steps,
+           parity_images: list[Path], labels: tuple[str, ...]) -> None:
+    import torch  # deferred: only the export needs it
 
     config = model.edgekit_config
     variant = config.variant
@@ -276,46 +178,43 @@ def _build(spec: ExportSpec, model, staging: Path, manifest: Manifest, steps: _S
                 torch.set_flush_denormal(False)
         reference = Reference(inputs.nchw, outputs.astype(np.float32), inputs.sources)
         manifest.reference = reference.write(staging) | {"skipped": inputs.skipped[:20]}
-        from .models.registry import model_task  # classifier, dense or embedding: which figures parity gates
-
-        task = model_task(model, reference.outputs, is_real(reference.sources))
-        manifest.model["task"] = task.to_dict()
         outcome["detail"] = f"{inputs.real} photos + {len(inputs.sources) - inputs.real} random inputs"
 
     fp32_files: dict[str, Path] = {}
-    for fmt in spec.formats:
-        relative = f"{variant}.{fmt}"
+    for backend in backends:
+        fmt = backend.name
+        relative = f"{variant}{backend.format.suffix}"
         with steps.run(f"{fmt} fp32", f"{fmt} export (fp32)") as outcome:
             started = time.perf_counter()
             with atomic_path(staging / relative) as tmp:
-                details = _export_fp32(fmt, spec, ready, tmp, config.resolution, metadata)
+                details = backend.export_fp32(ready, tmp, spec=spec, resolution=config.resolution, metadata=metadata)
             artifact = Artifact.describe(staging, relative, fmt, "fp32", time.perf_counter() - started, details)
             manifest.artifacts.append(artifact)
             fp32_files[fmt] = staging / relative
-            outcome["detail"] = _size(artifact.bytes)
+            outcome["detail"] = human_bytes(artifact.bytes)
 
-    if spec.fp16:
-        from .exporters.tflite import to_fp16
-
-        relative = f"{variant}_fp16.tflite"
-        with steps.run("tflite fp16", "tflite export (fp16 weights)") as outcome:
+    for backend in backends if spec.fp16 else []:
+        if not backend.format.fp16:
+            continue
+        fmt = backend.name
+        relative = f"{variant}_fp16{backend.format.suffix}"
+        with steps.run(f"{fmt} fp16", f"{fmt} export (fp16 weights)") as outcome:
             started = time.perf_counter()
             with atomic_path(staging / relative) as tmp:
-                details = to_fp16(fp32_files["tflite"], tmp, metadata)
-            artifact = Artifact.describe(staging, relative, "tflite", "fp16", time.perf_counter() - started, details)
+                details = backend.export_fp16(fp32_files[fmt], tmp, metadata)
+            artifact = Artifact.describe(staging, relative, fmt, "fp16", time.perf_counter() - started, details)
             manifest.artifacts.append(artifact)
-            outcome["detail"] = _size(artifact.bytes)
+            outcome["detail"] = human_bytes(artifact.bytes)
 
     if spec.int8:
-        _build_int8(spec, config, staging, manifest, steps, fp32_files, metadata)
+        _build_int8(spec, backends, ready, config, staging, manifest, steps, fp32_files, metadata)
 
     with steps.run("parity", f"parity of {len(manifest.artifacts)} files on {len(reference.inputs)} inputs") as outcome:
         for artifact in manifest.artifacts:
             gated, note = is_gated(artifact.precision, config.weights.trained)
             manifest.parity.append(check_artifact(
                 staging / artifact.path, artifact.path, artifact.precision, reference.inputs, reference.outputs,
-                spec.gates.for_precision(artifact.precision), gated, note, real=is_real(reference.sources),
-                task=task))
+                spec.gates.for_precision(artifact.precision), gated, note, real=is_real(reference.sources)))
         failed = [p.artifact for p in manifest.parity if not p.passed]
         outcome["detail"] = f"FAILED: {', '.join(failed)}" if failed else "all gates pass"
     for result in manifest.parity:
@@ -324,7 +223,7 @@ def _build(spec: ExportSpec, model, staging: Path, manifest: Manifest, steps: _S
                   " (untrained weights amplify rounding: judge kernels on trained weights)"))
 
     if spec.int8 and spec.layer_samples:
-        _compare_layers(manifest, staging, steps, reference, spec.layer_samples)
+        _compare_layers(manifest, staging, steps, reference, spec.layer_samples, backends)
     if spec.latency_runs:
         _host_latency(spec, manifest, staging, steps)
 
@@ -332,16 +231,17 @@ def _build(spec: ExportSpec, model, staging: Path, manifest: Manifest, steps: _S
 _LAYERS_IN_MANIFEST = 10
 
 
-def _compare_layers(manifest: Manifest, staging: Path, steps: _Steps, reference: Reference, samples: int) -> None:
+def _compare_layers(manifest: Manifest, staging: Path, steps: _Steps, reference: Reference, samples: int,
+                    backends: list) -> None:
     """Per-layer error of each int8 file against its fp32 file, on the real parity photos. A diagnosis, not a
     gate: whatever goes wrong is recorded in the manifest and never fails the export."""
-    from .layerwise import compare_layers
-    from .parity import is_real
-
     real = is_real(reference.sources)
     inputs = (reference.inputs[real] if real.any() else reference.inputs)[:samples]
+    comparable = {b.name for b in backends if b.layer_comparison}
     pairs = [(a, next((f for f in manifest.artifacts if f.format == a.format and f.precision == "fp32"), None))
-             for a in manifest.artifacts if a.precision == "int8"]
+             for a in manifest.artifacts if a.precision == "int8" and a.format in comparable]
+    if not pairs:
+        return
     what = "photos" if real.any() else "inputs"
     with steps.run("layers", f"per-layer int8 error on {len(inputs)} {what}") as outcome:
         worst = []
@@ -368,8 +268,6 @@ def _compare_layers(manifest: Manifest, staging: Path, steps: _Steps, reference:
 def _host_latency(spec: ExportSpec, manifest: Manifest, staging: Path, steps: _Steps) -> None:
     """Time every file on this machine (edgekit bench's local device) and say loudly when an int8 file is
     slower than its fp32 file. Never fails the export: a host without a runtime is recorded as such."""
-    from .devices import host
-
     files = [host.HostFile(staging / a.path, a.path, a.format, a.precision) for a in manifest.artifacts]
     label = (f"host latency of {len(files)} files ({host.THREADS} thread, {spec.latency_runs} runs after "
              f"{host.WARMUP} warm-up, a fresh process each)")
@@ -407,22 +305,8 @@ def _warn(manifest: Manifest, message: str, loud: bool = False) -> None:
     manifest.shown.add(message)
 
 
-def _export_fp32(fmt: str, spec: ExportSpec, ready, out: Path, resolution: int, metadata: dict) -> dict:
-    if fmt == "onnx":
-        from .exporters.onnx import torch_to_onnx
-
-        return torch_to_onnx(ready, out, resolution=resolution, metadata=metadata, opset=spec.opset,
-                             dynamic_batch=spec.dynamic_batch, exporter=spec.onnx_exporter)
-    from .exporters.tflite import torch_to_tflite
-
-    return torch_to_tflite(ready, out, resolution=resolution, metadata=metadata)
-
-
-def _build_int8(spec: ExportSpec, config, staging: Path, manifest: Manifest, steps: _Steps,
+def _build_int8(spec: ExportSpec, backends: list, ready, config, staging: Path, manifest: Manifest, steps: _Steps,
                 fp32_files: dict[str, Path], metadata: dict) -> None:
-    from .quantize import onnx_int8, tflite_int8
-    from .quantize.calibration import CalibrationSet
-
     with steps.run("calibration", "int8 calibration images") as outcome:
         if spec.calib is not None:
             calibration = CalibrationSet.from_folder(spec.calib, config.preprocessing, config.resolution,
@@ -437,46 +321,26 @@ def _build_int8(spec: ExportSpec, config, staging: Path, manifest: Manifest, ste
             manifest.shown.add(warning)  # said on the console already, before the work or by CalibrationSet.builtin
         manifest.options["calibration"] |= {"used": calibration.to_dict()}
         outcome["detail"] = f"{len(calibration)} images"
-    tflite_method = tflite_int8.CALIBRATION_METHOD
-    if "tflite" in spec.formats and spec.calib_method != tflite_method:
-        info(f"note: --calib-method {spec.calib_method} applies to the ONNX file; the TFLite file is calibrated "
-             f"with {tflite_method} (ai-edge-quantizer sets static activation ranges from min/max only)")
-    for fmt in spec.formats:
-        relative = f"{config.variant}_int8.{fmt}"
+    for backend in backends:
+        if spec.calib_method not in backend.calibration_methods:
+            honoured = [b.name for b in backends if spec.calib_method in b.calibration_methods]
+            info(f"note: --calib-method {spec.calib_method} applies to the {'/'.join(honoured) or 'other'} files; "
+                 f"the {backend.format.title} file is calibrated with {backend.calibration_methods[0]} "
+                 f"({backend.calibration_note})")
+    for backend in backends:
+        fmt = backend.name
+        relative = f"{config.variant}_int8{backend.format.suffix}"
         with steps.run(f"{fmt} int8", f"{fmt} int8 quantization") as outcome:
             started = time.perf_counter()
             with atomic_path(staging / relative) as tmp:
-                if fmt == "onnx":
-                    from .exporters import onnx as exporter
-
-                    limits = onnx_int8.quantize_onnx(fp32_files[fmt], tmp, calibration, method=spec.calib_method)
-                    saturation = onnx_int8.saturation_summary(limits)
-                    details = {"calibration_method": spec.calib_method,
-                               "weights": "int8 per-channel, levels limited where int16 pair sums could saturate",
-                               "activations": onnx_int8.DEFAULT_ACTIVATION_TYPE,
-                               "saturation": saturation | {"per_layer": [r.to_dict() for r in limits]}}
-                else:
-                    from .exporters import tflite as exporter
-
-                    tflite_int8.quantize_tflite(fp32_files[fmt], tmp, calibration, io_dtype=spec.io_dtype)
-                    details = {"calibration_method": tflite_int8.CALIBRATION_METHOD, "io_dtype": spec.io_dtype,
-                               "weights": "int8 per-channel", "activations": "int8"}
-                exporter.add_metadata(tmp, metadata)
-                details["operators"] = exporter.operator_counts(tmp)
-                if fmt == "tflite":
-                    # the proof, read back from the finished file's flatbuffer: op types and tensor dtypes
-                    details["integer"] = tflite_int8.integer_report(tmp)
+                details = backend.quantize_int8(ready, fp32_files[fmt], tmp, calibration=calibration, spec=spec,
+                                                metadata=metadata)
             artifact = Artifact.describe(staging, relative, fmt, "int8", time.perf_counter() - started, details)
             manifest.artifacts.append(artifact)
-            outcome["detail"] = _size(artifact.bytes)
-            if "saturation" in details:
-                outcome["detail"] += (f"; {saturation['channels_limited']} of {saturation['channels']} weight "
-                                      "channels limited so no x86 CPU saturates")
+            outcome["detail"] = "; ".join(filter(None, [human_bytes(artifact.bytes), backend.int8_summary(details)]))
 
 
 def _resolve_labels(spec: ExportSpec, config) -> tuple[tuple[str, ...], str]:
-    from .labels import default_labels, read_labels
-
     if spec.labels is not None:
         return read_labels(Path(spec.labels), config.num_classes), f"file {Path(spec.labels).name}"
     if config.labels:
@@ -492,8 +356,6 @@ def _resolve_labels(spec: ExportSpec, config) -> tuple[tuple[str, ...], str]:
 def _parity_images(spec: ExportSpec) -> list[Path]:
     """Pictures for parity: --data (folder or labelled CSV), else --calib, else edgekit's built-in photos.
     Evenly spread picks come first, the rest stand by for unreadable files."""
-    from .images import find_images, read_labelled_set
-
     if spec.parity_samples == 0:
         return []
     if spec.data is not None:
@@ -505,8 +367,6 @@ def _parity_images(spec: ExportSpec) -> list[Path]:
     elif spec.calib is not None:
         paths = find_images(Path(spec.calib))
     else:
-        from .sample_images import sample_image_paths
-
         paths = sample_image_paths()
     chosen = spread(paths, spec.parity_samples)
     return chosen + [p for p in paths if p not in set(chosen)]
@@ -530,8 +390,6 @@ def _publish(staging: Path, bundle: Path, manifest: Manifest) -> Path:
     """Write the manifest and report into the staging folder, then swap it in; returns where it went. Only a
     finished export whose files all pass replaces a bundle; any other goes to ``<variant>.failed`` beside it
     (a first export, with nothing to protect, is published in place so that validate sees the failure)."""
-    from .report import render_report
-
     manifest.write(staging)
     atomic_write_text(staging / REPORT_NAME, render_report(manifest, staging))
     _usual_permissions(staging)
@@ -575,7 +433,7 @@ def _terminate_as_interrupt():
     """SIGTERM raises Terminated and SIGINT KeyboardInterrupt where the work is; both are also remembered, and
     every step boundary raises them again: a signal that lands inside a library's ``try: import ... except:``
     (litert-torch's first import pulls in dozens of optional ones) would otherwise be swallowed, and the export
-    would run to the end and replace the bundle (seen once in CI with SIGTERM during the TFLite step)."""
+    would run to the end and replace the bundle (seen once in CI with SIGTERM during a conversion step)."""
     if threading.current_thread() is not threading.main_thread():
         yield  # signal handlers can only be set from the main thread
         return
@@ -610,9 +468,3 @@ def _usual_permissions(folder: Path) -> None:
     folder.chmod(0o777 & ~umask)
     for path in folder.iterdir():
         path.chmod(0o666 & ~umask)
-
-
-def _size(n: int) -> str:
-    from .table import human_bytes
-
-    return human_bytes(n)

@@ -2,7 +2,8 @@
 
 Each runner hides its format's conventions: NHWC layout, integer input and output tensors (quantized with
 the file's own scale and zero point), fixed batch size. Parity, validate and eval all call these, so a
-figure never depends on which command produced it. Imports only numpy and the runtime: no PyTorch.
+figure never depends on which command produced it. Imports only numpy and the runtime: no PyTorch for .onnx and
+.tflite files (ExecuTorch's Python runtime takes torch tensors, so a .pte file brings torch in).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import numpy as np
 from .capture import captured_output
 from .console import warn
 from .errors import EdgekitError
+from .formats import FORMATS, SUFFIXES, format_of
 
 
 @dataclass(frozen=True)
@@ -51,6 +53,11 @@ def dequantize(q: np.ndarray, scale: float, zero_point: int) -> np.ndarray:
 _LITERT_NOTICES = ("INFO: Created TensorFlow Lite XNNPACK delegate",)
 
 
+# What ExecuTorch prints when it loads: its native code's CPU feature reads and thread pool size, and torchao's
+# notices about CUDA-only kernels and a deprecated pytree registration (torchao comes in with executorch)
+_EXECUTORCH_NOTICES = ("[cpuinfo_utils.cpp", "[threadpool.cpp", "[XNNPACKBackend.cpp", "torchao/_C", "_pytree.py")
+
+
 def _said(log: list[str]) -> list[str]:
     return [line.strip() for line in log if line.strip() and not line.startswith(_LITERT_NOTICES)]
 
@@ -58,6 +65,9 @@ def _said(log: list[str]) -> list[str]:
 class TFLiteRunner:
     """``reference=True``: LiteRT's reference kernels (plain C++, no XNNPACK, no CPU-specific code), the
     arithmetic the TFLite spec defines, against which the host's optimised kernels are checked."""
+
+    REFERENCE_PATH = "LiteRT reference kernels"
+    HOST_KERNELS = "LiteRT's XNNPACK kernels"
 
     def __init__(self, path: Path, threads: int | None = None, reference: bool = False):
         from ai_edge_litert.interpreter import Interpreter, OpResolverType
@@ -122,6 +132,9 @@ class OnnxRunner:
     QuantizeLinear runs as written, in float: the quantized model's arithmetic without the host's integer
     kernels (which on x86 without VNNI saturate: ``edgekit.quantize.onnx_saturation``)."""
 
+    REFERENCE_PATH = "ORT float QDQ (optimizations off)"
+    HOST_KERNELS = "ONNX Runtime's int8 kernels"
+
     def __init__(self, path: Path, threads: int | None = None, reference: bool = False):
         import onnxruntime as ort
 
@@ -157,6 +170,77 @@ class OnnxRunner:
                                "a model edgekit can run") from None
 
 
+class PteRunner:
+    """An ExecuTorch program (.pte) in ExecuTorch's Python runtime, with the kernels it was lowered to (XNNPACK for
+    the files edgekit writes). The delegate's compiled blob has no portable twin, so there is no reference path:
+    ``reference=True`` is refused and parity reports no kernel split for .pte files."""
+
+    REFERENCE_PATH = None
+    HOST_KERNELS = "ExecuTorch's XNNPACK kernels"
+
+    def __init__(self, path: Path, threads: int | None = None, reference: bool = False):
+        if reference:
+            raise EdgekitError(f"{path.name}: an ExecuTorch program has no reference path to run on")
+        format_of(path).require()
+        self.path = path
+        try:
+            # native code says where it read the CPU's features and how many threads it uses: notices, captured
+            with captured_output() as log:
+                import torch  # ExecuTorch's Python runtime takes and returns torch tensors
+                from executorch.extension.pybindings import portable_lib
+                from executorch.runtime import Runtime
+
+                if threads:
+                    portable_lib._unsafe_reset_threadpool(threads)  # the only thread knob its Python API has
+                program = Runtime.get().load_program(Path(path))
+                self.method = program.load_method("forward")
+        except Exception as e:  # the runtime raises RuntimeError/ValueError with its error code
+            reason = "; ".join(dict.fromkeys([_first_line(e)] + _said(log)[-2:]))
+            raise EdgekitError(f"ExecuTorch cannot load {path} ({reason[:300]}); the file is corrupt or not an "
+                               "ExecuTorch program") from None
+        self._torch = torch
+        for line in _said(log):
+            if not any(notice in line for notice in _EXECUTORCH_NOTICES):
+                warn(f"ExecuTorch: {line}")
+        meta = self.method.metadata
+        # a program keeps no tensor names: the first input and output get the names every edgekit file uses
+        self.inputs = [self._spec("image" if i == 0 else f"input_{i}", meta.input_tensor_meta(i))
+                       for i in range(meta.num_inputs())]
+        self.outputs = [self._spec("logits" if i == 0 else f"output_{i}", meta.output_tensor_meta(i))
+                        for i in range(meta.num_outputs())]
+
+    _DTYPES = {0: "uint8", 1: "int8", 3: "int32", 4: "int64", 5: "float16", 6: "float32"}  # c10 ScalarType codes
+
+    @classmethod
+    def _spec(cls, name: str, meta) -> TensorSpec:
+        shape = tuple(int(s) for s in meta.sizes())
+        return TensorSpec(name, shape, cls._DTYPES.get(int(meta.dtype()), str(meta.dtype())), _layout(shape))
+
+    def __call__(self, x_nchw: np.ndarray) -> np.ndarray:
+        results = []
+        for sample in x_nchw.astype(np.float32, copy=False):  # programs are exported with batch 1
+            try:
+                (out,) = self.method.execute([self._torch.from_numpy(np.ascontiguousarray(sample[None]))])[:1]
+            except Exception as e:  # the runtime's own errors: a program that loads but cannot run
+                raise EdgekitError(f"ExecuTorch cannot run {self.path} ({_first_line(e)}); the file is corrupt or "
+                                   "not a model edgekit can run") from None
+            results.append(out.numpy().astype(np.float32).reshape(1, -1))
+        return np.concatenate(results)
+
+
+# The runner of each registered format (edgekit.formats); a format without one cannot be run
+_RUNNERS = {"onnx": OnnxRunner, "tflite": TFLiteRunner, "pte": PteRunner}
+# The portable path each runtime can compute an int8 file on, by file suffix (formats without one are absent)
+REFERENCE_PATHS = {FORMATS[name].suffix: runner.REFERENCE_PATH for name, runner in _RUNNERS.items()
+                   if runner.REFERENCE_PATH}
+
+
+def runner_class(path: str | Path):
+    """The runner class for ``path``'s format, or None for a file edgekit does not run."""
+    found = format_of(path)
+    return _RUNNERS.get(found.name) if found else None
+
+
 def _first_line(error: BaseException) -> str:
     return next((line.strip() for line in str(error).splitlines() if line.strip()), type(error).__name__)[:200]
 
@@ -167,9 +251,7 @@ def open_runtime(path: str | Path, threads: int | None = None, reference: bool =
     path = Path(path)
     if not path.is_file():
         raise EdgekitError(f"model file {path} does not exist; check the path")
-    suffix = path.suffix.lower()
-    if suffix == ".tflite":
-        return TFLiteRunner(path, threads, reference)
-    if suffix == ".onnx":
-        return OnnxRunner(path, threads, reference)
-    raise EdgekitError(f"unsupported model file {path.name}: edgekit runs .onnx and .tflite files")
+    runner = runner_class(path)
+    if runner is None:
+        raise EdgekitError(f"unsupported model file {path.name}: edgekit runs {', '.join(SUFFIXES)} files")
+    return runner(path, threads, reference)

@@ -48,3 +48,10 @@ def human_bytes(n: int) -> str:
         if n >= scale:
             return f"{n / scale:.2f} {unit}"
     return f"{n} B"
+
+
+def format_ms(value: float | None) -> str:
+    """Milliseconds with the digits that matter: 1240 -> '1240', 12.34 -> '12.3', 1.234 -> '1.23'."""
+    if value is None:
+        return "-"
+    return f"{value:.0f}" if value >= 100 else f"{value:.1f}" if value >= 10 else f"{value:.2f}"

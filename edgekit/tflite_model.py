@@ -1,6 +1,6 @@
 """Reading a .tflite flatbuffer without running it: operators, tensors, quantization, weights, metadata.
 
-Used to import weights, to prove an int8 file is fully integer, to count stray TRANSPOSE ops and to read
+Used to import weights, to prove an int8 file is fully integer (``integer_report``, the census), to count stray TRANSPOSE ops and to read
 edgekit's embedded metadata. Built on the schema module that ships with ai-edge-litert.
 """
 
@@ -14,6 +14,12 @@ from pathlib import Path
 import numpy as np
 
 from .errors import EdgekitError
+
+# Ops that must compute on int8 tensors with int8 weights in a file called fully integer.
+REQUIRED_INT8_OPS = ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "ADD")
+# Constant operands that are integers by nature, not quantized values: biases, shapes, axes, paddings.
+_INDEX_DTYPES = ("INT32", "INT64")
+_FLOAT_DTYPES = ("FLOAT32", "FLOAT16", "FLOAT64", "BFLOAT16")
 
 _NUMPY_DTYPES = {
     "FLOAT32": np.float32, "FLOAT16": np.float16, "INT32": np.int32, "UINT8": np.uint8, "INT64": np.int64,
@@ -208,3 +214,77 @@ class TFLiteModel:
 
     def output_tensors(self) -> list[Tensor]:
         return [self.tensors[i] for i in self.outputs]
+
+
+def integer_report(model: TFLiteModel | str | Path) -> dict:
+    """What the flatbuffer says about integer execution: op types, the dtype each op computes in, float ops,
+    QUANTIZE/DEQUANTIZE pairs inside the graph (float islands), and the input/output quantization.
+
+    ``fully_integer`` is true when every op except the edge conversions reads and writes only int8 tensors
+    (plus int32 biases and index operands), and each of CONV_2D, DEPTHWISE_CONV_2D, FULLY_CONNECTED and ADD
+    uses int8 weights and activations.
+    """
+    if not isinstance(model, TFLiteModel):
+        model = TFLiteModel.from_file(model)
+    tensors = model.tensors
+    graph_inputs, graph_outputs = set(model.inputs), set(model.outputs)
+    problems: list[str] = []
+    float_ops: list[dict] = []
+    edge_ops: list[dict] = []
+    compute_dtypes: dict[str, set[str]] = {}
+    for op in model.operators:
+        ins = [tensors[i] for i in op.inputs if i >= 0]
+        outs = [tensors[i] for i in op.outputs]
+        if op.opcode in ("QUANTIZE", "DEQUANTIZE"):
+            source, target = ins[0], outs[0]
+            at_edge = source.index in graph_inputs or target.index in graph_outputs
+            requantize = source.dtype == target.dtype == "INT8"
+            if op.opcode == "QUANTIZE" and requantize:
+                compute_dtypes.setdefault(op.opcode, set()).add("INT8")
+                continue
+            entry = {"index": op.index, "opcode": op.opcode, "from": source.dtype, "to": target.dtype,
+                     "tensor": target.name if op.opcode == "QUANTIZE" else source.name}
+            if at_edge:
+                edge_ops.append(entry)
+            else:
+                float_ops.append(entry | {"reason": "conversion inside the graph (float island)"})
+                problems.append(f"{op.opcode} #{op.index} {source.dtype}->{target.dtype} inside the graph")
+            continue
+        activations = [t for t in ins if t.data is None] + outs
+        constants = [t for t in ins if t.data is not None]
+        floats = [t for t in ins + outs if t.dtype in _FLOAT_DTYPES]
+        act_dtypes = {t.dtype for t in activations}
+        compute_dtypes.setdefault(op.opcode, set()).update(act_dtypes)
+        if floats:
+            float_ops.append({"index": op.index, "opcode": op.opcode, "reason": "float tensors",
+                              "tensors": [f"{t.name[-60:]} {t.dtype}" for t in floats[:4]]})
+            problems.append(f"{op.opcode} #{op.index} computes in {floats[0].dtype}")
+            continue
+        if op.opcode in REQUIRED_INT8_OPS:
+            weights = [t for t in constants if t.dtype not in _INDEX_DTYPES]
+            if act_dtypes != {"INT8"} or any(t.dtype != "INT8" for t in weights):
+                problems.append(f"{op.opcode} #{op.index} uses {sorted(act_dtypes | {t.dtype for t in weights})}, "
+                                "not int8")
+    counts = dict(model.op_counts)
+    required = {name: counts.get(name, 0) for name in REQUIRED_INT8_OPS}
+
+    def io_entry(index: int) -> dict:
+        t = tensors[index]
+        q = t.quantization
+        return {"name": t.name, "dtype": t.dtype.lower(), "shape": list(t.shape),
+                "scale": float(q.scale[0]) if q is not None and t.dtype not in _FLOAT_DTYPES else None,
+                "zero_point": int(q.zero_point[0]) if q is not None and q.zero_point.size
+                and t.dtype not in _FLOAT_DTYPES else None}
+
+    return {
+        "fully_integer": not problems,
+        "operators": len(model.operators),
+        "op_counts": counts,
+        "required_int8_ops": required,
+        "compute_dtypes": {k: sorted(v) for k, v in compute_dtypes.items()},
+        "float_ops": float_ops,
+        "edge_conversions": edge_ops,
+        "inputs": [io_entry(i) for i in model.inputs],
+        "outputs": [io_entry(i) for i in model.outputs],
+        "problems": problems,
+    }

@@ -41,6 +41,25 @@ class Preprocessing:
 
 
 IMAGENET_PREPROCESSING = Preprocessing()
+TF_SLIM_PREPROCESSING = Preprocessing(mean=(127.5,) * 3, std=(127.5,) * 3, crop_fraction=0.875)
+# Google's quantized MobileNets: the uint8 input has scale 1/128 and zero point 128, so x = (pixel - 128) / 128
+GOOGLE_QUANT_PREPROCESSING = Preprocessing(mean=(128.0,) * 3, std=(128.0,) * 3, crop_fraction=0.875)
+
+
+def quantized_input_preprocessing(dtype: str, scale: float | None, zero_point: int | None,
+                                  crop_fraction: float = 0.875) -> Preprocessing | None:
+    """The float preprocessing an integer-input model implies, taking its input to be camera pixels.
+
+    A uint8 input is the pixel itself and means x = scale * (pixel - zero_point): mean = zero_point,
+    std = 1 / scale (128 and 128 for Google's MobileNets). An int8 input is pixel - 128, so
+    mean = zero_point + 128. None when the input is not integer or carries no scale.
+    """
+    dtype = dtype.lower()
+    if not scale or dtype not in ("uint8", "int8"):
+        return None
+    mean = float(zero_point or 0) + (128.0 if dtype == "int8" else 0.0)
+    return Preprocessing(mean=(mean,) * 3, std=(1.0 / float(scale),) * 3, crop_fraction=crop_fraction,
+                         interpolation="bilinear")
 
 
 @dataclass(frozen=True)
@@ -71,17 +90,17 @@ class ModelConfig:
     preprocessing: Preprocessing = field(default_factory=Preprocessing)
     weights: WeightsInfo = field(default_factory=lambda: WeightsInfo("random", "random"))
     labels: tuple[str, ...] | None = None
+    # the registry's defaults for this model (edgekit.models.registry fills them in): a variant's name leaves them out
+    default_width: float | None = None  # None: the width is fixed by the variant (or not known)
+    default_resolution: int | None = None
 
     @property
     def variant(self) -> str:
         """Name with non-default options appended: used for file and folder names."""
-        from .models.registry import get_spec
-
-        spec = get_spec(self.name)
         parts = [self.name]
-        if spec.default_width is not None and self.width != spec.default_width:
+        if self.default_width is not None and self.width != self.default_width:
             parts.append(f"w{self.width:g}")
-        if self.resolution != spec.default_resolution:
+        if self.default_resolution is not None and self.resolution != self.default_resolution:
             parts.append(f"r{self.resolution}")
         return "_".join(parts)
 

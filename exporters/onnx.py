@@ -18,11 +18,15 @@ from pathlib import Path
 
 from ..capture import one_line
 from ..errors import EdgekitError
+from ..formats import ONNX_EXPORTERS as EXPORTERS
+from ..formats import get_format
+from ..quantize import onnx_int8
+from ..tflite_metadata import ModelFacts
+from .backend import FormatBackend
 from .common import INPUT_NAME, OUTPUT_NAME
 
 MIN_OPSET = 17
 DEFAULT_OPSET = 17
-EXPORTERS = ("legacy", "dynamo")
 
 
 def check_opset(opset: int, exporter: str = "legacy") -> None:
@@ -126,8 +130,6 @@ def _app_facts(metadata: dict) -> dict[str, str]:
     keys where it has them (model_author, model_license), so that every format tells an app the same."""
     if "preprocessing" not in metadata:
         return {}
-    from ..tflite_metadata import ModelFacts
-
     facts = ModelFacts.from_edgekit(metadata)
     size = str(metadata.get("resolution", ""))
     return {"model_name": facts.name, "model_description": facts.description, "model_version": facts.version,
@@ -156,3 +158,48 @@ def read_metadata(path: Path) -> dict[str, str]:
     import onnx
 
     return {p.key: p.value for p in onnx.load(str(path), load_external_data=False).metadata_props}
+
+
+class OnnxBackend(FormatBackend):
+    """ONNX: torch.onnx (legacy or dynamo) + onnxslim for fp32, ONNX Runtime's static QDQ quantization for int8."""
+
+    format = get_format("onnx")
+    layer_comparison = True
+
+    def check(self, spec) -> None:
+        super().check(spec)
+        check_opset(spec.opset, spec.onnx_exporter)
+
+    def export_fp32(self, model, out: Path, *, spec, resolution: int, metadata: dict) -> dict:
+        return torch_to_onnx(model, out, resolution=resolution, metadata=metadata, opset=spec.opset,
+                             dynamic_batch=spec.dynamic_batch, exporter=spec.onnx_exporter)
+
+    def quantize_int8(self, model, fp32: Path, out: Path, *, calibration, spec, metadata: dict) -> dict:
+        limits = onnx_int8.quantize_onnx(fp32, out, calibration, method=spec.calib_method,
+                                         finish=lambda proto: set_metadata(proto, metadata))
+        return {"calibration_method": spec.calib_method,
+                "weights": "int8 per-channel, levels limited where int16 pair sums could saturate",
+                "activations": onnx_int8.DEFAULT_ACTIVATION_TYPE,
+                "saturation": onnx_int8.saturation_summary(limits) | {"per_layer": [r.to_dict() for r in limits]},
+                "operators": operator_counts(out)}
+
+    def int8_summary(self, details: dict) -> str | None:
+        saturation = details["saturation"]
+        return (f"{saturation['channels_limited']} of {saturation['channels']} weight channels limited so no x86 "
+                "CPU saturates")
+
+    def read_metadata(self, path: Path) -> dict:
+        return {key: _json_or_text(value) for key, value in read_metadata(path).items()}
+
+    def operator_counts(self, path: Path) -> dict[str, int]:
+        return operator_counts(path)
+
+
+def _json_or_text(value: str):
+    try:
+        return json.loads(value)
+    except ValueError:
+        return value
+
+
+BACKEND = OnnxBackend()

@@ -17,8 +17,12 @@ import numpy as np
 
 from ..capture import captured_output, one_line
 from ..errors import EdgekitError
-from ..tflite_model import TFLiteModel, pack_model, schema, unpack_model
+from ..fileio import atomic_write_bytes
+from ..formats import IO_DTYPES, get_format
+from ..quantize import tflite_int8
+from ..tflite_model import TFLiteModel, integer_report, pack_model, schema, unpack_model
 from ..tflite_metadata import ModelFacts, append_associated_files, set_standard_metadata
+from .backend import FormatBackend
 from .common import INPUT_NAME, OUTPUT_NAME
 
 METADATA_NAME = "edgekit"  # the file's metadata entry: JSON, read back with TFLiteModel(...).metadata
@@ -138,3 +142,42 @@ def _rename_io(model) -> None:
         if signature.subgraphIndex == 0 and len(signature.inputs) == 1 and len(signature.outputs) == 1:
             signature.inputs[0].name = INPUT_NAME
             signature.outputs[0].name = OUTPUT_NAME
+
+
+class TFLiteBackend(FormatBackend):
+    """TFLite: litert-torch for fp32, ai-edge-quantizer's float casting for fp16 and its static int8 recipe for
+    int8; the integer proof is read back from each int8 flatbuffer."""
+
+    format = get_format("tflite")
+    calibration_methods = (tflite_int8.CALIBRATION_METHOD,)
+    calibration_note = "ai-edge-quantizer sets static ranges from min/max only"
+    io_dtypes = IO_DTYPES
+    layer_comparison = True
+
+    def export_fp32(self, model, out: Path, *, spec, resolution: int, metadata: dict) -> dict:
+        return torch_to_tflite(model, out, resolution=resolution, metadata=metadata)
+
+    def export_fp16(self, fp32: Path, out: Path, metadata: dict) -> dict:
+        return to_fp16(fp32, out, metadata)
+
+    def quantize_int8(self, model, fp32: Path, out: Path, *, calibration, spec, metadata: dict) -> dict:
+        flat = tflite_int8.quantized_tflite(fp32, calibration, io_dtype=spec.io_dtype, source=str(out))
+        flat = embed_metadata(flat, metadata)  # edgekit's entry and the image/logits names, before the one write
+        graph = TFLiteModel(flat, str(out))
+        atomic_write_bytes(out, flat)
+        # the proof, read back from the finished file's flatbuffer: op types and tensor dtypes
+        return {"calibration_method": tflite_int8.CALIBRATION_METHOD, "io_dtype": spec.io_dtype,
+                "weights": "int8 per-channel", "activations": "int8", "calibration_note": self.calibration_note,
+                "operators": dict(sorted(graph.op_counts.items())), "integer": integer_report(graph)}
+
+    def read_metadata(self, path: Path) -> dict:
+        return read_metadata(path)
+
+    def operator_counts(self, path: Path) -> dict[str, int]:
+        return operator_counts(path)
+
+    def census(self, path: Path) -> dict | None:
+        return integer_report(path)
+
+
+BACKEND = TFLiteBackend()

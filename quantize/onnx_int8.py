@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import tempfile
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import onnx
@@ -19,10 +20,9 @@ import onnx
 from ..capture import captured_output, one_line
 from ..errors import EdgekitError
 from ..fileio import atomic_path
+from ..formats import CALIBRATION_METHODS as METHODS
 from .calibration import CalibrationSet, input_range
 from .onnx_saturation import INT16_MAX, LayerLimit, limit_pair_sums
-
-METHODS = ("minmax", "entropy", "percentile")
 ACTIVATION_TYPES = ("uint8", "int8")
 
 # Measured on this x86 CPU (benchmarks/results/int8.md): uint8 activations with int8 weights (U8S8) run
@@ -58,11 +58,13 @@ class _Reader:
 
 def quantize_onnx(fp32_onnx: Path, out: Path, calibration: CalibrationSet, method: str = "minmax",
                   activation_type: str = DEFAULT_ACTIVATION_TYPE,
-                  op_types: tuple[str, ...] | None = None, limit_saturation: bool = True) -> list[LayerLimit]:
+                  op_types: tuple[str, ...] | None = None, limit_saturation: bool = True,
+                  finish: Callable | None = None) -> list[LayerLimit]:
     """Write ``out``: a QDQ int8 copy of ``fp32_onnx`` (int8 per-channel weights, ``activation_type``
     activations) with activation ranges from ``calibration``, and weight levels limited per channel where x86
     kernels without VNNI would saturate (returned, one record per layer; ``limit_saturation=False`` leaves them
-    at 127 levels, for benchmarks that show what the limit does). ``op_types=None`` quantizes every op ORT can."""
+    at 127 levels, for benchmarks that show what the limit does). ``op_types=None`` quantizes every op ORT can.
+    ``finish(model_proto)`` edits the result (edgekit's metadata) before ``out`` is written, once."""
     from onnxruntime.quantization import CalibrationMethod
 
     if method not in METHODS:
@@ -90,7 +92,7 @@ def quantize_onnx(fp32_onnx: Path, out: Path, calibration: CalibrationSet, metho
     try:
         with captured_output() as log:  # ORT logs reminders and prints histogram progress on stdout
             return _quantize(fp32_onnx, out, calibration, method, activation_type, op_types, input_name, outputs,
-                             metadata, calibrate_method, options, limit_saturation)
+                             metadata, calibrate_method, options, limit_saturation, finish)
     except EdgekitError:
         raise
     except Exception as e:  # ORT raises its own exception classes, onnx its own
@@ -100,7 +102,7 @@ def quantize_onnx(fp32_onnx: Path, out: Path, calibration: CalibrationSet, metho
 
 def _quantize(fp32_onnx: Path, out: Path, calibration: CalibrationSet, method: str, activation_type: str,
               op_types, input_name: str, outputs: set[str], metadata: dict[str, str], calibrate_method,
-              calibrator_options: dict, limit_saturation: bool) -> list[LayerLimit]:
+              calibrator_options: dict, limit_saturation: bool, finish: Callable | None) -> list[LayerLimit]:
     from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.calibrate import create_calibrator, save_tensors_data
     from onnxruntime.quantization.shape_inference import quant_pre_process
@@ -126,15 +128,18 @@ def _quantize(fp32_onnx: Path, out: Path, calibration: CalibrationSet, method: s
         del calibrator
         cache = work / "ranges.json"
         save_tensors_data(ranges, cache)
+        quantized = work / "quantized.onnx"  # the quantizer's own write stays in the work folder
+        quantize_static(
+            str(prepared), str(quantized), calibration_data_reader=None, quant_format=QuantFormat.QDQ,
+            op_types_to_quantize=list(op_types) if op_types else None, per_channel=True,
+            activation_type=QuantType.QUInt8 if activation_type == "uint8" else QuantType.QInt8,
+            weight_type=QuantType.QInt8, calibrate_method=calibrate_method, calibration_cache_path=str(cache))
+        model = onnx.load(str(quantized))
+        limits = _limit_saturation(model, prepared, calibration, activation_type) if limit_saturation else []
+        _record_metadata(model, metadata, method, activation_type, calibration, limits)
+        if finish is not None:
+            finish(model)
         with atomic_path(out) as tmp:
-            quantize_static(
-                str(prepared), str(tmp), calibration_data_reader=None, quant_format=QuantFormat.QDQ,
-                op_types_to_quantize=list(op_types) if op_types else None, per_channel=True,
-                activation_type=QuantType.QUInt8 if activation_type == "uint8" else QuantType.QInt8,
-                weight_type=QuantType.QInt8, calibrate_method=calibrate_method, calibration_cache_path=str(cache))
-            model = onnx.load(str(tmp))
-            limits = _limit_saturation(model, prepared, calibration, activation_type) if limit_saturation else []
-            _record_metadata(model, metadata, method, activation_type, calibration, limits)
             onnx.save(model, str(tmp))
     return limits
 

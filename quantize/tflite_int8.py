@@ -3,7 +3,7 @@
 "Fully integer" means every CONV_2D, DEPTHWISE_CONV_2D, FULLY_CONNECTED and ADD reads and writes int8
 tensors with int8 weights, and no float computation sits anywhere in the graph: the only float or uint8
 tensors allowed are the graph's own inputs and outputs, converted by one QUANTIZE/DEQUANTIZE at each edge.
-``integer_report`` proves this from the flatbuffer, so tests and the bundle report never take it on trust.
+``edgekit.tflite_model.integer_report`` proves this from the flatbuffer, so tests and the bundle report never take it on trust.
 
 ai-edge-quantizer's ``static_wi8_ai8`` recipe produces int8 input and output. For ``uint8`` (what a camera
 hands over) and ``float32`` I/O the graph gets the conversion TFLite's own converter would add: a QUANTIZE
@@ -23,28 +23,31 @@ import numpy as np
 from ..capture import captured_output, one_line
 from ..errors import EdgekitError
 from ..fileio import atomic_write_bytes
-from ..tflite_model import TFLiteModel, pack_model, schema, unpack_model
+from ..formats import IO_DTYPES
+from ..tflite_model import REQUIRED_INT8_OPS, TFLiteModel, integer_report, pack_model, schema, unpack_model
 from .calibration import CalibrationSet, input_range
 
-IO_DTYPES = ("int8", "uint8", "float32")
+__all__ = ["CALIBRATION_METHOD", "IO_DTYPES", "REQUIRED_INT8_OPS", "integer_report", "quantize_tflite",
+           "quantized_tflite"]
 # ai-edge-quantizer 0.10 sets static activation ranges from min/max only (its other algorithms are for
 # weights); --calib-method entropy|percentile applies to the ONNX file.
 CALIBRATION_METHOD = "minmax"
 QUANTIZATION_METADATA = "edgekit_quantization"  # metadata entry: JSON, how the int8 file was made
-# Ops the issue names: each must compute on int8 tensors with int8 weights.
-REQUIRED_INT8_OPS = ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "ADD")
-# Constant operands that are integers by nature, not quantized values: biases, shapes, axes, paddings.
-_INDEX_DTYPES = ("INT32", "INT64")
-_FLOAT_DTYPES = ("FLOAT32", "FLOAT16", "FLOAT64", "BFLOAT16")
 
 
 def quantize_tflite(fp32_tflite: Path, out: Path, calibration: CalibrationSet, io_dtype: str = "int8") -> None:
     """Write ``out``: a fully integer copy of ``fp32_tflite`` (NHWC float input [1, H, W, 3]) calibrated on
-    ``calibration``, with ``io_dtype`` input and output."""
+    ``calibration``, with ``io_dtype`` input and output, and the fp32 file's metadata."""
+    atomic_write_bytes(Path(out), quantized_tflite(fp32_tflite, calibration, io_dtype, source=str(out)))
+
+
+def quantized_tflite(fp32_tflite: Path, calibration: CalibrationSet, io_dtype: str = "int8",
+                     source: str = "<int8>") -> bytes:
+    """The bytes ``quantize_tflite`` writes, for a caller that adds its own metadata before the one write."""
     if io_dtype not in IO_DTYPES:
         raise EdgekitError(f"unknown --io-dtype {io_dtype!r}: choose one of {', '.join(IO_DTYPES)}")
-    fp32_tflite, out = Path(fp32_tflite), Path(out)
-    source = TFLiteModel.from_file(fp32_tflite)  # fails with one line on a missing or corrupt file
+    fp32_tflite = Path(fp32_tflite)
+    fp32 = TFLiteModel.from_file(fp32_tflite)  # fails with one line on a missing or corrupt file
     log: list[str] = []
     try:
         # the library prints progress bars ("Running Calibration:"), interpreter notices, UserWarnings and a
@@ -57,18 +60,18 @@ def quantize_tflite(fp32_tflite: Path, out: Path, calibration: CalibrationSet, i
         record = {"precision": "int8", "weights": "int8 per-channel symmetric",
                   "activations": "int8 per-tensor", "io_dtype": io_dtype, "calibration_method": CALIBRATION_METHOD,
                   "calibration_samples": len(calibration)}
-        quantized = _finish_graph(quantized, io_dtype, source, record)
+        quantized = _finish_graph(quantized, io_dtype, fp32, record)
     except EdgekitError:
         raise
     except Exception as e:  # the quantizer and the interpreter raise many exception types
         raise EdgekitError(f"ai-edge-quantizer could not quantize {fp32_tflite.name} ({one_line(e, log)}); export "
                            "the fp32 TFLite with edgekit, or leave out --int8") from None
-    report = integer_report(TFLiteModel(quantized, str(out)))
+    report = integer_report(TFLiteModel(quantized, source))
     if not report["fully_integer"]:
         # never ship a file called int8 that is not: the quantizer left float compute behind
         raise EdgekitError(f"ai-edge-quantizer left {fp32_tflite.name} partly float ({'; '.join(report['problems'][:3])}); "
                            "this model has an op without an int8 kernel: export without --int8 or report it")
-    atomic_write_bytes(out, quantized)
+    return quantized
 
 
 def _quantize_static(fp32_tflite: Path, calibration: CalibrationSet) -> bytes:
@@ -283,77 +286,3 @@ def _operator(opcode_index: int, source: int, target: int):
     op.inputs = [source]
     op.outputs = [target]
     return op
-
-
-def integer_report(model: TFLiteModel | str | Path) -> dict:
-    """What the flatbuffer says about integer execution: op types, the dtype each op computes in, float ops,
-    QUANTIZE/DEQUANTIZE pairs inside the graph (float islands), and the input/output quantization.
-
-    ``fully_integer`` is true when every op except the edge conversions reads and writes only int8 tensors
-    (plus int32 biases and index operands), and each of CONV_2D, DEPTHWISE_CONV_2D, FULLY_CONNECTED and ADD
-    uses int8 weights and activations.
-    """
-    if not isinstance(model, TFLiteModel):
-        model = TFLiteModel.from_file(model)
-    tensors = model.tensors
-    graph_inputs, graph_outputs = set(model.inputs), set(model.outputs)
-    problems: list[str] = []
-    float_ops: list[dict] = []
-    edge_ops: list[dict] = []
-    compute_dtypes: dict[str, set[str]] = {}
-    for op in model.operators:
-        ins = [tensors[i] for i in op.inputs if i >= 0]
-        outs = [tensors[i] for i in op.outputs]
-        if op.opcode in ("QUANTIZE", "DEQUANTIZE"):
-            source, target = ins[0], outs[0]
-            at_edge = source.index in graph_inputs or target.index in graph_outputs
-            requantize = source.dtype == target.dtype == "INT8"
-            if op.opcode == "QUANTIZE" and requantize:
-                compute_dtypes.setdefault(op.opcode, set()).add("INT8")
-                continue
-            entry = {"index": op.index, "opcode": op.opcode, "from": source.dtype, "to": target.dtype,
-                     "tensor": target.name if op.opcode == "QUANTIZE" else source.name}
-            if at_edge:
-                edge_ops.append(entry)
-            else:
-                float_ops.append(entry | {"reason": "conversion inside the graph (float island)"})
-                problems.append(f"{op.opcode} #{op.index} {source.dtype}->{target.dtype} inside the graph")
-            continue
-        activations = [t for t in ins if t.data is None] + outs
-        constants = [t for t in ins if t.data is not None]
-        floats = [t for t in ins + outs if t.dtype in _FLOAT_DTYPES]
-        act_dtypes = {t.dtype for t in activations}
-        compute_dtypes.setdefault(op.opcode, set()).update(act_dtypes)
-        if floats:
-            float_ops.append({"index": op.index, "opcode": op.opcode, "reason": "float tensors",
-                              "tensors": [f"{t.name[-60:]} {t.dtype}" for t in floats[:4]]})
-            problems.append(f"{op.opcode} #{op.index} computes in {floats[0].dtype}")
-            continue
-        if op.opcode in REQUIRED_INT8_OPS:
-            weights = [t for t in constants if t.dtype not in _INDEX_DTYPES]
-            if act_dtypes != {"INT8"} or any(t.dtype != "INT8" for t in weights):
-                problems.append(f"{op.opcode} #{op.index} uses {sorted(act_dtypes | {t.dtype for t in weights})}, "
-                                "not int8")
-    counts = dict(model.op_counts)
-    required = {name: counts.get(name, 0) for name in REQUIRED_INT8_OPS}
-
-    def io_entry(index: int) -> dict:
-        t = tensors[index]
-        q = t.quantization
-        return {"name": t.name, "dtype": t.dtype.lower(), "shape": list(t.shape),
-                "scale": float(q.scale[0]) if q is not None and t.dtype not in _FLOAT_DTYPES else None,
-                "zero_point": int(q.zero_point[0]) if q is not None and q.zero_point.size
-                and t.dtype not in _FLOAT_DTYPES else None}
-
-    return {
-        "fully_integer": not problems,
-        "operators": len(model.operators),
-        "op_counts": counts,
-        "required_int8_ops": required,
-        "compute_dtypes": {k: sorted(v) for k, v in compute_dtypes.items()},
-        "float_ops": float_ops,
-        "edge_conversions": edge_ops,
-        "inputs": [io_entry(i) for i in model.inputs],
-        "outputs": [io_entry(i) for i in model.outputs],
-        "problems": problems,
-    }

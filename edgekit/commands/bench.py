@@ -7,9 +7,21 @@ import datetime
 import shlex
 from pathlib import Path
 
+import sys
+
+from ..console import info, warn
 from ..cpu import describe
-from ..devices.results import format_ms as _ms
-from .common import positive_int
+from ..devices.artifacts import load_target
+from ..devices.base import BenchSettings
+from ..devices.chart import write_latency_chart
+from ..devices.profiles import default_profiles_path, load_profiles, select_devices
+from ..devices.session import run_benchmarks
+from ..errors import EdgekitError, GateFailure
+from ..fileio import check_output_file
+from ..formats import FORMAT_NAMES, FORMATS, suffix_list
+from ..table import format_ms as _ms
+from ..table import format_table, human_bytes
+from .common import positive_int, write_json
 from .validate import formats_filter
 
 HEADERS = ["artifact", "precision", "device", "runtime", "threads", "load ms", "first ms", "mean", "std", "min",
@@ -35,15 +47,13 @@ def _non_negative_int(text: str) -> int:
 
 
 def add_parser(sub) -> None:
-    from ..devices.profiles import default_profiles_path
-
     p = sub.add_parser(
         "bench", help="latency on this machine, SSH boards and Android phones",
-        description="Time every artifact of a bundle (or one .tflite/.onnx file) on one or more devices: load "
+        description=f"Time every artifact of a bundle (or one {suffix_list('/')} file) on one or more devices: load "
                     "time, first inference, mean/std/min/p50/p90/p99/max, inferences per second, peak memory. "
                     "Prints a table; --json and a PNG chart for the record.")
     p.add_argument("target", nargs="?", metavar="TARGET",
-                   help="bundle folder from `edgekit export` (or a folder of them), or a .tflite/.onnx file")
+                   help=f"bundle folder from `edgekit export` (or a folder of them), or a {suffix_list('/')} file")
     where = p.add_mutually_exclusive_group()
     where.add_argument("--device", metavar="NAME[,NAME...]", help="device profile name(s) (default: local)")
     where.add_argument("--all", dest="all_devices", action="store_true", help="every device in the profile file")
@@ -54,10 +64,11 @@ def add_parser(sub) -> None:
                    help="thread counts (default: the device profile's, else 1 and all cores)")
     p.add_argument("--runs", type=positive_int, default=100, help="timed inferences per measurement (default 100)")
     p.add_argument("--warmup", type=_non_negative_int, default=10, help="untimed inferences first (default 10)")
-    p.add_argument("--runtime", choices=("litert", "onnxruntime"), help="only the files this runtime reads")
+    p.add_argument("--runtime", choices=tuple(f.runtime for f in FORMATS.values()),
+                   help="only the files this runtime reads")
     p.add_argument("--formats", type=formats_filter, metavar="LIST",
-                   help="only the files of these formats, comma-separated: onnx,tflite (tflite = --runtime litert, "
-                        "onnx = --runtime onnxruntime)")
+                   help=f"only the files of these formats, comma-separated: {','.join(FORMAT_NAMES)} ("
+                        + ", ".join(f"{f.name} = --runtime {f.runtime}" for f in FORMATS.values()) + ")")
     p.add_argument("--wide", action="store_true",
                    help=f"every column in the table (load, first, mean, std, min, max, inf/s, size); by default it "
                         f"fits {TABLE_WIDTH} columns")
@@ -71,8 +82,6 @@ def add_parser(sub) -> None:
 def results_table(results, wide: bool = False, width: int = TABLE_WIDTH) -> str:
     """Every figure with ``wide``; otherwise the COMPACT columns, artifact names shortened in the middle where the
     table would be wider than ``width`` characters."""
-    from ..table import format_table
-
     rows = _rows(results)
     if wide:
         return format_table(HEADERS, rows)
@@ -101,8 +110,6 @@ def _shorten(name: str, room: int) -> str:
 
 
 def _rows(results) -> list[list[str]]:
-    from ..table import human_bytes
-
     rows = []
     for r in results:
         ips = r.inferences_per_s
@@ -161,18 +168,13 @@ def _chart_path(args) -> Path | None:
 
 def _runtime_filter(args) -> str | None:
     """--runtime, or the one runtime --formats names; both given must agree."""
-    from ..errors import EdgekitError
-
-    runtimes = {"tflite": "litert", "onnx": "onnxruntime"}
-    chosen = {runtimes[f] for f in args.formats} if args.formats else set()
+    chosen = {FORMATS[f].runtime for f in args.formats} if args.formats else set()
     if args.runtime and chosen and chosen != {args.runtime}:
         raise EdgekitError(f"--runtime {args.runtime} and --formats {','.join(args.formats)} disagree; give one")
     return args.runtime or (chosen.pop() if len(chosen) == 1 else None)
 
 
 def _list_devices(profiles, source) -> int:
-    from ..table import format_table
-
     print(f"device profiles: {source or 'none (built-in local only)'}")
     print(format_table(["name", "kind", "where", "threads", "runtime"],
                        [[p.name, p.kind, p.describe(), ",".join(map(str, p.threads)) if p.threads else "1,all cores",
@@ -181,23 +183,11 @@ def _list_devices(profiles, source) -> int:
 
 
 def run(args) -> int:
-    import sys
-
-    from ..console import info, warn
-    from ..devices.artifacts import load_target
-    from ..devices.base import BenchSettings
-    from ..devices.chart import write_latency_chart
-    from ..devices.profiles import load_profiles, select_devices
-    from ..devices.session import run_benchmarks
-    from ..errors import EdgekitError, GateFailure
-    from ..fileio import check_output_file
-    from .common import write_json
-
     profiles, source = load_profiles(args.devices)
     if args.list_devices:
         return _list_devices(profiles, source)
     if not args.target:
-        raise EdgekitError("give a TARGET: a bundle folder from edgekit export or a .tflite/.onnx file")
+        raise EdgekitError(f"give a TARGET: a bundle folder from edgekit export or a {suffix_list('/')} file")
     names = [n.strip() for n in args.device.split(",") if n.strip()] if args.device else None
     devices = select_devices(profiles, names, args.all_devices, source)
     files = load_target(args.target, _runtime_filter(args))

@@ -1,4 +1,4 @@
-"""`edgekit eval TARGET --data SET`: top-1 and top-5 of a model with its weights, of an .onnx/.tflite file, or
+"""`edgekit eval TARGET --data SET`: top-1 and top-5 of a model with its weights, of an .onnx/.tflite/.pte file, or
 of an export bundle (its PyTorch model and every file in it, one table).
 
 TARGET is dispatched on what it names: a registered model (built with --weights etc.), a model file, or a
@@ -12,28 +12,32 @@ import math
 from dataclasses import replace
 from pathlib import Path
 
-from ..bundle_eval import PYTORCH_MODES
+from ..bundle_eval import PYTORCH_MODES, evaluate_bundle, open_bundle, resolve_bundle
 from ..console import info, warn
 from ..errors import EdgekitError
-from ..evaluate import BACKGROUND_MODES, PREPROCESSING_PRESETS, describe_preset
+from ..evaluate import (BACKGROUND_MODES, PREPROCESSING_PRESETS, chance_problem, describe_preset, evaluate,
+                        file_target, image_batches, model_target, scored_classes)
 from ..fileio import check_output_file
+from ..formats import FORMAT_NAMES
+from ..formats import SUFFIXES as MODEL_FILE_SUFFIXES
+from ..images import read_labelled_set
+from ..manifest import Manifest
+from ..table import format_table
 from ..types import Preprocessing
-from .common import add_model_arguments, positive_int, write_json
+from .common import add_model_arguments, model_from_args, positive_int, write_json
 from .validate import formats_filter
-
-MODEL_FILE_SUFFIXES = (".onnx", ".tflite")
 
 
 def add_parser(sub) -> None:
     p = sub.add_parser(
         "eval", help="top-1/top-5 accuracy on labelled images",
         description="Top-1 and top-5 accuracy of a model (TARGET a registered name, with --weights), of an "
-                    ".onnx/.tflite file (TARGET its path), or of an export bundle (TARGET its folder: the PyTorch "
+                    ".onnx/.tflite/.pte file (TARGET its path), or of an export bundle (TARGET its folder: the PyTorch "
                     "model and every file, one table) on a labelled image set. Images are decoded with "
                     "Pillow, converted to RGB, resized and centre-cropped (crop fraction 0.875 unless the weights "
                     "say otherwise); files that cannot be decoded are counted and skipped.")
     add_model_arguments(p, metavar="TARGET",
-                        name_help="registered model name (see `edgekit models`), an .onnx/.tflite file, or an "
+                        name_help="registered model name (see `edgekit models`), an .onnx/.tflite/.pte file, or an "
                                   "export bundle folder (with a bundle, --weights FILE points at the weights "
                                   "file when it moved since the export)")
     p.add_argument("--data", type=Path, required=True,
@@ -65,16 +69,13 @@ def add_parser(sub) -> None:
                         "can be had and reproduce the bundle's reference outputs, else a warning and the files "
                         "alone; require: fail instead; skip: files alone, torch never imported")
     p.add_argument("--formats", type=formats_filter, metavar="LIST",
-                   help="bundles: score only the files of these formats, comma-separated: onnx,tflite (default every "
-                        "file; the PyTorch row stays)")
+                   help="bundles: score only the files of these formats, comma-separated: "
+                        f"{','.join(FORMAT_NAMES)} (default every file; the PyTorch row stays)")
     p.add_argument("--json", metavar="FILE", help="write the figures as JSON (- for stdout)")
     p.set_defaults(run=run)
 
 
 def run(args) -> int:
-    from ..evaluate import chance_problem, evaluate, image_batches, scored_classes
-    from ..images import read_labelled_set
-
     if args.json and args.json != "-":
         check_output_file(Path(args.json), "--json")
     dataset = read_labelled_set(args.data, args.class_map)
@@ -128,9 +129,6 @@ def _warn_chance(problems: list[str], allowed: bool) -> None:
 
 
 def _run_bundle(args, dataset, items, data) -> int:
-    from ..bundle_eval import evaluate_bundle, open_bundle, resolve_bundle
-    from ..evaluate import chance_problem, scored_classes
-    from ..manifest import Manifest
 
     model_only = [flag for flag, used in (("--width", args.width), ("--resolution", args.resolution),
                                           ("--num-classes", args.num_classes),
@@ -189,7 +187,6 @@ def _manifest_classes(manifest) -> int | None:
 
 
 def _bundle_table(result) -> str:
-    from ..table import format_table
 
     def pct(value: float) -> str:
         return f"{100 * value:.1f}%"
@@ -213,7 +210,6 @@ def _bundle_table(result) -> str:
 
 def _open_target(args):
     """Model file, export folder or registered name -> EvalTarget, with the user's preprocessing applied."""
-    from ..evaluate import file_target
 
     path = Path(args.name)
     override = _preprocessing_override(args)
@@ -238,8 +234,6 @@ def _open_target(args):
 
 
 def _model_target(args, override):
-    from ..evaluate import model_target
-    from .common import model_from_args
 
     if args.threads:
         import torch
@@ -294,7 +288,6 @@ def _check_data_fits(dataset, items, classes: int | None, outputs: int | None, w
 
 
 def _table(target, result) -> str:
-    from ..table import format_table
 
     def pct(correct: int) -> str:
         return f"{100 * correct / result.images:.1f}% ({correct}/{result.images})"

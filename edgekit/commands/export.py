@@ -1,4 +1,5 @@
-"""`edgekit export NAME`: ONNX and TFLite files with parity proven, as one bundle folder.
+"""`edgekit export NAME`: ONNX and TFLite files (and ExecuTorch .pte with --formats) with parity proven, as one
+bundle folder.
 
 Exit codes: 0 every parity gate passes, 1 a gate failed, 2 bad usage or input, 3 a conversion step failed
 (the bundle's manifest records which).
@@ -8,12 +9,17 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import shlex
+
 from ..errors import EdgekitError
+from ..export_spec import CALIBRATION_MINIMUM, ExportSpec
+from ..formats import (CALIBRATION_METHODS, DEFAULT_CALIBRATION_METHOD, DEFAULT_FORMATS, DEFAULT_IO_DTYPE,
+                       DEFAULT_ONNX_EXPORTER, FORMATS, IO_DTYPES, ONNX_EXPORTERS, parse_formats)
+from ..images import find_images
+from ..parity import DEFAULT_GATES
+from ..pipeline import run_export
+from ..report import summary_table
 from .common import add_model_arguments, positive_int
-
-
-def _formats(text: str) -> tuple[str, ...]:
-    return tuple(f.strip().lower() for f in text.split(",") if f.strip())
 
 
 def add_parser(sub) -> None:
@@ -22,24 +28,25 @@ def add_parser(sub) -> None:
                                    "manifest.json and report.md. Exit 0: all parity gates pass; 1: a gate "
                                    "failed; 2: bad usage or input; 3: a conversion step failed.")
     add_model_arguments(p)
-    p.add_argument("--formats", type=_formats, default=("onnx", "tflite"), metavar="LIST",
-                   help="comma-separated: onnx,tflite (default both)")
+    p.add_argument("--formats", type=parse_formats, default=DEFAULT_FORMATS, metavar="LIST",
+                   help=f"comma-separated: {','.join(FORMATS)} (default {','.join(DEFAULT_FORMATS)}; pte needs "
+                        f"`{FORMATS['pte'].install}`)")
     p.add_argument("--fp16", action="store_true", help="also write <variant>_fp16.tflite (float16 weights)")
     p.add_argument("--out", type=Path, default=Path("exports"), metavar="DIR",
                    help="bundles go to DIR/<variant>/ (default exports)")
     p.add_argument("--labels", type=Path, metavar="FILE", help="class names, one per line (default: ImageNet "
                                                                  "names for 1000 classes)")
     q = p.add_argument_group("int8")
-    q.add_argument("--int8", action="store_true", help="also write <variant>_int8.onnx and _int8.tflite")
+    q.add_argument("--int8", action="store_true", help="also write <variant>_int8 files of each format")
     q.add_argument("--calib", type=Path, metavar="DIR",
                    help="calibration pictures (recursive; jpg, png, bmp); default: edgekit's built-in photos")
     # None defaults: so that an int8 option given without --int8 is told apart from the default and refused
     q.add_argument("--calib-samples", type=positive_int, default=None, metavar="N",
                    help="calibration pictures to use (default 128)")
-    q.add_argument("--calib-method", choices=("minmax", "entropy", "percentile"), default=None,
-                   help="ONNX calibration (default minmax)")
-    q.add_argument("--io-dtype", choices=("int8", "uint8", "float32"), default=None,
-                   help="input/output type of the int8 .tflite (default int8)")
+    q.add_argument("--calib-method", choices=CALIBRATION_METHODS, default=None,
+                   help=f"ONNX calibration (default {DEFAULT_CALIBRATION_METHOD})")
+    q.add_argument("--io-dtype", choices=IO_DTYPES, default=None,
+                   help=f"input/output type of the int8 .tflite (default {DEFAULT_IO_DTYPE})")
     g = p.add_argument_group("parity")
     g.add_argument("--data", type=Path, metavar="DIR|CSV",
                    help="parity pictures: a folder or a labelled CSV (default: --calib, else built-in photos)")
@@ -57,16 +64,13 @@ def add_parser(sub) -> None:
                    help="real pictures for the per-layer int8 error in the report (default 8); 0 skips it")
     o = p.add_argument_group("ONNX")
     o.add_argument("--opset", type=int, default=17, help="ONNX opset, 17 or newer (default 17)")
-    o.add_argument("--onnx-exporter", choices=("legacy", "dynamo"), default="legacy",
+    o.add_argument("--onnx-exporter", choices=ONNX_EXPORTERS, default=DEFAULT_ONNX_EXPORTER,
                    help="torch.onnx exporter (default legacy: same graph and parity, ~3x faster here)")
     o.add_argument("--static-batch", action="store_true", help="fix the ONNX batch size at 1")
     p.set_defaults(run=run)
 
 
 def spec_from_args(args):
-    from ..parity import DEFAULT_GATES
-    from ..pipeline import ExportSpec
-
     if not args.int8:
         given = [flag for flag, value in (("--calib", args.calib), ("--calib-samples", args.calib_samples),
                                           ("--calib-method", args.calib_method), ("--io-dtype", args.io_dtype))
@@ -78,7 +82,8 @@ def spec_from_args(args):
         name=args.name, weights=args.weights, width=args.width, resolution=args.resolution,
         num_classes=args.num_classes, keep_background=args.keep_background, formats=args.formats,
         fp16=args.fp16, int8=args.int8, calib=args.calib, calib_samples=args.calib_samples or 128,
-        calib_method=args.calib_method or "minmax", io_dtype=args.io_dtype or "int8", data=args.data,
+        calib_method=args.calib_method or DEFAULT_CALIBRATION_METHOD, io_dtype=args.io_dtype or DEFAULT_IO_DTYPE,
+        data=args.data,
         parity_samples=args.parity_samples, parity_random=args.parity_random, latency_runs=args.latency_runs,
         layer_samples=args.layer_samples,
         out=args.out, labels=args.labels,
@@ -87,9 +92,6 @@ def spec_from_args(args):
 
 
 def run(args) -> int:
-    from ..pipeline import run_export
-    from ..report import summary_table
-
     spec = spec_from_args(args)
     manifest = run_export(spec)
     bundle = manifest.published or Path(spec.out) / manifest.variant
@@ -118,12 +120,10 @@ def run(args) -> int:
 def export_command(args, **changes) -> str:
     """The `edgekit export` command line of ``args`` with ``changes`` (option name -> value; None drops it), so
     that advice names a command the user can paste."""
-    import shlex
-
     options = {"weights": None if args.weights == "default" else args.weights, "width": args.width,
                "resolution": args.resolution, "num-classes": args.num_classes,
                "keep-background": args.keep_background,
-               "formats": None if set(args.formats) == {"onnx", "tflite"} else ",".join(args.formats),
+               "formats": None if set(args.formats) == set(DEFAULT_FORMATS) else ",".join(args.formats),
                "fp16": args.fp16, "int8": args.int8, "calib": args.calib, "calib-samples": args.calib_samples,
                "calib-method": args.calib_method, "io-dtype": args.io_dtype, "data": args.data,
                "out": None if Path(args.out) == Path("exports") else args.out} | changes
@@ -142,8 +142,6 @@ def failure_advice(manifest, args, bundle: Path) -> list[tuple[str, str]]:
     """The likely causes of failed parity gates that the manifest shows, each with the command that would fix it:
     the host's int8 kernels (``kernels.finding``), too few calibration pictures, a format the project may not
     ship."""
-    from ..pipeline import CALIBRATION_MINIMUM
-
     failed = [p for p in manifest.parity if not p.passed]
     advice: list[tuple[str, str]] = []
     for p in failed:
@@ -159,8 +157,6 @@ def failure_advice(manifest, args, bundle: Path) -> list[tuple[str, str]]:
     samples = used.get("samples")
     if failed_int8 and isinstance(samples, int) and samples < CALIBRATION_MINIMUM:
         where = "edgekit's built-in photos" if used.get("builtin") else used.get("source", "--calib")
-        from ..images import find_images
-
         in_folder = len(find_images(args.calib)) if args.calib is not None and Path(args.calib).is_dir() else 0
         if in_folder >= CALIBRATION_MINIMUM:
             fix = export_command(args, **{"calib-samples": max(CALIBRATION_MINIMUM, 128)})
@@ -184,6 +180,4 @@ def failure_advice(manifest, args, bundle: Path) -> list[tuple[str, str]]:
 
 
 def shlex_quote(path) -> str:
-    import shlex
-
     return shlex.quote(str(path))

@@ -9,7 +9,6 @@ compared activation in graph order. Needs no PyTorch.
 from __future__ import annotations
 
 import contextlib
-import json
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,12 +17,22 @@ import numpy as np
 
 from ..console import info, step, warn
 from ..errors import EdgekitError
+from ..exporters.backend import backend_for
 from ..fileio import check_output_file
+from ..formats import FORMAT_NAMES, FORMATS, format_of
 from ..images import find_images, load_batch
+from ..layerwise import LAYER_HEADERS, compare_layers, layer_rows, summary
+from ..manifest import MANIFEST_NAME, Manifest, Reference, integrity_problems
+from ..parity import is_real
+from ..quantize.calibration import CalibrationSet
+from ..sample_images import sample_image_paths
+from ..table import format_table
 from ..types import Preprocessing
 from .common import positive_int, write_json
 
-MODEL_SUFFIXES = (".onnx", ".tflite")
+# the formats whose int8 files can be compared layer by layer with their fp32 files
+COMPARABLE = tuple(name for name in FORMAT_NAMES if backend_for(name).layer_comparison)
+MODEL_SUFFIXES = tuple(FORMATS[name].suffix for name in COMPARABLE)
 
 
 def add_parser(sub) -> None:
@@ -52,9 +61,6 @@ class _Pair:
 
 
 def run(args) -> int:
-    from ..layerwise import LAYER_HEADERS, compare_layers, layer_rows, summary
-    from ..table import format_table
-
     if args.json and args.json != "-":
         check_output_file(Path(args.json), "--json")
     pairs, inputs = _targets(args)
@@ -67,8 +73,9 @@ def run(args) -> int:
         reports.append(report)
         with human:
             print(summary(report))
-            if pair.int8.suffix.lower() == ".tflite":
-                print(_integer_line(pair.int8))
+            census = backend_for(format_of(pair.int8).name).census(pair.int8)
+            if census is not None:
+                print(_integer_line(census))
             layers = report.layers if args.all else report.worst(args.top)
             title = "every compared activation, graph order" if args.all else f"{len(layers)} layers that lose most"
             print(f"{title} (loss = SQNR of the layer's inputs - its own SQNR):")
@@ -79,10 +86,7 @@ def run(args) -> int:
     return 0
 
 
-def _integer_line(path: Path) -> str:
-    from ..quantize.tflite_int8 import integer_report
-
-    report = integer_report(path)
+def _integer_line(report: dict) -> str:
     if report["fully_integer"]:
         ops = ", ".join(f"{k} {v}" for k, v in report["required_int8_ops"].items() if v)
         return f"fully integer: yes ({ops} on int8; input {report['inputs'][0]['dtype']})"
@@ -96,7 +100,8 @@ def _targets(args) -> tuple[list[_Pair], np.ndarray]:
     if not path.is_file():
         raise EdgekitError(f"{path} does not exist; give an export bundle folder or an int8 .onnx/.tflite file")
     if path.suffix.lower() not in MODEL_SUFFIXES:
-        raise EdgekitError(f"{path.name} is not an .onnx or .tflite file; give an int8 model file or a bundle")
+        raise EdgekitError(f"{path.name} is not a {' or '.join(MODEL_SUFFIXES)} file; give an int8 model file or a "
+                           "bundle")
     fp32 = args.fp32 or path.with_name(path.name.replace("_int8", "", 1))
     if fp32 == path:
         raise EdgekitError(f"cannot tell which fp32 file {path.name} was made from; pass --fp32 FILE")
@@ -107,13 +112,13 @@ def _targets(args) -> tuple[list[_Pair], np.ndarray]:
 
 
 def _bundle_targets(bundle: Path, args) -> tuple[list[_Pair], np.ndarray]:
-    from ..manifest import Manifest, Reference, integrity_problems
-    from ..parity import is_real
-
     manifest = Manifest.read(bundle)
     pairs = []
     for artifact in manifest.artifacts:
         if artifact.precision != "int8":
+            continue
+        if artifact.format not in COMPARABLE:
+            warn(f"{artifact.path}: {artifact.format} files cannot be compared layer by layer; skipped")
             continue
         fp32 = next((a for a in manifest.artifacts if a.format == artifact.format and a.precision == "fp32"), None)
         if fp32 is None:
@@ -137,35 +142,17 @@ def _bundle_targets(bundle: Path, args) -> tuple[list[_Pair], np.ndarray]:
 
 def _file_preprocessing(path: Path) -> tuple[Preprocessing, int]:
     """What the file's embedded edgekit metadata says (or the bundle manifest beside it)."""
-    from ..manifest import MANIFEST_NAME, Manifest
-
     if (path.parent / MANIFEST_NAME).is_file():
         manifest = Manifest.read(path.parent)
         return Preprocessing.from_dict(manifest.preprocessing), int(manifest.model["resolution"])
-    if path.suffix.lower() == ".onnx":
-        from ..exporters.onnx import read_metadata
-
-        metadata = {k: _json(v) for k, v in read_metadata(path).items()}
-    else:
-        from ..exporters.tflite import read_metadata
-
-        metadata = read_metadata(path)
+    metadata = backend_for(format_of(path).name).read_metadata(path)
     if not isinstance(metadata.get("preprocessing"), dict) or "resolution" not in metadata:
         raise EdgekitError(f"{path.name} carries no edgekit metadata (preprocessing, resolution); inspect a file "
                            "exported by edgekit, or its bundle folder")
     return Preprocessing.from_dict(metadata["preprocessing"]), int(metadata["resolution"])
 
 
-def _json(text: str):
-    try:
-        return json.loads(text)
-    except ValueError:
-        return text
-
-
 def _images(args, preprocessing: Preprocessing, resolution: int, stored: np.ndarray | None) -> np.ndarray:
-    from ..quantize.calibration import CalibrationSet
-
     if args.images is not None:
         candidates = find_images(args.images)
         if not candidates:
@@ -180,8 +167,6 @@ def _images(args, preprocessing: Preprocessing, resolution: int, stored: np.ndar
         return loaded.nchw
     if stored is not None and len(stored):
         return stored[:args.samples]
-    from ..sample_images import sample_image_paths
-
     info("comparing on edgekit's built-in photos; --images DIR compares on your own pictures")
     return CalibrationSet.from_files(sample_image_paths()[:args.samples], preprocessing, resolution,
                                      source="builtin sample photos").nchw

@@ -1,5 +1,6 @@
-"""`edgekit validate DIR`: the CI gate. Re-runs every file of a bundle with ONNX Runtime and LiteRT alone
-(no PyTorch) on the stored parity inputs and judges it against the stored reference outputs.
+"""`edgekit validate DIR`: the CI gate. Re-runs every file of a bundle with its format's runtime alone
+(ONNX Runtime and LiteRT need no PyTorch; ExecuTorch's Python runtime brings it) on the stored parity inputs
+and judges it against the stored reference outputs.
 
 Exit codes: 0 every file intact and every gate passes, 1 anything fails (altered file, failed export,
 failed gate), 2 bad usage (no bundle there, unreadable manifest).
@@ -7,12 +8,19 @@ failed gate), 2 bad usage (no bundle there, unreadable manifest).
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import sys
 from pathlib import Path
 
+from .. import emulate
 from ..errors import EdgekitError
 from ..fileio import check_output_file
+from ..formats import FORMAT_NAMES
+from ..manifest import Manifest, find_bundles, validate_bundle
+from ..parity import DEFAULT_GATES
+from ..report import KERNEL_HEADERS, PARITY_HEADERS, kernel_rows, parity_rows
+from ..table import format_table
 from .common import positive_int, write_json
 
 
@@ -27,7 +35,7 @@ def add_parser(sub) -> None:
     p.add_argument("--threads", type=positive_int, help="runtime threads (default: the runtime's choice)")
     p.add_argument("--json", metavar="FILE", help="also write the verdicts as JSON (- for stdout)")
     p.add_argument("--formats", type=formats_filter, metavar="LIST",
-                   help="check only the files of these formats, comma-separated: onnx,tflite (default: every file "
+                   help=f"check only the files of these formats, comma-separated: {','.join(FORMAT_NAMES)} (default: every file "
                         "the manifest lists); the others' parity, absence or alteration is not held against the bundle")
     p.add_argument("--emulate", choices=("aarch64",), metavar="ARCH",
                    help="also run every file on ARM's own kernels under qemu-user (aarch64); built on first use")
@@ -37,17 +45,12 @@ def add_parser(sub) -> None:
     p.set_defaults(run=run)
 
 
-FORMATS = ("onnx", "tflite")
-
-
 def formats_filter(text: str) -> tuple[str, ...]:
     """``--formats onnx,tflite``: the model formats a project ships (validate, eval and bench of a bundle)."""
-    import argparse
-
     chosen = tuple(dict.fromkeys(f.strip().lower() for f in text.split(",") if f.strip()))
-    unknown = [f for f in chosen if f not in FORMATS]
+    unknown = [f for f in chosen if f not in FORMAT_NAMES]
     if not chosen or unknown:
-        raise argparse.ArgumentTypeError(f"{','.join(unknown) or repr(text)}: choose from {','.join(FORMATS)}")
+        raise argparse.ArgumentTypeError(f"{','.join(unknown) or repr(text)}: choose from {','.join(FORMAT_NAMES)}")
     return chosen
 
 
@@ -70,11 +73,6 @@ def only_formats(check, formats: tuple[str, ...] | None) -> None:
 
 
 def run(args) -> int:
-    from ..manifest import Manifest, find_bundles, validate_bundle
-    from ..parity import DEFAULT_GATES
-    from ..report import KERNEL_HEADERS, PARITY_HEADERS, kernel_rows, parity_rows
-    from ..table import format_table
-
     if args.json and args.json != "-":
         check_output_file(Path(args.json), "--json")
     if args.gate:
@@ -84,8 +82,6 @@ def run(args) -> int:
         Manifest.read(args.bundle)  # one bundle asked for: an unreadable manifest is unusable input (exit 2)
     emulated = {}
     if args.emulate:  # a usage or environment problem ends the run before any bundle is checked
-        from .. import emulate
-
         cpus = emulate.parse_cpus(args.emulate_cpus)
         environment = emulate.ensure_environment()
         emulate.check_cpus(environment, cpus)

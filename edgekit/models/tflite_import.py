@@ -23,9 +23,8 @@ from torch import nn
 from ..console import warn
 from ..errors import EdgekitError
 from ..fileio import sha256_file
-from ..evaluate import TF_SLIM_PREPROCESSING, quantized_input_preprocessing
 from ..tflite_model import TFLiteModel
-from ..types import Preprocessing, WeightsInfo
+from ..types import TF_SLIM_PREPROCESSING, Preprocessing, WeightsInfo, quantized_input_preprocessing
 from .blocks import tf_same_padding
 from .registry import build_model, get_spec, resolve_config
 
