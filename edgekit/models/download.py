@@ -2,6 +2,12 @@
 
 The cache is torch hub's (``$TORCH_HOME/hub/checkpoints``), so files torchvision already downloaded are
 found offline. ``EDGEKIT_WEIGHTS_URL`` replaces the download host (a mirror, or a local server in tests).
+
+Why not ``torch.hub.download_url_to_file(url, dst, hash_prefix=...)``, which also downloads to a temporary file,
+checks a sha256 prefix and renames: it takes no timeout (a dead mirror hangs the export), draws its progress
+with tqdm on stderr whatever ``-q`` says (edgekit's ``Progress`` follows the console settings), and reports a bad
+hash as a bare RuntimeError without the file or the fix; the one-line errors tests/test_models.py checks would be
+lost (torch/hub.py, download_url_to_file in torch 2.13).
 """
 
 from __future__ import annotations
