@@ -23,7 +23,7 @@ from .cpu import host_cpu
 from .errors import EdgekitError, GateFailure
 from .fileio import atomic_path, atomic_write_text, sha256_file
 from .formats import FORMATS, SUFFIXES
-from .parity import DEFAULT_GATES, GateTable, ParityResult, check_artifact, is_gated, is_real
+from .parity import DEFAULT_GATES, GateTable, OutputTask, ParityResult, check_artifact, is_gated, is_real
 from .runtimes import TensorSpec, open_runtime
 
 MANIFEST_NAME = "manifest.json"
@@ -415,7 +415,7 @@ def validate_bundle(bundle: Path, gates: GateTable | None = None, threads: int |
             results.append(check_artifact(bundle / artifact.path, artifact.path, artifact.precision,
                                           reference.inputs, reference.outputs,
                                           table.for_precision(artifact.precision), gated, note, threads,
-                                          is_real(reference.sources)))
+                                          is_real(reference.sources), OutputTask.from_dict(manifest.model.get("task"))))
         except EdgekitError as e:
             problems.append(f"{artifact.path}: {e}")
     return check

@@ -27,6 +27,75 @@ __all__ = ["REFERENCE_PATHS"]  # the portable path per suffix, named by bundle_e
 from .types import Preprocessing
 
 PRECISIONS = ("fp32", "fp16", "int8")
+# What a model's output is; it decides which figures parity measures beyond errors, cosine and PSNR.
+# classifier: [N, classes] scores -> top-1/top-5 agreement. dense: [N, classes, H, W] per-pixel scores (U-Net)
+# -> per-pixel argmax agreement and IoU per class. embedding: [N, dim] vectors compared by distance (Siamese)
+# -> cosine, and the agreement of same/different decisions on pairs at the task's distance threshold.
+TASKS = ("classifier", "dense", "embedding")
+
+
+@dataclass(frozen=True)
+class OutputTask:
+    """A model output's task, as the model registry declares it and the manifest records it (``model.task``).
+    ``distance_threshold`` (embeddings only): a pair of images is 'same' when their embeddings are closer."""
+
+    kind: str = "classifier"
+    distance_threshold: float | None = None
+    threshold_source: str | None = None
+
+    def __post_init__(self):
+        if self.kind not in TASKS:
+            raise EdgekitError(f"unknown output task {self.kind!r}: expected one of {', '.join(TASKS)}")
+        if self.distance_threshold is not None and not (math.isfinite(self.distance_threshold)
+                                                        and self.distance_threshold > 0):
+            raise EdgekitError(f"embedding distance threshold {self.distance_threshold!r} must be a positive number")
+
+    def to_dict(self) -> dict:
+        return {k: v for k, v in asdict(self).items() if v is not None}
+
+    @classmethod
+    def from_dict(cls, d: dict | str | None) -> "OutputTask":
+        """The manifest's record; a bundle from before tasks existed holds a classifier."""
+        if not d:
+            return CLASSIFIER
+        if isinstance(d, str):
+            return cls(d)
+        threshold = d.get("distance_threshold")
+        return cls(str(d.get("kind", "classifier")), None if threshold is None else float(threshold),
+                   d.get("threshold_source"))
+
+
+CLASSIFIER = OutputTask()
+
+
+def infer_task(output_shape: tuple[int, ...]) -> OutputTask:
+    """For a model the registry does not know: 4-D outputs are per-pixel scores, anything else class scores."""
+    return OutputTask("dense" if len(output_shape) == 4 else "classifier")
+
+
+def pair_distances(embeddings: np.ndarray) -> np.ndarray:
+    """Euclidean distance of every pair (i < j) of rows, in np.triu_indices order."""
+    e = np.asarray(embeddings, dtype=np.float64).reshape(len(embeddings), -1)
+    i, j = np.triu_indices(len(e), k=1)
+    return np.linalg.norm(e[i] - e[j], axis=1)
+
+
+def embedding_task(reference: np.ndarray, real: np.ndarray | None = None,
+                   threshold: float | None = None) -> OutputTask:
+    """The embedding task with ``threshold`` (the app's, when the model declares one), else the point halfway
+    between the two middle distances of the reference's pairs of real pictures: half the pairs are 'same', so
+    the decision is as sensitive to a changed embedding as it can be, and no pair sits on the threshold itself
+    (where float rounding alone would flip it). Recorded in the manifest, so validate uses the same one."""
+    if threshold is not None:
+        return OutputTask("embedding", float(threshold), "declared by the model")
+    rows = np.asarray(reference)[np.asarray(real, dtype=bool)] if real is not None and np.any(real) else reference
+    distances = np.sort(pair_distances(rows))
+    middle = len(distances) // 2
+    if len(distances) < 2 or not distances[middle] > 0:
+        return OutputTask("embedding")
+    return OutputTask("embedding", float((distances[middle - 1] + distances[middle]) / 2),
+                      f"halfway between the two middle distances of the PyTorch embeddings' {len(distances)} "
+                      "pairs of parity pictures (half the pairs same)")
 
 
 # ---------------------------------------------------------------------------------------------- metrics
@@ -38,6 +107,12 @@ class ParityMetrics:
     ``top5_agreement`` is the mean overlap of the two top-5 sets (1.0: same five classes). Errors, cosine and
     PSNR count every input; the agreements count the real pictures only when there are any, because the class
     a network picks for random noise is a near-tie that means nothing.
+
+    By task (NaN where a figure does not apply): classifiers get top-1/top-5 agreement; dense outputs get
+    ``pixel_agreement`` (share of pixels whose argmax class is the reference's) and IoU per class of the two
+    argmax masks (``iou_per_class``, NaN for a class neither mask holds; ``iou_min`` the worst); embeddings get
+    ``decision_agreement``, the share of pairs of inputs that both call same (or both different) at
+    ``distance_threshold``. Cosine is per output row: a whole mask, or one embedding.
     """
 
     samples: int
@@ -49,12 +124,19 @@ class ParityMetrics:
     top1_agreement: float  # NaN when no real picture was compared
     top5_agreement: float
     finite: bool = True  # False when the candidate's outputs hold NaN or infinity
+    task: str = "classifier"
+    pixel_agreement: float = math.nan
+    iou_min: float = math.nan
+    iou_per_class: tuple[float, ...] = ()
+    decision_agreement: float = math.nan
+    distance_threshold: float = math.nan
 
     def to_dict(self) -> dict:
         d = asdict(self)
         d["psnr_db"] = "inf" if math.isinf(self.psnr_db) else self.psnr_db  # JSON has no infinity
-        for key in ("top1_agreement", "top5_agreement"):  # nor NaN
+        for key in _TASK_METRICS + ("distance_threshold",):  # nor NaN
             d[key] = None if math.isnan(d[key]) else d[key]
+        d["iou_per_class"] = [None if math.isnan(v) else v for v in self.iou_per_class]
         for key in ("max_abs_error", "mean_abs_error", "cosine_min", "cosine_mean"):
             d[key] = d[key] if math.isfinite(d[key]) else None
         return d
@@ -65,8 +147,24 @@ class ParityMetrics:
             value = d.get(key)
             return math.nan if value is None else float(value)
 
-        values = {f.name: number(f.name) for f in fields(cls) if f.name not in ("samples", "finite")}
-        return cls(samples=int(d["samples"]), finite=bool(d.get("finite", True)), **values)
+        values = {f.name: number(f.name) for f in fields(cls)
+                  if f.name not in ("samples", "finite", "task", "iou_per_class")}
+        return cls(samples=int(d["samples"]), finite=bool(d.get("finite", True)), task=d.get("task", "classifier"),
+                   iou_per_class=tuple(math.nan if v is None else float(v) for v in d.get("iou_per_class") or ()),
+                   **values)
+
+    def task_summary(self) -> str:
+        """The task's own figures in a few words, for tables: '-' for a classifier (top-k has its columns)."""
+        if self.task == "dense" and not math.isnan(self.pixel_agreement):
+            ious = " ".join("-" if math.isnan(v) else f"{v:.3f}" for v in self.iou_per_class)
+            return f"pixels {self.pixel_agreement:.2%}, IoU {ious}"
+        if self.task == "embedding" and not math.isnan(self.decision_agreement):
+            return f"pair decisions {self.decision_agreement:.1%} at distance {self.distance_threshold:.4g}"
+        return "-"
+
+
+# Agreements that only some tasks have, or that need real pictures: NaN there, and then never gated
+_TASK_METRICS = ("top1_agreement", "top5_agreement", "pixel_agreement", "iou_min", "decision_agreement")
 
 
 def _topk(x: np.ndarray, k: int) -> np.ndarray:
@@ -74,9 +172,12 @@ def _topk(x: np.ndarray, k: int) -> np.ndarray:
     return np.argsort(-x, axis=1, kind="stable")[:, :k]
 
 
-def compare(reference: np.ndarray, candidate: np.ndarray, real: np.ndarray | None = None) -> ParityMetrics:
-    """Metrics of ``candidate`` against ``reference``, both [N, classes] float; ``real`` marks the inputs that
-    are real pictures (the ones top-k agreement is measured on)."""
+def compare(reference: np.ndarray, candidate: np.ndarray, real: np.ndarray | None = None,
+            task: OutputTask = CLASSIFIER) -> ParityMetrics:
+    """Metrics of ``candidate`` against ``reference``: [N, classes] scores, [N, classes, H, W] per-pixel scores
+    or [N, dim] embeddings as ``task`` says (a candidate may come flattened per input, in the reference's
+    order); ``real`` marks the inputs that are real pictures (the ones the agreements are measured on)."""
+    shape = np.shape(reference)
     ref = np.asarray(reference, dtype=np.float64).reshape(len(reference), -1)
     out = np.asarray(candidate, dtype=np.float64).reshape(len(candidate), -1)
     if ref.shape != out.shape:
@@ -100,16 +201,47 @@ def compare(reference: np.ndarray, candidate: np.ndarray, real: np.ndarray | Non
         psnr = 20.0 * math.log10(peak / rms)
     if real is not None:
         ref, out = ref[np.asarray(real, dtype=bool)], out[np.asarray(real, dtype=bool)]
-    if len(ref):
+    top1 = top5 = math.nan  # also when no real picture: the class a network gives noise means nothing
+    by_task: dict = {}
+    if task.kind == "classifier" and len(ref):
         top1 = float(np.mean(np.argmax(ref, axis=1) == np.argmax(out, axis=1)))
         ref5, out5 = _topk(ref, 5), _topk(out, 5)
         top5 = float(np.mean([len(set(a) & set(b)) / ref5.shape[1] for a, b in zip(ref5, out5)]))
-    else:  # no real picture: the class a network gives noise means nothing, so there is nothing to agree on
-        top1 = top5 = math.nan
+    elif task.kind == "dense":
+        by_task = _dense_agreement(ref, out, shape)
+    elif task.kind == "embedding":
+        by_task = _decision_agreement(ref, out, task.distance_threshold)
     return ParityMetrics(samples=len(diff), max_abs_error=float(np.abs(diff).max()),
                          mean_abs_error=float(np.abs(diff).mean()), cosine_min=float(cosine.min()),
                          cosine_mean=float(cosine.mean()), psnr_db=psnr, top1_agreement=top1,
-                         top5_agreement=top5, finite=finite)
+                         top5_agreement=top5, finite=finite, task=task.kind, **by_task)
+
+
+def _dense_agreement(ref: np.ndarray, out: np.ndarray, shape: tuple[int, ...]) -> dict:
+    """Per-pixel argmax agreement and IoU per class of the two masks, pooled over the inputs' pixels."""
+    if len(shape) != 4:
+        raise EdgekitError(f"a dense output is [N, classes, H, W]; the reference is {list(shape)}: declare the "
+                           "model's task as classifier or embedding")
+    if not len(ref):
+        return {}
+    classes = shape[1]
+    ref_mask = ref.reshape(len(ref), *shape[1:]).argmax(axis=1)
+    out_mask = out.reshape(len(out), *shape[1:]).argmax(axis=1)
+    ious = []
+    for c in range(classes):
+        union = np.count_nonzero((ref_mask == c) | (out_mask == c))
+        ious.append(np.count_nonzero((ref_mask == c) & (out_mask == c)) / union if union else math.nan)
+    measured = [v for v in ious if not math.isnan(v)]
+    return {"pixel_agreement": float(np.mean(ref_mask == out_mask)), "iou_per_class": tuple(map(float, ious)),
+            "iou_min": float(min(measured)) if measured else math.nan}
+
+
+def _decision_agreement(ref: np.ndarray, out: np.ndarray, threshold: float | None) -> dict:
+    """Share of input pairs on which both embeddings make the same same/different call at ``threshold``."""
+    if threshold is None or len(ref) < 2:
+        return {}
+    same_ref, same_out = pair_distances(ref) < threshold, pair_distances(out) < threshold
+    return {"decision_agreement": float(np.mean(same_ref == same_out)), "distance_threshold": float(threshold)}
 
 
 # ---------------------------------------------------------------------------------------------- gates
@@ -120,7 +252,8 @@ _CEILINGS = ("max_abs_error", "mean_abs_error")
 # replaced by the default (with a warning) when a manifest carries it.
 GATE_BOUNDS = {"top1_agreement": (0.0, 1.0), "top5_agreement": (0.0, 1.0), "cosine_min": (0.0, 1.0),
                "cosine_mean": (0.0, 1.0), "psnr_db": (0.0, 1000.0), "max_abs_error": (0.0, 1e30),
-               "mean_abs_error": (0.0, 1e30)}
+               "mean_abs_error": (0.0, 1e30), "pixel_agreement": (0.0, 1.0), "iou_min": (0.0, 1.0),
+               "decision_agreement": (0.0, 1.0)}
 
 
 def gate_problem(metric: str, value: float | None) -> str | None:
@@ -144,18 +277,22 @@ class ParityGates:
     psnr_db: float | None = None
     max_abs_error: float | None = None
     mean_abs_error: float | None = None
+    pixel_agreement: float | None = None  # dense outputs
+    iou_min: float | None = None  # dense outputs
+    decision_agreement: float | None = None  # embeddings
 
     def failures(self, metrics: ParityMetrics) -> list[str]:
         """One readable line per failed gate, e.g. ``cosine_min 0.99812 < 0.9999``. Outputs that are not finite
-        fail whatever the gates say; an agreement with no real picture to count on is not measured, not passed."""
+        fail whatever the gates say; an agreement with no real picture to count on is not measured, not passed,
+        and one the output's task does not have (top-1 of a mask) is not gated."""
         failed = [] if metrics.finite else ["outputs not finite (NaN or infinity)"]
         for f in fields(self):
             threshold = getattr(self, f.name)
             if threshold is None:
                 continue
             value = getattr(metrics, f.name)
-            if f.name in ("top1_agreement", "top5_agreement") and math.isnan(value):
-                continue  # no real pictures: ParityResult notes it
+            if f.name in _TASK_METRICS and math.isnan(value):
+                continue  # not this task's figure, or no real pictures (ParityResult notes it)
             if f.name in _CEILINGS:
                 if not value <= threshold:
                     failed.append(f"{f.name} {value:.4g} > {threshold:g}")
@@ -253,11 +390,28 @@ class GateTable:
 # Cosine mean and PSNR separate good from bad; the agreement floors sit below the good files' worst, because
 # the built-in photos are far from ImageNet and full of near-ties (the good MobileNet v1 0.5/160 file agrees
 # on 9 of the 12 photos: a floor of 0.8 would fail it).
+#
+# Outputs that are not class scores keep the cosine and PSNR floors above and are gated on their own figures
+# (each gate applies only where its figure is measured: top-k for classifiers, pixels and IoU for masks, pair
+# decisions for embeddings); where the numbers come from: GATES_BY_TASK_SOURCE.
 DEFAULT_GATES = GateTable(
-    fp32=ParityGates(top1_agreement=1.0, cosine_min=0.9999),
-    fp16=ParityGates(top1_agreement=0.9, cosine_min=0.9995, psnr_db=40.0),
-    int8=ParityGates(top1_agreement=0.6, top5_agreement=0.7, cosine_mean=0.975, psnr_db=32.0),
+    fp32=ParityGates(top1_agreement=1.0, cosine_min=0.9999, pixel_agreement=0.999, decision_agreement=0.99),
+    fp16=ParityGates(top1_agreement=0.9, cosine_min=0.9995, psnr_db=40.0, pixel_agreement=0.99,
+                     decision_agreement=0.95),
+    int8=ParityGates(top1_agreement=0.6, top5_agreement=0.7, cosine_mean=0.975, psnr_db=32.0,
+                     pixel_agreement=0.98, iou_min=0.85, decision_agreement=0.85),
 )
+# Measured on trained weights, AMD EPYC (avx2), edgekit's default parity (16 real pictures + 4 random):
+GATES_BY_TASK_SOURCE = {
+    "classifier": "top-1/top-5 floors from Google's four ImageNet MobileNets (see the int8 note)",
+    # benchmarks/results/train_unet_shapes.md: the zoo's U-Net trained on shapes pasted onto real photos
+    "dense": "int8 pixel agreement >= 98% and IoU min >= 0.85, fp32 pixel agreement >= 99.9% (a near-tie "
+             "pixel may go either way), from the U-Net trained on the shapes task "
+             "(benchmarks/results/train_unet_shapes.md: good int8 files 99.55-99.66% and IoU min 0.93-0.94)",
+    # benchmarks/results/siamese_parity.md: the zoo's Siamese on Google's MobileNet features
+    "embedding": "int8 pair decisions >= 85%, fp32 >= 99% (a pair within rounding of the threshold), from the "
+                 "Siamese network on Google's ImageNet MobileNet features (benchmarks/results/siamese_parity.md)",
+}
 
 
 # Host kernels against the runtime's reference path, on the same int8 file. Measured (MobileNet v2 and v1 0.25
@@ -296,12 +450,16 @@ class KernelCheck:
 
 
 def kernel_check(path: Path, name: str, inputs: np.ndarray, reference: np.ndarray, host_outputs: np.ndarray,
-                 threads: int | None = None, real: np.ndarray | None = None) -> KernelCheck:
+                 threads: int | None = None, real: np.ndarray | None = None,
+                 task: OutputTask = CLASSIFIER) -> KernelCheck:
     """Run ``path`` on the runtime's reference path and split its error against PyTorch into quantization and
     host-kernel error; a disagreement becomes a finding that names what the CPU lacks."""
     runner = runner_class(path)
     portable = open_runtime(path, threads=threads, reference=True)(inputs)
-    host_kernels = compare(portable, host_outputs, real)
+    # the portable outputs stand in for the reference: in its shape, so that a mask stays a mask
+    if np.size(portable) == np.size(reference):
+        portable = np.reshape(portable, np.shape(reference))
+    host_kernels = compare(portable, host_outputs, real, task)
     cpu = host_cpu()
     finding = None
     failed = KERNEL_TOLERANCE.failures(host_kernels)
@@ -311,7 +469,7 @@ def kernel_check(path: Path, name: str, inputs: np.ndarray, reference: np.ndarra
                  "saturate (int8 files edgekit makes limit their weights so that they cannot)")
         finding = (f"{name}: {runner.HOST_KERNELS} on {describe(cpu)} disagree with "
                    f"{runner.REFERENCE_PATH} ({'; '.join(failed)}){cause}")
-    return KernelCheck(runner.REFERENCE_PATH, describe(cpu), compare(reference, portable, real), host_kernels,
+    return KernelCheck(runner.REFERENCE_PATH, describe(cpu), compare(reference, portable, real, task), host_kernels,
                        finding)
 
 
@@ -368,18 +526,42 @@ def is_real(sources: list[str]) -> np.ndarray:
 
 def check_artifact(path: Path, name: str, precision: str, inputs: np.ndarray, reference: np.ndarray,
                    gates: ParityGates, gated: bool = True, note: str | None = None,
-                   threads: int | None = None, real: np.ndarray | None = None) -> ParityResult:
+                   threads: int | None = None, real: np.ndarray | None = None,
+                   task: OutputTask = CLASSIFIER) -> ParityResult:
     """Run one exported file on ``inputs`` and judge it against ``reference``; an int8 file also runs on its
     runtime's reference path, so that host-kernel error is told apart from quantization error."""
     outputs = open_runtime(path, threads=threads)(inputs)
-    metrics = compare(reference, outputs, real)
+    metrics = compare(reference, outputs, real, task)
     # a runtime without a portable reference path (an ExecuTorch program's delegate blob) has no kernel split
     split = precision == "int8" and runner_class(path).REFERENCE_PATH is not None
-    kernels = kernel_check(path, name, inputs, reference, outputs, threads, real) if split else None
-    if math.isnan(metrics.top1_agreement) and (gates.top1_agreement is not None or gates.top5_agreement is not None):
-        note = "; ".join(filter(None, [note, "no real pictures among the parity inputs: top-1/top-5 agreement not "
+    kernels = kernel_check(path, name, inputs, reference, outputs, threads, real, task) if split else None
+    unmeasured = {"classifier": ("top-1/top-5 agreement", ("top1_agreement", "top5_agreement")),
+                  "dense": ("per-pixel agreement and IoU", ("pixel_agreement", "iou_min")),
+                  "embedding": ("pair decision agreement", ("decision_agreement",))}[task.kind]
+    if (any(getattr(gates, m) is not None for m in unmeasured[1])
+            and all(math.isnan(getattr(metrics, m)) for m in unmeasured[1])):
+        note = "; ".join(filter(None, [note, f"no real pictures among the parity inputs: {unmeasured[0]} not "
                                        "measured (give photos with --data)"]))
     return ParityResult(name, precision, metrics, gates, tuple(gates.failures(metrics)), gated, note, kernels)
+
+
+def task_section(task: dict | str | None, results: list[ParityResult]) -> list[str]:
+    """report.md lines for a model whose output is not class scores: its task and each file's own figures."""
+    from .table import markdown_table
+
+    task = OutputTask.from_dict(task)
+    if task.kind == "classifier" or not results:
+        return []
+    what = {"dense": "per-pixel class scores: top-k does not apply; pixel agreement = share of pixels whose "
+                     "argmax class is PyTorch's, IoU per class of the two argmax masks (- where neither holds "
+                     "the class), over the real pictures",
+            "embedding": "an embedding compared by distance: top-k does not apply; cosine per embedding, and "
+                         f"pair decisions = share of pairs of real pictures both call same (distance < "
+                         f"{task.distance_threshold if task.distance_threshold is not None else '?'}) or both "
+                         f"different; threshold: {task.threshold_source or 'not recorded'}"}[task.kind]
+    rows = [[r.artifact, r.precision, r.metrics.task_summary(), r.verdict] for r in results]
+    return [f"Output task: {task.kind}, {what}. Gates: {GATES_BY_TASK_SOURCE[task.kind]}", "",
+            markdown_table(["artifact", "precision", f"{task.kind} figures", "verdict"], rows), ""]
 
 
 # ---------------------------------------------------------------------------------------------- inputs

@@ -178,6 +178,10 @@ def _build(spec: ExportSpec, backends: list, model, staging: Path, manifest: Man
                 torch.set_flush_denormal(False)
         reference = Reference(inputs.nchw, outputs.astype(np.float32), inputs.sources)
         manifest.reference = reference.write(staging) | {"skipped": inputs.skipped[:20]}
+        from .models.registry import model_task  # classifier, dense or embedding: which figures parity gates
+
+        task = model_task(model, reference.outputs, is_real(reference.sources))
+        manifest.model["task"] = task.to_dict()
         outcome["detail"] = f"{inputs.real} photos + {len(inputs.sources) - inputs.real} random inputs"
 
     fp32_files: dict[str, Path] = {}
@@ -214,7 +218,8 @@ def _build(spec: ExportSpec, backends: list, model, staging: Path, manifest: Man
             gated, note = is_gated(artifact.precision, config.weights.trained)
             manifest.parity.append(check_artifact(
                 staging / artifact.path, artifact.path, artifact.precision, reference.inputs, reference.outputs,
-                spec.gates.for_precision(artifact.precision), gated, note, real=is_real(reference.sources)))
+                spec.gates.for_precision(artifact.precision), gated, note, real=is_real(reference.sources),
+                task=task))
         failed = [p.artifact for p in manifest.parity if not p.passed]
         outcome["detail"] = f"FAILED: {', '.join(failed)}" if failed else "all gates pass"
     for result in manifest.parity:

@@ -10,7 +10,7 @@ from .cpu import describe
 from .formats import FORMATS
 from .layerwise import LAYER_HEADERS, LayerReport, layer_rows, summary
 from .manifest import Artifact, Manifest
-from .parity import KERNEL_TOLERANCE, ParityResult
+from .parity import KERNEL_TOLERANCE, ParityResult, task_section
 from .snippets import app_section
 from .table import format_ms, format_table, human_bytes, markdown_table
 
@@ -287,6 +287,7 @@ def render_report(manifest: Manifest, bundle: Path | None = None) -> str:
                   "PSNR = 20 log10(max|reference| / RMS error); top-5 agreement = mean overlap of the top-5 sets; "
                   "top-1/top-5 agreement count the real photos only, errors, cosine and PSNR every input.", "",
                   markdown_table(PARITY_HEADERS, parity_rows(manifest.parity)), ""]
+        lines += task_section(manifest.model.get("task"), manifest.parity)  # a mask's or an embedding's figures
         if manifest.gates:
             lines += ["Gates: " + "; ".join(f"{precision}: {manifest.gates.for_precision(precision).describe()}"
                                             for precision in sorted({r.precision for r in manifest.parity})), ""]

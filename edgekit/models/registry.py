@@ -51,6 +51,8 @@ class ModelSpec:
     # checkpoint keys that are not part of the inference network (GoogLeNet's auxiliary heads) -> removed
     # before the strict load, with a note for the weights record
     adapt_state_dict: Callable[[dict], tuple[dict, str | None]] | None = None
+    # what the output is, for parity (edgekit.parity.TASKS): class scores, per-pixel class scores, an embedding
+    task: str = "classifier"
 
 
 MIN_RESOLUTION, MAX_RESOLUTION = 32, 1024
@@ -143,14 +145,28 @@ _register(ModelSpec(
     in_channels=1, description="32x32 greyscale, tanh, average pooling, 6-16-120-84-10 (LeCun et al. 1998)"))
 _register(ModelSpec(
     "unet", "unet", lambda w, n, p: UNet(3, n, base_channels=max(1, round(64 * w))), 256, 1.0,
-    widths=(0.125, 0.25, 0.5, 1.0), resolution_multiple=16, default_classes=2,
+    widths=(0.125, 0.25, 0.5, 1.0), resolution_multiple=16, default_classes=2, task="dense",
     description="encoder-decoder with skips, padded 3x3 convolutions, mask = input size (Ronneberger et al. "
                 "2015); width scales the 64 base channels; classes = mask classes"))
 _register(ModelSpec(
     "siamese", "siamese", lambda w, n, p: SiameseNet("mobilenet_v2", embed_dim=n, width=w), 224, 1.0,
-    widths=(0.35, 0.5, 0.75, 1.0, 1.3, 1.4), default_classes=128,
+    widths=(0.35, 0.5, 0.75, 1.0, 1.3, 1.4), default_classes=128, task="embedding",
     description="shared MobileNet v2 embedding network, L2-normalised; --num-classes sets the embedding size; "
                 "pairs compared by distance"))
+
+def model_task(model: nn.Module, reference_outputs, real=None):
+    """The output task of ``model`` (an ``edgekit.parity.OutputTask``) for its parity: the registry's entry for a
+    zoo model, else from the output's shape. An embedding model's same/different threshold is its
+    ``distance_threshold`` attribute when it declares one, else set from ``reference_outputs``."""
+    from ..parity import embedding_task, infer_task, OutputTask
+
+    config = getattr(model, "edgekit_config", None)
+    known = config is not None and (config.name in _REGISTRY or config.name in _ALIASES)
+    kind = get_spec(config.name).task if known else infer_task(tuple(reference_outputs.shape)).kind
+    if kind == "embedding":
+        return embedding_task(reference_outputs, real, getattr(model, "distance_threshold", None))
+    return OutputTask(kind)
+
 
 def list_models() -> list[str]:
     return list(_REGISTRY)
