@@ -20,6 +20,10 @@ $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet torch==$(TORCH_VERSION) $(TORCH_PIP_ARGS)
 	$(PY) -m pip install --quiet -e '.[test,docs,executorch]'
+	@# Debian's kotlinc compiles the app snippets in tests/test_snippets.py; without root or apt-get, that test skips
+	@command -v kotlinc >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 && \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends kotlin \
+		>/dev/null; } || echo "make setup: kotlinc not installed (apt-get install kotlin); the Kotlin compile test will skip"
 	touch $(STAMP)
 
 export: $(STAMP)

@@ -164,3 +164,104 @@ def test_other_tools_files_and_files_without_metadata(bundle, shared_data, tmp_p
     bare.write_bytes(pack_model(model))
     with pytest.raises(EdgekitError, match="bare.tflite has no TFLite Metadata .*; export it again with edgekit"):
         read_app_facts(bare)
+
+
+KOTLIN_DRIVER = """
+import java.io.File
+import java.io.FileInputStream
+import java.io.RandomAccessFile
+
+// An app's assets folder and a picture, as the stubs' Context and Bitmap
+class FolderContext(private val folder: File, override val cacheDir: File) : android.content.Context() {
+    override val assets = object : android.content.res.AssetManager() {
+        override fun open(fileName: String) = FileInputStream(File(folder, fileName))
+        override fun openFd(fileName: String): android.content.res.AssetFileDescriptor {
+            val file = RandomAccessFile(File(folder, fileName), "r")
+            return object : android.content.res.AssetFileDescriptor() {
+                override val fileDescriptor = file.fd
+                override val startOffset = 0L
+                override val declaredLength = file.length()
+                override fun close() = file.close()
+            }
+        }
+    }
+}
+
+class PixelBitmap(override val width: Int, override val height: Int, private val argb: IntArray) :
+    android.graphics.Bitmap() {
+    override fun getPixels(pixels: IntArray, offset: Int, stride: Int, x: Int, y: Int, width: Int, height: Int) {
+        for (row in 0 until height) {
+            for (col in 0 until width) pixels[offset + row * stride + col] = argb[(y + row) * this.width + x + col]
+        }
+    }
+}
+
+fun picture(rgb: ByteArray, width: Int, height: Int) = PixelBitmap(width, height, IntArray(width * height) { i ->
+    (0xFF shl 24) or ((rgb[3 * i].toInt() and 0xFF) shl 16) or ((rgb[3 * i + 1].toInt() and 0xFF) shl 8) or
+        (rgb[3 * i + 2].toInt() and 0xFF)
+})
+
+fun save(input: java.nio.ByteBuffer, labels: List<String>, out: File) {
+    val bytes = ByteArray(input.remaining())
+    input.get(bytes)
+    File(out, "input.bin").writeBytes(bytes)
+    File(out, "labels.txt").writeText(labels.joinToString("\\n"))
+}
+
+fun main(args: Array<String>) {
+    val context = FolderContext(File(args[0]), File(args[2]))
+    val rgb = File(args[3]).readBytes()
+    val out = File(args[4])
+    when (args[1]) {
+BRANCHES
+    }
+}
+"""
+
+
+@pytest.mark.slow
+def test_kotlin_snippets_compile_and_fill_the_input_as_edgekit_does(bundle, shared_data, tmp_path):
+    """kotlinc (Debian's `kotlin`) compiles both snippets together, against stand-ins for the Android API
+    (tests/android_api_stubs), and runs them on the JVM: each reads its labels from the model file's zip archive,
+    and turns a real photo into exactly the input edgekit's own preprocessing gives the file."""
+    import shutil
+    import subprocess
+
+    from edgekit.images import load_rgb, normalize, resize_and_crop
+    from edgekit.types import Preprocessing
+
+    if shutil.which("kotlinc") is None:
+        pytest.skip("kotlinc is not installed: apt-get install kotlin (.ci/run installs it)")
+    sources = [*sorted((Path(__file__).parent / "android_api_stubs").glob("*.kt"))]
+    branches = []
+    for name in (FP32, INT8):
+        facts = read_app_facts(bundle / name)
+        source = tmp_path / f"{facts.type_name}.kt"
+        source.write_text(kotlin_snippet(facts))
+        sources.append(source)
+        branches.append(f'        "{facts.type_name}" -> {facts.type_name}(context).let {{ model -> '
+                        f'save(model.toInput(picture(rgb, {facts.type_name}.WIDTH, {facts.type_name}.HEIGHT)), '
+                        "model.labels, out); model.close() }")
+    driver = tmp_path / "Driver.kt"
+    driver.write_text(KOTLIN_DRIVER.replace("BRANCHES", "\n".join(branches)))
+    classes = tmp_path / "classes"
+    compiled = subprocess.run(["kotlinc", "-nowarn", *map(str, sources), str(driver), "-d", str(classes)],
+                              capture_output=True, text=True)
+    assert compiled.returncode == 0, compiled.stderr[-3000:]
+
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    preprocessing = Preprocessing.from_dict(manifest["preprocessing"])
+    crop = resize_and_crop(load_rgb(shared_data / "photos" / "parrot.jpg"), 128, preprocessing)
+    (tmp_path / "photo.rgb").write_bytes(np.ascontiguousarray(crop).tobytes())
+    labels = (bundle / "labels.txt").read_text().splitlines()
+    for name, expected in ((FP32, np.moveaxis(normalize(crop, preprocessing), 0, -1)),
+                           (INT8, (crop.astype(np.int16) - 128).astype(np.int8))):
+        out, cache = tmp_path / f"out_{name}", tmp_path / f"cache_{name}"  # cache: the app's cacheDir
+        out.mkdir()
+        cache.mkdir()
+        ran = subprocess.run(["kotlin", "-cp", str(classes), "DriverKt", str(bundle), type_name(name),
+                              str(cache), str(tmp_path / "photo.rgb"), str(out)], capture_output=True, text=True)
+        assert ran.returncode == 0, ran.stderr[-3000:]
+        assert (out / "labels.txt").read_text().splitlines() == labels
+        made = np.frombuffer((out / "input.bin").read_bytes(), dtype=expected.dtype).reshape(expected.shape)
+        np.testing.assert_array_equal(made, expected)
