@@ -162,6 +162,7 @@ def _build(spec: ExportSpec, backends: list, model, staging: Path, manifest: Man
     metadata = edgekit_metadata(config, labels)
     with steps.run("prepare", "prepare (dropout removed, batch norm folded, padding static)"):
         ready = export_ready(model, config.resolution)
+        manifest.model["prepare"] = ready.edgekit_prepared  # fixes for a converter, named in report.md
 
     with steps.run("reference", "parity reference (PyTorch, eval mode)") as outcome:
         inputs = build_inputs(parity_images, config.preprocessing, config.resolution, spec.parity_samples,

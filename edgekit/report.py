@@ -267,7 +267,7 @@ def render_report(manifest: Manifest, bundle: Path | None = None) -> str:
                   ["weights sha256", w.get("sha256") or "-"],
                   ["labels", f"{manifest.labels.get('file')}: {manifest.labels.get('count')} names, "
                              f"{manifest.labels.get('source')}"],
-              ]), "",
+              ] + [["prepared for the converters", note] for note in m.get("prepare") or []]), "",
               "## Preprocessing", "",
               f"x = (pixel - mean) / std on RGB pixels in 0..255; resize the shorter side to "
               f"{p['resize_shorter_side']} px ({p['interpolation']}), centre-crop {p['crop']}x{p['crop']}.", "",

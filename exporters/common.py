@@ -38,9 +38,11 @@ def export_ready(model, resolution: int):
             if isinstance(child, nn.modules.dropout._DropoutNd):
                 setattr(parent, name, nn.Identity())
     _static_tf_padding(ready, resolution)
-    _fold_grid_pool_into_classifier(ready, resolution)
+    folded = _fold_grid_pool_into_classifier(ready, resolution)
     for p in ready.parameters():
         p.requires_grad_(False)
+    # what was changed beyond the routine steps above, for the manifest and report.md
+    ready.edgekit_prepared = [folded] if folded else []
     return ready
 
 
@@ -92,7 +94,7 @@ def _adaptive_pool_matrix(size: int, bins: int):
     return matrix
 
 
-def _fold_grid_pool_into_classifier(model, resolution: int) -> None:
+def _fold_grid_pool_into_classifier(model, resolution: int) -> str | None:
     """AlexNet and VGG (torchvision's layout: ``avgpool`` to a 6x6 / 7x7 grid, then flatten and the first Linear
     of ``classifier``): fold the pooling into that Linear layer, and flatten in NHWC order.
 
@@ -137,6 +139,9 @@ def _fold_grid_pool_into_classifier(model, resolution: int) -> None:
             linear.bias.copy_(first.bias)
     classifier[layers.index(first)] = linear
     model.avgpool = ChannelsLast()
+    return (f"adaptive average pool ({in_h}x{in_w} to {out_h}x{out_w}) folded into the first Linear layer, exact "
+            f"({first.in_features:,} to {linear.in_features:,} inputs; flattened in NHWC order so TFLite needs no "
+            "TRANSPOSE): ONNX refuses an adaptive pool whose output size does not divide its input size")
 
 
 def preprocessing_record(config: ModelConfig) -> dict:
