@@ -10,7 +10,7 @@ ONNX and TFLite files (int8 calibrated on 128 training images, parity on 16 held
 segments the held-out images through edgekit's runtimes and the table gives per-pixel accuracy and IoU per class,
 against the PyTorch model's and against the exact masks.
 
-    .venv/bin/python benchmarks/train_unet_shapes.py [--resolution 32] [--epochs 12] [--work DIR]
+    .venv/bin/python benchmarks/train_unet_shapes.py [--resolution 32] [--epochs 30] [--work DIR]
 
 Writes benchmarks/results/train_unet_shapes.md and .json. The machine is shared with other engineers: the
 training time is what it was under that load.
@@ -55,9 +55,9 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--resolution", type=int, default=32)
     parser.add_argument("--width", type=float, default=0.125)
-    parser.add_argument("--train", type=int, default=1200, help="training images")
+    parser.add_argument("--train", type=int, default=2000, help="training images")
     parser.add_argument("--test", type=int, default=300, help="held-out images")
-    parser.add_argument("--epochs", type=int, default=12)
+    parser.add_argument("--epochs", type=int, default=30)
     parser.add_argument("--lr", type=float, default=3e-3)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--work", type=Path, default=None, help="keep the weights and bundle here")
