@@ -223,7 +223,8 @@ BRANCHES
 def test_kotlin_snippets_compile_and_fill_the_input_as_edgekit_does(bundle, shared_data, tmp_path):
     """kotlinc (Debian's `kotlin`) compiles both snippets together, against stand-ins for the Android API
     (tests/android_api_stubs), and runs them on the JVM: each reads its labels from the model file's zip archive,
-    and turns a real photo into exactly the input edgekit's own preprocessing gives the file."""
+    and turns a real photo into exactly the input edgekit's own preprocessing gives the file (also for inputs that are
+    normalised and quantized per pixel)."""
     import shutil
     import subprocess
 
@@ -234,8 +235,15 @@ def test_kotlin_snippets_compile_and_fill_the_input_as_edgekit_does(bundle, shar
         pytest.skip("kotlinc is not installed: apt-get install kotlin (.ci/run installs it)")
     sources = [*sorted((Path(__file__).parent / "android_api_stubs").glob("*.kt"))]
     branches = []
-    for name in (FP32, INT8):
-        facts = read_app_facts(bundle / name)
+    int8 = read_app_facts(bundle / INT8)
+    # the two inputs a per-channel normalisation gives (quantized per pixel), on the int8 file's tensors
+    per_channel = dict(mean=(123.675, 116.28, 103.53), std=(58.395, 57.12, 57.375), input_scale=0.018658,
+                       camera_bytes=False)
+    variants = {"PerChannelUint8": replace(int8, type_name="PerChannelUint8", input_dtype="UINT8",
+                                           input_zero_point=114, output_dtype="UINT8", **per_channel),
+                "PerChannelInt8": replace(int8, type_name="PerChannelInt8", input_zero_point=-14, **per_channel)}
+    for name in (FP32, INT8, *variants):
+        facts = variants.get(name) or read_app_facts(bundle / name)
         source = tmp_path / f"{facts.type_name}.kt"
         source.write_text(kotlin_snippet(facts))
         sources.append(source)
@@ -254,8 +262,15 @@ def test_kotlin_snippets_compile_and_fill_the_input_as_edgekit_does(bundle, shar
     crop = resize_and_crop(load_rgb(shared_data / "photos" / "parrot.jpg"), 128, preprocessing)
     (tmp_path / "photo.rgb").write_bytes(np.ascontiguousarray(crop).tobytes())
     labels = (bundle / "labels.txt").read_text().splitlines()
+
+    def quantized(facts, low, high, dtype):
+        x = (crop.astype(np.float32) - np.float32(facts.mean)) / np.float32(facts.std) / np.float32(facts.input_scale)
+        return np.clip(np.floor(x.astype(np.float64) + 0.5) + facts.input_zero_point, low, high).astype(dtype)
+
     for name, expected in ((FP32, np.moveaxis(normalize(crop, preprocessing), 0, -1)),
-                           (INT8, (crop.astype(np.int16) - 128).astype(np.int8))):
+                           (INT8, (crop.astype(np.int16) - 128).astype(np.int8)),
+                           ("PerChannelUint8", quantized(variants["PerChannelUint8"], 0, 255, np.uint8)),
+                           ("PerChannelInt8", quantized(variants["PerChannelInt8"], -128, 127, np.int8))):
         out, cache = tmp_path / f"out_{name}", tmp_path / f"cache_{name}"  # cache: the app's cacheDir
         out.mkdir()
         cache.mkdir()
