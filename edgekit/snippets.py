@@ -61,6 +61,9 @@ def read_app_facts(path: str | Path) -> AppFacts:
     if standard is None or not standard.mean or standard.width is None or standard.labels_file is None:
         raise EdgekitError(f"{path.name} has no TFLite Metadata with image size, normalisation and labels; export it "
                            "again with edgekit")
+    if standard.color_space != "RGB":
+        raise EdgekitError(f"{path.name} takes {str(standard.color_space).lower()} pictures; the app snippets are "
+                           "written for RGB camera pictures")
     record = (read_metadata(path).get("preprocessing") or {})
     three = lambda values: tuple(float(v) for v in (values * 3 if len(values) == 1 else values))  # noqa: E731
     return AppFacts(

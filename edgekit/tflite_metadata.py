@@ -142,17 +142,20 @@ def _input_metadata(edge: _Edge, facts: ModelFacts) -> meta.TensorMetadataT:
     tensor = meta.TensorMetadataT()
     tensor.name = edge.name
     size = f"{edge.shape[2]}x{edge.shape[1]}" if len(edge.shape) == 4 else "?"
-    tensor.description = f"RGB picture, {size} pixels, {edge.dtype.lower()}."
-    if len(edge.shape) == 4 and edge.shape[3] == 3:
+    kind = "greyscale" if len(edge.shape) == 4 and edge.shape[3] == 1 else "RGB"
+    tensor.description = f"{kind} picture, {size} pixels, {edge.dtype.lower()}."
+    if len(edge.shape) == 4 and edge.shape[3] in (1, 3):
         image = meta.ImagePropertiesT()
-        image.colorSpace = meta.ColorSpaceType.RGB
+        image.colorSpace = meta.ColorSpaceType.RGB if edge.shape[3] == 3 else meta.ColorSpaceType.GRAYSCALE
         image.defaultSize = meta.ImageSizeT()
         image.defaultSize.width, image.defaultSize.height = edge.shape[2], edge.shape[1]
         tensor.content = meta.ContentT()
         tensor.content.contentPropertiesType = meta.ContentProperties.ImageProperties
         tensor.content.contentProperties = image
     normalization = meta.NormalizationOptionsT()
-    normalization.mean, normalization.std = list(facts.mean), list(facts.std)
+    channels = edge.shape[3] if len(edge.shape) == 4 else 3
+    mean, std = (facts.mean[:1], facts.std[:1]) if channels == 1 else (facts.mean, facts.std)
+    normalization.mean, normalization.std = list(mean), list(std)
     unit = meta.ProcessUnitT()
     unit.optionsType = meta.ProcessUnitOptions.NormalizationOptions
     unit.options = normalization
@@ -160,16 +163,15 @@ def _input_metadata(edge: _Edge, facts: ModelFacts) -> meta.TensorMetadataT:
     if edge.dtype in _DTYPE_RANGE:
         low, high = _DTYPE_RANGE[edge.dtype]
         tensor.stats = _stats([low], [high])
-        if camera_bytes_exact(facts.mean, facts.std, edge.dtype, edge.scale, edge.zero_point):
+        if camera_bytes_exact(mean, std, edge.dtype, edge.scale, edge.zero_point):
             tensor.description += (" Feed the camera's bytes as they are" +
                                    (" minus 128." if edge.dtype == "INT8" else "."))
         else:
-            tensor.description += (f" Normalise each pixel to (pixel - mean) / std, then quantize it with scale "
-                                   f"{edge.scale:.9g} and zero point {edge.zero_point}: the raw camera bytes are not "
-                                   "this file's input.")
+            tensor.description += (" Normalise each pixel to (pixel - mean) / std, then quantize it with the "
+                                   "input's scale and zero point: the raw camera bytes are not this file's input.")
     else:
-        tensor.stats = _stats([(0.0 - m) / s for m, s in zip(*np.broadcast_arrays(facts.mean, facts.std))],
-                              [(255.0 - m) / s for m, s in zip(*np.broadcast_arrays(facts.mean, facts.std))])
+        tensor.stats = _stats([(0.0 - m) / s for m, s in zip(*np.broadcast_arrays(mean, std))],
+                              [(255.0 - m) / s for m, s in zip(*np.broadcast_arrays(mean, std))])
     return tensor
 
 
