@@ -83,11 +83,21 @@ def resize_and_crop(image, resolution: int, preprocessing: Preprocessing) -> np.
 
 
 def normalize(pixels_hwc: np.ndarray, preprocessing: Preprocessing) -> np.ndarray:
-    """uint8 HWC (or NHWC) RGB -> float32 CHW (or NCHW) model input."""
+    """uint8 HWC (or NHWC) RGB -> float32 CHW (or NCHW) model input; one channel for a greyscale ("L") model."""
+    if preprocessing.channel_order == "L":
+        return (_luma(pixels_hwc)[..., None, :, :] - np.float32(preprocessing.mean[0])) / np.float32(preprocessing.std[0])
     mean = np.asarray(preprocessing.mean, dtype=np.float32)
     std = np.asarray(preprocessing.std, dtype=np.float32)
     x = (pixels_hwc.astype(np.float32) - mean) / std
     return np.ascontiguousarray(np.moveaxis(x, -1, -3))
+
+
+def _luma(pixels_hwc: np.ndarray) -> np.ndarray:
+    """8-bit luma as Pillow's ``convert("L")`` computes it (ITU-R 601-2: L = R*299/1000 + G*587/1000 +
+    B*114/1000, rounded), so a greyscale model sees the same bytes a phone's greyscale conversion gives."""
+    rgb = pixels_hwc.astype(np.int32)
+    luma = (rgb[..., 0] * 19595 + rgb[..., 1] * 38470 + rgb[..., 2] * 7471 + 0x8000) >> 16  # Pillow's fixed point
+    return luma.astype(np.float32)
 
 
 def preprocess_file(path: Path, resolution: int, preprocessing: Preprocessing) -> np.ndarray:

@@ -20,7 +20,12 @@ class Preprocessing:
     std: tuple[float, float, float] = IMAGENET_STD
     crop_fraction: float = 0.875
     interpolation: str = "bilinear"
-    channel_order: str = "RGB"
+    channel_order: str = "RGB"  # or "L": greyscale, 8-bit luma as Pillow computes it, mean[0] and std[0] apply
+
+    @property
+    def channels(self) -> int:
+        """Channels of the model input: 1 for a greyscale ("L") model, whose pictures become luma, else 3."""
+        return 1 if self.channel_order == "L" else 3
 
     @property
     def value_range(self) -> tuple[float, float]:

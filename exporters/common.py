@@ -12,6 +12,22 @@ INPUT_NAME = "image"
 OUTPUT_NAME = "logits"
 
 
+def input_channels(model) -> int:
+    """Channels of ``model``'s image input: what its recorded preprocessing feeds it (1 for greyscale), else its
+    own ``in_channels``, else RGB."""
+    config = getattr(model, "edgekit_config", None)
+    if config is not None:
+        return config.preprocessing.channels
+    return getattr(model, "in_channels", 3)
+
+
+def sample_input(model, resolution: int, batch: int = 1):
+    """A zero NCHW input of the shape ``model`` takes at ``resolution``: what tracing and shape probes feed it."""
+    import torch
+
+    return torch.zeros(batch, input_channels(model), resolution, resolution)
+
+
 def export_ready(model, resolution: int):
     """A copy of ``model`` for conversion at ``resolution``: eval mode, dropout removed, batch norm folded into
     the convolution before it, TF SAME padding made static.
@@ -65,7 +81,7 @@ def _static_tf_padding(model, resolution: int) -> None:
              for name, m in convs.items()]
     try:
         with torch.no_grad():
-            model(torch.zeros(1, 3, resolution, resolution))
+            model(sample_input(model, resolution))
     finally:
         for hook in hooks:
             hook.remove()
@@ -123,7 +139,7 @@ def _fold_grid_pool_into_classifier(model, resolution: int) -> str | None:
     hook = pool.register_forward_pre_hook(lambda module, args: seen.__setitem__("shape", tuple(args[0].shape)))
     try:
         with torch.no_grad():
-            model(torch.zeros(1, getattr(model, "in_channels", 3), resolution, resolution))
+            model(sample_input(model, resolution))
     finally:
         hook.remove()
     _, channels, in_h, in_w = seen["shape"]

@@ -23,7 +23,7 @@ from ..formats import get_format
 from ..quantize import onnx_int8
 from ..tflite_metadata import ModelFacts
 from .backend import FormatBackend
-from .common import INPUT_NAME, OUTPUT_NAME
+from .common import INPUT_NAME, OUTPUT_NAME, sample_input
 
 MIN_OPSET = 17
 DEFAULT_OPSET = 17
@@ -72,11 +72,6 @@ def torch_to_onnx(model, out: Path, *, resolution: int, metadata: dict, opset: i
     return {"opset": opset_used, "exporter": exporter, "dynamic_batch": dynamic_batch, "operators": dict(ops)}
 
 
-def _sample(resolution: int, batch: int):
-    import torch
-
-    return torch.zeros(batch, 3, resolution, resolution)
-
 
 def _export_legacy(model, resolution: int, opset: int, dynamic_batch: bool):
     import onnx
@@ -88,7 +83,7 @@ def _export_legacy(model, resolution: int, opset: int, dynamic_batch: bool):
         # the deprecation notice of the TorchScript exporter, and TracerWarnings of TF-SAME padding, whose
         # sizes are constant for the fixed input resolution being exported
         warnings.simplefilter("ignore")
-        torch.onnx.export(model, (_sample(resolution, 1),), buffer, dynamo=False, opset_version=opset,
+        torch.onnx.export(model, (sample_input(model, resolution),), buffer, dynamo=False, opset_version=opset,
                           input_names=[INPUT_NAME], output_names=[OUTPUT_NAME], dynamic_axes=axes,
                           do_constant_folding=True)
     return onnx.load_from_string(buffer.getvalue())
@@ -101,7 +96,7 @@ def _export_dynamo(model, resolution: int, opset: int, dynamic_batch: bool):
     shapes = ({0: torch.export.Dim("batch", min=1, max=4096)},) if dynamic_batch else None
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        program = torch.onnx.export(model, (_sample(resolution, 2 if dynamic_batch else 1),), dynamo=True,
+        program = torch.onnx.export(model, (sample_input(model, resolution, 2 if dynamic_batch else 1),), dynamo=True,
                                     opset_version=opset, input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
                                     dynamic_shapes=shapes, optimize=True, verbose=False)
     return program.model_proto

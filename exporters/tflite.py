@@ -23,7 +23,7 @@ from ..quantize import tflite_int8
 from ..tflite_model import TFLiteModel, integer_report, pack_model, schema, unpack_model
 from ..tflite_metadata import ModelFacts, append_associated_files, set_standard_metadata
 from .backend import FormatBackend
-from .common import INPUT_NAME, OUTPUT_NAME
+from .common import INPUT_NAME, OUTPUT_NAME, input_channels
 
 METADATA_NAME = "edgekit"  # the file's metadata entry: JSON, read back with TFLiteModel(...).metadata
 CONVERTER = "litert-torch"
@@ -41,7 +41,8 @@ def torch_to_tflite(model, out: Path, *, resolution: int, metadata: dict) -> dic
         raise EdgekitError(f"TFLite export needs litert-torch ({e}); `pip install litert-torch`") from None
 
     litert_torch.config.show_progress = False  # edgekit prints its own progress per step
-    sample = torch.zeros(1, resolution, resolution, 3)
+    channels = input_channels(model)
+    sample = torch.zeros(1, resolution, resolution, channels)
     with torch.no_grad():  # a per-pixel output (U-Net's [N, classes, H, W]) also goes channels-last: no TRANSPOSE
         dense = model(sample.permute(0, 3, 1, 2)).dim() == 4
     nhwc = litert_torch.to_channel_last_io(model, args=[0], outputs=[0] if dense else None).eval()
@@ -53,20 +54,20 @@ def torch_to_tflite(model, out: Path, *, resolution: int, metadata: dict) -> dic
                            "cannot convert (try --formats onnx)") from None
     flat = embed_metadata(flat, metadata)
     graph = TFLiteModel(flat, str(out))
-    _check_graph(graph, resolution)
+    _check_graph(graph, resolution, channels)
     out.write_bytes(flat)
     return {"converter": CONVERTER, "operators": dict(sorted(graph.op_counts.items()))}
 
 
-def _check_graph(graph: TFLiteModel, resolution: int) -> None:
+def _check_graph(graph: TFLiteModel, resolution: int, channels: int) -> None:
     transposes = graph.op_counts.get("TRANSPOSE", 0)
     if transposes:
         raise EdgekitError(f"the TFLite graph has {transposes} TRANSPOSE operators; edgekit ships NHWC graphs "
                            "without layout shuffles, report this model")
     (tensor,) = graph.input_tensors()
-    if tensor.shape != (1, resolution, resolution, 3) or tensor.dtype != "FLOAT32":
+    if tensor.shape != (1, resolution, resolution, channels) or tensor.dtype != "FLOAT32":
         raise EdgekitError(f"the TFLite input is {tensor.dtype} {list(tensor.shape)}, expected float32 "
-                           f"[1, {resolution}, {resolution}, 3]")
+                           f"[1, {resolution}, {resolution}, {channels}]")
 
 
 def to_fp16(fp32: Path, out: Path, metadata: dict) -> dict:

@@ -210,6 +210,8 @@ def resolve_config(name: str, width: float | None = None, resolution: int | None
         raise EdgekitError(f"num_classes must be a positive integer up to {MAX_CLASSES:,} (a wider classifier "
                            f"would not fit in memory), got {num_classes}")
     preprocessing = spec.checkpoint.preprocessing if spec.checkpoint else Preprocessing()
+    if spec.in_channels == 1:
+        preprocessing = replace(preprocessing, channel_order="L")  # pictures become greyscale before the model
     return ModelConfig(name=name, family=spec.family, width=float(width), resolution=int(resolution),
                        num_classes=num_classes or spec.default_classes, padding=padding or "symmetric",
                        preprocessing=preprocessing, default_width=spec.default_width,
