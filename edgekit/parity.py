@@ -405,13 +405,32 @@ DEFAULT_GATES = GateTable(
 GATES_BY_TASK_SOURCE = {
     "classifier": "top-1/top-5 floors from Google's four ImageNet MobileNets (see the int8 note)",
     # benchmarks/results/train_unet_shapes.md: the zoo's U-Net trained on shapes pasted onto real photos
-    "dense": "int8 pixel agreement >= 98% and IoU min >= 0.85, fp32 pixel agreement >= 99.9% (a near-tie "
-             "pixel may go either way), from the U-Net trained on the shapes task "
-             "(benchmarks/results/train_unet_shapes.md: good int8 files 99.55-99.66% and IoU min 0.93-0.94)",
+    "dense": "int8 pixel agreement >= 98% and IoU min >= 0.85 (with the cosine and PSNR floors), fp32 pixel "
+             "agreement >= 99.9% (a near-tie pixel may go either way), from the U-Net trained on the shapes task "
+             "(benchmarks/results/train_unet_shapes.md: good int8 files 98.96-99.66% of pixels, IoU min "
+             "0.93-0.94, PSNR 34.1-41.6 dB; the same weights calibrated on 3 photo crops without shapes: 92.2%, "
+             "0.53, 18.6 dB)",
     # benchmarks/results/siamese_parity.md: the zoo's Siamese on Google's MobileNet features
-    "embedding": "int8 pair decisions >= 85%, fp32 >= 99% (a pair within rounding of the threshold), from the "
-                 "Siamese network on Google's ImageNet MobileNet features (benchmarks/results/siamese_parity.md)",
+    "embedding": "int8 pair decisions >= 85% and cosine mean >= 0.975, no PSNR floor (an int8 unit vector's own "
+                 "output steps cap it near 30 dB), fp32 decisions >= 99% (a pair within rounding of the "
+                 "threshold), from the Siamese network on Google's ImageNet MobileNet v1 0.25 and v2 1.0 features "
+                 "(benchmarks/results/siamese_parity.md: int8 files 91.7-98.3% of 120 pairs, cosine mean "
+                 "0.990-0.994, PSNR 29.5-30.2 dB; one calibrated on 3 crops of a single photo 87.5% and 0.993 "
+                 "still passes: the floors catch files clearly worse than that, not a few points of decisions)",
 }
+# Where a task's default differs from the table above (a gate the user set stays as set).
+TASK_GATE_CHANGES = {"embedding": {"int8": {"psnr_db": None}}}
+
+
+def gates_for_task(table: GateTable, task: OutputTask) -> GateTable:
+    """``table`` with the task's own defaults wherever it still holds DEFAULT_GATES' value: the export records
+    the result in the manifest, so validate judges with the same gates."""
+    for precision, changes in TASK_GATE_CHANGES.get(task.kind, {}).items():
+        gates = table.for_precision(precision)
+        kept = {metric: value for metric, value in changes.items()
+                if getattr(gates, metric) == getattr(DEFAULT_GATES.for_precision(precision), metric)}
+        table = replace(table, **{precision: replace(gates, **kept)})
+    return table
 
 
 # Host kernels against the runtime's reference path, on the same int8 file. Measured (MobileNet v2 and v1 0.25
@@ -420,6 +439,10 @@ GATES_BY_TASK_SOURCE = {
 # QDQ 47.9 dB); ORT's saturating U8S8 kernels on a file made without the per-channel limit gave 0.939 / 30.2 dB
 # and 0.991 / 34.1 dB.
 KERNEL_TOLERANCE = ParityGates(cosine_mean=0.995, psnr_db=40.0)
+# An embedding is a unit vector: its int8 output tensor alone (steps of 1/128 on elements of about 0.09 for 128
+# dimensions) caps PSNR near 27-30 dB, whatever the kernels do; measured host against reference path on the Siamese
+# networks of benchmarks/results/siamese_parity.md: cosine mean 0.998-0.9998, PSNR 27.4-45 dB. Cosine judges them.
+KERNEL_TOLERANCE_BY_TASK = {"embedding": ParityGates(cosine_mean=0.995)}
 
 
 @dataclass(frozen=True)
@@ -432,7 +455,8 @@ class KernelCheck:
     cpu: str
     quantization: ParityMetrics
     host_kernels: ParityMetrics
-    finding: str | None = None  # one line when the host's kernels disagree beyond KERNEL_TOLERANCE
+    finding: str | None = None  # one line when the host's kernels disagree beyond the tolerance
+    tolerance: ParityGates = KERNEL_TOLERANCE
 
     @property
     def agrees(self) -> bool:
@@ -440,13 +464,14 @@ class KernelCheck:
 
     def to_dict(self) -> dict:
         return {"reference_path": self.reference_path, "cpu": self.cpu, "agrees": self.agrees,
-                "tolerance": KERNEL_TOLERANCE.to_dict(), "finding": self.finding,
+                "tolerance": self.tolerance.to_dict(), "finding": self.finding,
                 "quantization": self.quantization.to_dict(), "host_kernels": self.host_kernels.to_dict()}
 
     @classmethod
     def from_dict(cls, d: dict) -> "KernelCheck":
+        tolerance = ParityGates.from_dict(d["tolerance"]) if d.get("tolerance") else KERNEL_TOLERANCE
         return cls(d["reference_path"], d.get("cpu", "?"), ParityMetrics.from_dict(d["quantization"]),
-                   ParityMetrics.from_dict(d["host_kernels"]), d.get("finding"))
+                   ParityMetrics.from_dict(d["host_kernels"]), d.get("finding"), tolerance)
 
 
 def kernel_check(path: Path, name: str, inputs: np.ndarray, reference: np.ndarray, host_outputs: np.ndarray,
@@ -462,7 +487,8 @@ def kernel_check(path: Path, name: str, inputs: np.ndarray, reference: np.ndarra
     host_kernels = compare(portable, host_outputs, real, task)
     cpu = host_cpu()
     finding = None
-    failed = KERNEL_TOLERANCE.failures(host_kernels)
+    tolerance = KERNEL_TOLERANCE_BY_TASK.get(task.kind, KERNEL_TOLERANCE)
+    failed = tolerance.failures(host_kernels)
     if failed:
         cause = ("" if cpu.get("int8_dot_product") else
                  f"; this CPU has {missing_dot_product(cpu)}, so 8-bit products are added in 16 bits, which can "
@@ -470,7 +496,7 @@ def kernel_check(path: Path, name: str, inputs: np.ndarray, reference: np.ndarra
         finding = (f"{name}: {runner.HOST_KERNELS} on {describe(cpu)} disagree with "
                    f"{runner.REFERENCE_PATH} ({'; '.join(failed)}){cause}")
     return KernelCheck(runner.REFERENCE_PATH, describe(cpu), compare(reference, portable, real, task), host_kernels,
-                       finding)
+                       finding, tolerance)
 
 
 @dataclass(frozen=True)

@@ -35,7 +35,7 @@ from .labels import default_labels, read_labels
 from .layerwise import compare_layers
 from .manifest import (FAILED_SUFFIX, LABELS_NAME, MANIFEST_NAME, REPORT_NAME, Artifact, Manifest, Reference,
                        StepRecord, is_edgekit_bundle)
-from .parity import build_inputs, check_artifact, is_gated, is_real, spread
+from .parity import build_inputs, check_artifact, gates_for_task, is_gated, is_real, spread
 from .quantize.calibration import CalibrationSet
 from .report import render_report
 from .sample_images import sample_image_paths
@@ -183,6 +183,7 @@ def _build(spec: ExportSpec, backends: list, model, staging: Path, manifest: Man
 
         task = model_task(model, reference.outputs, is_real(reference.sources))
         manifest.model["task"] = task.to_dict()
+        manifest.gates = gates_for_task(spec.gates, task)  # e.g. no PSNR floor on an int8 embedding
         outcome["detail"] = f"{inputs.real} photos + {len(inputs.sources) - inputs.real} random inputs"
 
     fp32_files: dict[str, Path] = {}
@@ -219,7 +220,7 @@ def _build(spec: ExportSpec, backends: list, model, staging: Path, manifest: Man
             gated, note = is_gated(artifact.precision, config.weights.trained)
             manifest.parity.append(check_artifact(
                 staging / artifact.path, artifact.path, artifact.precision, reference.inputs, reference.outputs,
-                spec.gates.for_precision(artifact.precision), gated, note, real=is_real(reference.sources),
+                manifest.gates.for_precision(artifact.precision), gated, note, real=is_real(reference.sources),
                 task=task))
         failed = [p.artifact for p in manifest.parity if not p.passed]
         outcome["detail"] = f"FAILED: {', '.join(failed)}" if failed else "all gates pass"

@@ -16,7 +16,7 @@ import torch
 
 from edgekit.errors import EdgekitError
 from edgekit.parity import (DEFAULT_GATES, OutputTask, ParityGates, ParityMetrics, compare, embedding_task,
-                            pair_distances)
+                            gates_for_task, pair_distances)
 
 
 def _masks(seed: int = 0, n: int = 2, classes: int = 3, side: int = 4) -> np.ndarray:
@@ -99,6 +99,15 @@ def test_gates_skip_figures_the_task_does_not_have_and_fail_the_ones_it_has():
     assert len(failed) == 2 and failed[0].startswith("pixel_agreement")
     classifier = compare(np.eye(4), np.eye(4))
     assert math.isnan(classifier.pixel_agreement) and ParityGates(iou_min=0.99).failures(classifier) == []
+
+
+def test_embedding_int8_has_no_psnr_floor_unless_the_user_sets_one():
+    embedding = OutputTask("embedding", 1.0)
+    assert gates_for_task(DEFAULT_GATES, embedding).int8.psnr_db is None
+    assert gates_for_task(DEFAULT_GATES, embedding).int8.decision_agreement == DEFAULT_GATES.int8.decision_agreement
+    assert gates_for_task(DEFAULT_GATES, OutputTask("dense")) == DEFAULT_GATES
+    chosen = DEFAULT_GATES.with_overrides(["int8.psnr_db=25"])
+    assert gates_for_task(chosen, embedding).int8.psnr_db == 25.0
 
 
 def test_registry_declares_each_zoo_models_task():
@@ -196,5 +205,7 @@ def test_siamese_on_trained_features_records_its_threshold_and_validates(tmp_pat
         assert result.metrics.distance_threshold == task.distance_threshold
         assert 0.0 <= result.metrics.decision_agreement <= 1.0 and math.isnan(result.metrics.top1_agreement)
     assert all(p.metrics.decision_agreement == 1.0 for p in manifest.parity if p.precision == "fp32")
+    assert manifest.gates.int8.psnr_db is None and manifest.gates.int8.decision_agreement
+    assert all(p.kernels.tolerance.psnr_db is None for p in manifest.parity if p.kernels)
     assert manifest.passed, [p.verdict for p in manifest.parity]
     assert _validate(bundle)["code"] == 0

@@ -51,8 +51,11 @@ class SiameseNet(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Unit-length embedding of each image, [N, embed_dim]."""
-        features = torch.flatten(self.avgpool(self.backbone(x)), 1)
-        return F.normalize(self.embedding(features), dim=1)
+        embedding = self.embedding(torch.flatten(self.avgpool(self.backbone(x)), 1))
+        # F.normalize's norm converts to TFLite as ABS and POW, which have no int8 kernels (the int8 file would
+        # fall back to float); x * rsqrt(sum x^2) is the same value (eps as F.normalize's 1e-12, squared) from
+        # MUL, SUM and RSQRT, which have
+        return embedding * torch.rsqrt(torch.sum(embedding * embedding, dim=1, keepdim=True).clamp_min(1e-24))
 
     @staticmethod
     def distance(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
