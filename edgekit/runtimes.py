@@ -191,7 +191,9 @@ class PteRunner:
                 from executorch.runtime import Runtime
 
                 if threads:
-                    portable_lib._unsafe_reset_threadpool(threads)  # the only thread knob its Python API has
+                    # the only thread knob its Python API has (private: extension/pybindings/pybindings.pyi in
+                    # github.com/pytorch/executorch/blob/v1.5.1; tests/test_dependencies.py pins the version)
+                    portable_lib._unsafe_reset_threadpool(threads)
                 program = Runtime.get().load_program(Path(path))
                 self.method = program.load_method("forward")
         except Exception as e:  # the runtime raises RuntimeError/ValueError with its error code

@@ -2,9 +2,10 @@
 
 Steps: ORT's pre-processing (shape inference and graph optimisation), then a calibrator we build ourselves
 (so that the histogram methods get enough bins: through ``quantize_static`` ORT 1.31's Entropy method uses as
-many histogram bins as quantized bins and degenerates into MinMax, byte for byte), then ``quantize_static``
-reading the ranges from a calibration cache, then each weight channel given as many levels as int16 pair sums
-allow, so that the file computes the same on x86 CPUs without VNNI as everywhere else (``onnx_saturation``).
+many histogram bins as quantized bins and degenerates into MinMax, byte for byte: quantize_static builds its
+calibrator without num_bins, github.com/microsoft/onnxruntime/blob/main/onnxruntime/python/tools/quantization/
+quantize.py), then ``quantize_static`` reading the ranges from a calibration cache, then each weight channel given
+as many levels as int16 pair sums allow, so that the file computes the same on x86 CPUs without VNNI as everywhere else (``onnx_saturation``).
 """
 
 from __future__ import annotations

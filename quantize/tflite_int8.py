@@ -92,7 +92,9 @@ def _quantize_static(fp32_tflite: Path, calibration: CalibrationSet) -> bytes:
     samples = [{input_name: image[None]} for image in calibration.nhwc]
     plan = recipe.static_wi8_ai8()
     engine = quantizer.Quantizer(str(fp32_tflite), plan)
-    # Quantizer.calibrate keeps a moving average (0.95) of each image's min and max, which weights the first
+    # Quantizer.calibrate keeps a moving average (0.95) of each image's min and max (its default qsv_update_func,
+    # calibration_utils.moving_average_update: github.com/google-ai-edge/ai-edge-quantizer/blob/main/
+    # ai_edge_quantizer/calibrator.py), which weights the first
     # images most and clips the rest: on MobileNet v2 it cost 3.5 points of top-1. The same calibrator with
     # the plain min/max update gives the ranges ONNX Runtime's MinMax gives.
     rules = recipe_manager.RecipeManager()
@@ -199,7 +201,9 @@ _WEIGHTED_OPS = ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED")
 def _repair_dead_channels(model, fp32: TFLiteModel) -> int:
     """Give all-zero weight channels a usable scale and re-quantize their bias; returns channels repaired.
 
-    ai-edge-quantizer 0.10 derives a channel's weight scale from its range with a 1e-9 floor, so a channel
+    ai-edge-quantizer 0.10 derives a channel's weight scale from its range with a 1e-9 floor (uniform_quantize_tensor
+    in github.com/google-ai-edge/ai-edge-quantizer/blob/main/ai_edge_quantizer/algorithms/uniform_quantize/
+    uniform_quantize_tensor.py), so a channel
     whose weights are all zero (8 of 32 in the first convolution of Google's MobileNet v2) gets scale ~1e-11
     and its bias, quantized with input_scale * weight_scale, saturates int32: the channel then outputs
     relu6(huge) instead of relu6(bias). Any scale is exact for zero weights, so we take the layer's median
