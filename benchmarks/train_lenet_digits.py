@@ -6,8 +6,8 @@ scikit-learn's 1,797 digits (8x8, upsampled to 32x32) are split 75/25, stratifie
 digits, parity checked on 16 held-out digits. Every file then classifies the 450 held-out digits through edgekit's
 runtimes (the host's kernels), and the table gives its accuracy against the PyTorch model's.
 
-edgekit export feeds RGB pictures, so the exported network is LeNet-5 with ITU-R BT.601 luminance folded into
-C1 (tests/trained_tasks.py: rgb_lenet; exact on grey pictures: the PyTorch row is the one-channel network).
+The files take one grey channel ([1, 32, 32, 1] in TFLite): edgekit turns a picture into 8-bit luma as Pillow
+does, which for these grey digits is the digit itself.
 
     .venv/bin/python benchmarks/train_lenet_digits.py [--epochs 10] [--work DIR]
 
@@ -31,7 +31,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 
 from trained_tasks import (as_trained, digit_inputs, digit_pictures, digits_split, export_bundle,  # noqa: E402
-                           predict, rgb_lenet, save_images, save_state, score_files, train)
+                           predict, save_images, save_state, score_files, train)
 
 RESULTS = ROOT / "benchmarks" / "results"
 
@@ -48,7 +48,6 @@ def main() -> int:
     import torch
 
     from edgekit.cpu import describe, host_cpu
-    from edgekit.images import normalize
     from edgekit.models import create_model
 
     torch.set_num_threads(1)  # repeatable, and fair to the others sharing this machine
@@ -73,12 +72,9 @@ def main() -> int:
     parity = save_images(digit_pictures(split.test_x[::len(split.test_x) // 16][:16]), work / "parity")
     labels = work / "labels.txt"
     labels.write_text("".join(f"{d}\n" for d in range(10)))
-    rgb = as_trained(rgb_lenet(model, preprocessing), weights)
-    manifest, bundle = export_bundle(rgb, work / "exports", calib, parity, labels, calib_samples=args.calib)
-
-    # the files take RGB: grey digits as three equal channels, normalised per channel as the bundle records
-    rgb_inputs = normalize(digit_pictures(split.test_x, 32), preprocessing)
-    rows = score_files(bundle, manifest, rgb_inputs,
+    manifest, bundle = export_bundle(as_trained(model, weights), work / "exports", calib, parity, labels,
+                                     calib_samples=args.calib)
+    rows = score_files(bundle, manifest, held_out,
                        lambda out: {"accuracy": float(np.mean(out.argmax(1) == split.test_y))})
     fp32 = {r["format"]: r["accuracy"] for r in rows if r["precision"] == "fp32"}
     for row in rows:
@@ -106,10 +102,10 @@ def write_results(result: dict) -> None:
         "",
         f"Training: {t['digits']} digits, {t['epochs']} epochs of Adam (lr {t['lr']}, cosine decay, seed {t['seed']}), "
         f"{t['seconds']:.0f} s on one thread. Held out: {result['held_out']} digits (25%, stratified). int8: "
-        "calibrated on 200 training digits; parity on 16 held-out digits. The files take RGB (luminance folded "
-        "into C1, exact on grey digits) and run through edgekit's runtimes with the host's kernels.",
+        "calibrated on 200 training digits; parity on 16 held-out digits. The files take one grey channel and run "
+        "through edgekit's runtimes with the host's kernels.",
         "",
-        f"PyTorch fp32 (one-channel LeNet-5): **{result['pytorch_fp32_accuracy']:.2%}**",
+        f"PyTorch fp32: **{result['pytorch_fp32_accuracy']:.2%}**",
         "",
         "| file | precision | size | held-out accuracy | vs its fp32 file | export parity |",
         "|---|---|---|---|---|---|",

@@ -18,9 +18,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch import nn
-
-from edgekit.models.lenet import LeNet5
 
 DIGIT_SIDE = 32
 SHAPE_CLASSES = ("background", "circle", "square", "triangle")
@@ -59,52 +56,12 @@ def digits_split(held_out: float = 0.25, seed: int = 0) -> Split:
     return Split(images[~test], labels[~test], images[test], labels[test])
 
 
-# LeNet-5 takes one grey channel; edgekit export feeds RGB pictures (normalised per channel by the model's
-# preprocessing, ImageNet's for lenet5). Training normalises grey with the luminance-weighted mean and std, so
-# that rgb_lenet can fold ITU-R BT.601 luminance into C1 exactly: on a grey picture the RGB file computes what
-# the one-channel network computes.
-LUMA = (0.299, 0.587, 0.114)
-
-
-def grey_normalisation(preprocessing) -> tuple[float, float]:
-    """(mean, std) for grey pixels that make the RGB fold exact: the luminance-weighted channel statistics."""
-    mean = sum(c * m for c, m in zip(LUMA, preprocessing.mean))
-    std = sum(c * s for c, s in zip(LUMA, preprocessing.std))
-    return mean, std
-
-
 def digit_inputs(pixels: np.ndarray, preprocessing) -> np.ndarray:
-    """uint8 (N, 32, 32) grey digits -> float32 (N, 1, 32, 32) LeNet-5 inputs."""
-    mean, std = grey_normalisation(preprocessing)
-    return ((pixels.astype(np.float32) - mean) / std)[:, None]
+    """uint8 (N, 32, 32) grey digits -> float32 (N, 1, 32, 32) LeNet-5 inputs, normalised as edgekit normalises a
+    picture for the model (lenet5's preprocessing is greyscale: luma, which is the grey value itself here)."""
+    from edgekit.images import normalize
 
-
-class RGBLeNet5(LeNet5):
-    """LeNet-5 whose C1 reads three channels (see rgb_lenet)."""
-
-    in_channels = 3
-
-    def __init__(self, num_classes: int = 10):
-        super().__init__(num_classes)
-        c1 = self.features[0]
-        self.features[0] = nn.Conv2d(3, c1.out_channels, c1.kernel_size, c1.stride, c1.padding)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.classifier(torch.flatten(self.features(x), 1))
-
-
-def rgb_lenet(lenet: LeNet5, preprocessing) -> RGBLeNet5:
-    """A copy of a trained one-channel LeNet-5 whose C1 reads RGB inputs normalised by ``preprocessing``: C1's
-    weights become luminance weight x channel std / grey std per channel (exact on grey pictures, since the
-    grey normalisation is the luminance-weighted one). No operator is added; ``edgekit_config`` is kept."""
-    _, std = grey_normalisation(preprocessing)
-    scale = torch.tensor([c * s / std for c, s in zip(LUMA, preprocessing.std)], dtype=torch.float32)
-    state = dict(lenet.state_dict())
-    state["features.0.weight"] = state["features.0.weight"] * scale[None, :, None, None]
-    model = RGBLeNet5(lenet.classifier[-1].out_features)
-    model.load_state_dict(state)
-    model.edgekit_config = lenet.edgekit_config
-    return model.eval()
+    return normalize(digit_pictures(pixels, pixels.shape[1]), preprocessing)
 
 
 def digit_pictures(pixels: np.ndarray, side: int = 36) -> np.ndarray:
