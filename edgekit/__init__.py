@@ -2,7 +2,7 @@
 
 __version__ = "0.1.0"
 
-__all__ = ["__version__", "create_model", "list_models"]
+__all__ = ["__version__", "create_model", "export", "list_models"]
 
 
 def __getattr__(name: str):
@@ -12,4 +12,8 @@ def __getattr__(name: str):
         from . import models
 
         return getattr(models, name)
+    if name == "export":  # the pipeline and its converters load when a model is exported, not before
+        from .api import export
+
+        return export
     raise AttributeError(f"module 'edgekit' has no attribute {name!r}")

@@ -22,11 +22,12 @@ from .errors import EdgekitError
 from .exporters.backend import backend_for
 from .formats import format_of
 
-__all__ = ["GOOGLE_QUANT_PREPROCESSING", "TF_SLIM_PREPROCESSING", "quantized_input_preprocessing"]
+__all__ = ["GOOGLE_QUANT_PREPROCESSING", "PREPROCESSING_PRESETS", "TF_SLIM_PREPROCESSING", "describe_preset",
+           "quantized_input_preprocessing"]
 from .images import LabelledImage, load_batch
 from .runtimes import open_runtime
-from .types import (GOOGLE_QUANT_PREPROCESSING, IMAGENET_PREPROCESSING, TF_SLIM_PREPROCESSING, Preprocessing,
-                    quantized_input_preprocessing)
+from .types import (GOOGLE_QUANT_PREPROCESSING, PREPROCESSING_PRESETS, TF_SLIM_PREPROCESSING, Preprocessing,
+                    describe_preset, quantized_input_preprocessing)
 
 Predictor = Callable[[np.ndarray], np.ndarray]
 
@@ -35,17 +36,6 @@ BACKGROUND_OUTPUTS = 1001  # TF-slim ImageNet models: output 0 is "background", 
 BACKGROUND_MODES = ("auto", "drop", "none")
 
 # TF-slim's eval preprocessing for float-input Google files: pixels / 255 mapped to [-1, 1]
-PREPROCESSING_PRESETS = {"imagenet": IMAGENET_PREPROCESSING, "tf": GOOGLE_QUANT_PREPROCESSING}
-PRESET_NOTES = {"imagenet": "torchvision's ImageNet statistics", "tf": "Google's quantized MobileNets"}
-
-
-def describe_preset(name: str) -> str:
-    """``tf: mean 128 std 128 (x = (pixel - 128) / 128; Google's quantized MobileNets)``, for --help."""
-    p = PREPROCESSING_PRESETS[name]
-    mean = ",".join(f"{m:g}" for m in p.mean) if len(set(p.mean)) > 1 else f"{p.mean[0]:g}"
-    std = ",".join(f"{v:g}" for v in p.std) if len(set(p.std)) > 1 else f"{p.std[0]:g}"
-    formula = f"x = (pixel - {mean}) / {std}; " if len(set(p.mean)) == 1 else ""
-    return f"{name}: mean {mean} std {std} ({formula}{PRESET_NOTES[name]})"
 
 
 # --- chance: a score that says nothing about the model ---------------------------------------------------------

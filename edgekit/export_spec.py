@@ -12,6 +12,7 @@ from .formats import (CALIBRATION_METHODS, DEFAULT_CALIBRATION_METHOD, DEFAULT_F
 from .images import find_images
 from .parity import DEFAULT_GATES, GateTable
 from .sample_images import sample_image_paths
+from .types import Preprocessing
 
 
 @dataclass(frozen=True)
@@ -43,6 +44,8 @@ class ExportSpec:
     opset: int = 17
     onnx_exporter: str = DEFAULT_ONNX_EXPORTER
     dynamic_batch: bool = True
+    # how pictures become the input, when declared (--preprocessing, --mean/--std): replaces what the weights record
+    preprocessing: Preprocessing | None = None
 
     def __post_init__(self):
         unknown = [f for f in self.formats if f not in FORMATS]

@@ -17,6 +17,7 @@ import tempfile
 import threading
 import time
 from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -97,6 +98,9 @@ def run_export(spec: ExportSpec, model=None) -> Manifest:
                                  num_classes=spec.num_classes, weights=spec.weights,
                                  keep_background=spec.keep_background)
             outcome["detail"] = f"weights {model.edgekit_config.weights.source}"
+    if spec.preprocessing is not None:  # declared by the user: calibration, parity, eval and the app metadata use it
+        declared = replace(spec.preprocessing, channel_order=model.edgekit_config.preprocessing.channel_order)
+        model.edgekit_config = replace(model.edgekit_config, preprocessing=declared)
     config = model.edgekit_config
     bundle = out_root / config.variant
     _check_replaceable(bundle)

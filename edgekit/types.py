@@ -51,6 +51,22 @@ TF_SLIM_PREPROCESSING = Preprocessing(mean=(127.5,) * 3, std=(127.5,) * 3, crop_
 GOOGLE_QUANT_PREPROCESSING = Preprocessing(mean=(128.0,) * 3, std=(128.0,) * 3, crop_fraction=0.875)
 
 
+# The presets --preprocessing names, on export and eval alike
+PREPROCESSING_PRESETS = {"imagenet": IMAGENET_PREPROCESSING, "tf": GOOGLE_QUANT_PREPROCESSING,
+                         "none": Preprocessing(mean=(0.0,) * 3, std=(1.0,) * 3)}
+PRESET_NOTES = {"imagenet": "torchvision's ImageNet statistics", "tf": "Google's quantized MobileNets",
+                "none": "the model takes the 0..255 pixels as they are"}
+
+
+def describe_preset(name: str) -> str:
+    """``tf: mean 128 std 128 (x = (pixel - 128) / 128; Google's quantized MobileNets)``, for --help."""
+    p = PREPROCESSING_PRESETS[name]
+    mean = ",".join(f"{m:g}" for m in p.mean) if len(set(p.mean)) > 1 else f"{p.mean[0]:g}"
+    std = ",".join(f"{v:g}" for v in p.std) if len(set(p.std)) > 1 else f"{p.std[0]:g}"
+    formula = f"x = (pixel - {mean}) / {std}; " if len(set(p.mean)) == 1 else ""
+    return f"{name}: mean {mean} std {std} ({formula}{PRESET_NOTES[name]})"
+
+
 def quantized_input_preprocessing(dtype: str, scale: float | None, zero_point: int | None,
                                   crop_fraction: float = 0.875) -> Preprocessing | None:
     """The float preprocessing an integer-input model implies, taking its input to be camera pixels.

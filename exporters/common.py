@@ -55,11 +55,58 @@ def export_ready(model, resolution: int):
                 setattr(parent, name, nn.Identity())
     _static_tf_padding(ready, resolution)
     folded = _fold_grid_pool_into_classifier(ready, resolution)
+    flattened = _flatten_channels_last(ready, resolution)
     for p in ready.parameters():
         p.requires_grad_(False)
     # what was changed beyond the routine steps above, for the manifest and report.md
-    ready.edgekit_prepared = [folded] if folded else []
+    ready.edgekit_prepared = [change for change in (folded, flattened) if change]
     return ready
+
+
+def _flatten_channels_last(model, resolution: int) -> str | None:
+    """Each Flatten of a [N, C, H, W] map (H*W > 1) that feeds a Linear layer in a Sequential reads the map in
+    (height, width, channel) order instead, with the Linear's weight columns permuted to match: the same function,
+    and the TFLite converter, which computes in NHWC, needs no TRANSPOSE for it (LeNet-style heads of one's own)."""
+    import torch
+    from torch import nn
+
+    from ..models.classic import ChannelsLast
+
+    pairs = [(parent, name, parent._modules[after]) for parent in model.modules() if isinstance(parent, nn.Sequential)
+             for name, after in zip(list(parent._modules), list(parent._modules)[1:])
+             if isinstance(parent._modules[name], nn.Flatten) and isinstance(parent._modules[after], nn.Linear)
+             and (parent._modules[name].start_dim, parent._modules[name].end_dim) == (1, -1)]
+    if not pairs:
+        return None
+    shapes: dict[int, tuple] = {}
+
+    def record(key):
+        def hook(module, args):
+            shapes.setdefault(key, tuple(args[0].shape))  # returns nothing: the input stays as it is
+        return hook
+
+    hooks = [parent._modules[name].register_forward_pre_hook(record(i)) for i, (parent, name, _) in enumerate(pairs)]
+    try:
+        with torch.no_grad():
+            model(sample_input(model, resolution))
+    finally:
+        for hook in hooks:
+            hook.remove()
+    changed = []
+    for i, (parent, name, linear) in enumerate(pairs):
+        shape = shapes.get(i)
+        if shape is None or len(shape) != 4 or shape[2] * shape[3] == 1 or linear.in_features != math.prod(shape[1:]):
+            continue
+        _, channels, height, width = shape
+        with torch.no_grad():
+            linear.weight.copy_(linear.weight.reshape(linear.out_features, channels, height, width)
+                                .permute(0, 2, 3, 1).reshape(linear.out_features, -1))
+        parent._modules[name] = nn.Sequential(ChannelsLast(), nn.Flatten())
+        changed.append(f"{channels}x{height}x{width}")
+    if not changed:
+        return None
+    return (f"flatten of {', '.join(changed)} feature maps taken in NHWC order, the next Linear layer's columns "
+            "permuted to match (exact): TFLite computes in NHWC and needs no TRANSPOSE for it")
 
 
 def _static_tf_padding(model, resolution: int) -> None:

@@ -24,6 +24,7 @@ from ..quantize import onnx_int8
 from ..tflite_metadata import ModelFacts
 from .backend import FormatBackend
 from .common import INPUT_NAME, OUTPUT_NAME, sample_input
+from .locate import locate_unconvertible
 
 MIN_OPSET = 17
 DEFAULT_OPSET = 17
@@ -55,6 +56,10 @@ def torch_to_onnx(model, out: Path, *, resolution: int, metadata: dict, opset: i
     except EdgekitError:
         raise
     except Exception as e:  # the exporters raise anything from TorchScript, dynamo or onnx internals
+        where = locate_unconvertible(model, sample_input(model, resolution), _legacy_block_export(opset))
+        if where:
+            raise EdgekitError(f"ONNX cannot take {where}; replace that block with supported operations, or "
+                               "ship --formats tflite") from None
         raise EdgekitError(f"ONNX export ({exporter}) failed: {one_line(e)}; try --onnx-exporter "
                            f"{'dynamo' if exporter == 'legacy' else 'legacy'} or --formats tflite") from None
     ops = Counter(node.op_type for node in proto.graph.node)
@@ -87,6 +92,18 @@ def _export_legacy(model, resolution: int, opset: int, dynamic_batch: bool):
                           input_names=[INPUT_NAME], output_names=[OUTPUT_NAME], dynamic_axes=axes,
                           do_constant_folding=True)
     return onnx.load_from_string(buffer.getvalue())
+
+
+def _legacy_block_export(opset: int):
+    """One block alone through the TorchScript exporter: the fast way to find which block ONNX cannot take."""
+    import torch
+
+    def convert(block, args):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            torch.onnx.export(block, args, io.BytesIO(), dynamo=False, opset_version=opset)
+
+    return convert
 
 
 def _export_dynamo(model, resolution: int, opset: int, dynamic_batch: bool):

@@ -24,6 +24,7 @@ from ..tflite_model import TFLiteModel, integer_report, pack_model, schema, unpa
 from ..tflite_metadata import ModelFacts, append_associated_files, set_standard_metadata
 from .backend import FormatBackend
 from .common import INPUT_NAME, OUTPUT_NAME, input_channels
+from .locate import locate_unconvertible
 
 METADATA_NAME = "edgekit"  # the file's metadata entry: JSON, read back with TFLiteModel(...).metadata
 CONVERTER = "litert-torch"
@@ -50,6 +51,12 @@ def torch_to_tflite(model, out: Path, *, resolution: int, metadata: dict) -> dic
         with captured_output():
             flat = litert_torch.convert(nhwc, (sample,)).model_content()
     except Exception as e:  # torch.export and the MLIR converter raise many exception types
+        # each try is a whole litert-torch conversion (about a second): a few blocks only
+        where = locate_unconvertible(model, sample.permute(0, 3, 1, 2), lambda block, args: litert_torch.convert(
+            block, args), limit=12)
+        if where:
+            raise EdgekitError(f"TFLite (litert-torch) cannot take {where}; replace that block with supported "
+                               "operations, or ship --formats onnx") from None
         raise EdgekitError(f"TFLite conversion failed: {one_line(e)}; the model uses something litert-torch "
                            "cannot convert (try --formats onnx)") from None
     flat = embed_metadata(flat, metadata)

@@ -58,11 +58,12 @@ LAYERS = [
     ("models",),
     ("exporters", "quantize"),
     ("pipeline", "report", "export_spec", "evaluate", "bundle_eval", "devices", "emulate"),
-    ("commands", "cli"),
+    ("commands", "cli", "api"),
 ]
 OWN_MODULES = ["pipeline.py", "report.py", "manifest.py", "runtimes.py", "types.py", "formats.py", "export_spec.py",
                "commands/export.py", "commands/validate.py", "commands/eval.py", "commands/bench.py",
-               "commands/inspect.py", "commands/common.py", "models/download.py", "models/tflite_import.py"]
+               "commands/inspect.py", "commands/common.py", "models/download.py", "models/tflite_import.py",
+               "models/custom.py", "api.py"]
 
 
 def _layer(module: str) -> int:
@@ -86,7 +87,8 @@ def _edgekit_imports(path: Path, package: list[str]) -> list[tuple[str, int, boo
 
 
 @pytest.mark.parametrize("relative", OWN_MODULES + ["exporters/backend.py", "exporters/onnx.py",
-                                                    "exporters/tflite.py", "exporters/pte.py"])
+                                                    "exporters/tflite.py", "exporters/pte.py",
+                                                    "exporters/locate.py"])
 def test_imports_flow_one_way_and_sit_at_the_top(relative):
     path = (REPO / "exporters" / relative.split("/", 1)[1]) if relative.startswith("exporters/") else \
         REPO / "edgekit" / relative

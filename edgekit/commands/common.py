@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
+from dataclasses import replace
 from pathlib import Path
 
 from ..errors import EdgekitError
 from ..fileio import atomic_write_text
+from ..types import PREPROCESSING_PRESETS, Preprocessing, describe_preset
 
 
 def add_model_arguments(parser: argparse.ArgumentParser, weights_default: str = "default", metavar: str = "NAME",
@@ -21,6 +24,30 @@ def add_model_arguments(parser: argparse.ArgumentParser, weights_default: str = 
                              "it can be had, else random with a warning")
     parser.add_argument("--keep-background", action="store_true",
                         help="keep the 'background' class of 1001-class TF files (dropped by default)")
+
+
+def add_preprocessing_arguments(parser: argparse.ArgumentParser, default: str) -> None:
+    """--preprocessing, --mean and --std: how a picture becomes the model's input (export and eval alike)."""
+    parser.add_argument("--preprocessing", choices=tuple(PREPROCESSING_PRESETS),
+                        help="; ".join(describe_preset(name) for name in PREPROCESSING_PRESETS)
+                        + f", on 0..255 RGB pixels. Default: {default}")
+    parser.add_argument("--mean", type=float, nargs=3, metavar=("R", "G", "B"), help="mean on the 0..255 pixel scale")
+    parser.add_argument("--std", type=float, nargs=3, metavar=("R", "G", "B"), help="std on the 0..255 pixel scale")
+
+
+def preprocessing_from_args(args: argparse.Namespace) -> Preprocessing | None:
+    """The normalisation --preprocessing and/or --mean/--std declare, or None when neither is given."""
+    for flag, values in (("--mean", args.mean), ("--std", args.std)):
+        if values and not all(math.isfinite(v) for v in values):
+            raise EdgekitError(f"{flag} must be finite numbers, got {' '.join(f'{v:g}' for v in values)}")
+    if args.std and min(args.std) <= 0:
+        raise EdgekitError(f"--std must be positive, got {' '.join(f'{s:g}' for s in args.std)}")
+    if not args.preprocessing and bool(args.mean) != bool(args.std):
+        raise EdgekitError("give --mean and --std together (or --preprocessing imagenet|tf|none)")
+    if not (args.preprocessing or args.mean):
+        return None
+    base = PREPROCESSING_PRESETS[args.preprocessing or "imagenet"]
+    return replace(base, mean=tuple(args.mean or base.mean), std=tuple(args.std or base.std))
 
 
 def model_from_args(args: argparse.Namespace):

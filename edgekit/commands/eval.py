@@ -8,15 +8,14 @@ folder (a bundle, ``edgekit.bundle_eval``). All are scored by ``edgekit.evaluate
 
 from __future__ import annotations
 
-import math
 from dataclasses import replace
 from pathlib import Path
 
 from ..bundle_eval import PYTORCH_MODES, evaluate_bundle, open_bundle, resolve_bundle
 from ..console import info, warn
 from ..errors import EdgekitError
-from ..evaluate import (BACKGROUND_MODES, PREPROCESSING_PRESETS, chance_problem, describe_preset, evaluate,
-                        file_target, image_batches, model_target, scored_classes)
+from ..evaluate import (BACKGROUND_MODES, chance_problem, evaluate, file_target, image_batches, model_target,
+                        scored_classes)
 from ..fileio import check_output_file
 from ..formats import FORMAT_NAMES
 from ..formats import SUFFIXES as MODEL_FILE_SUFFIXES
@@ -24,7 +23,8 @@ from ..images import read_labelled_set
 from ..manifest import Manifest
 from ..table import format_table
 from ..types import Preprocessing
-from .common import add_model_arguments, model_from_args, positive_int, write_json
+from .common import (add_model_arguments, add_preprocessing_arguments, model_from_args, positive_int,
+                     preprocessing_from_args, write_json)
 from .validate import formats_filter
 
 
@@ -54,12 +54,8 @@ def add_parser(sub) -> None:
     p.add_argument("--limit", type=positive_int, help="score only the first N images")
     p.add_argument("--batch-size", type=positive_int, default=32, help="images per forward pass (default 32)")
     p.add_argument("--threads", type=positive_int, help="CPU threads for PyTorch / the runtime")
-    p.add_argument("--preprocessing", choices=tuple(PREPROCESSING_PRESETS),
-                   help="; ".join(describe_preset(name) for name in PREPROCESSING_PRESETS) + ", on 0..255 RGB "
-                        "pixels. Default: what the weights record; for a file, the preprocessing edgekit recorded in "
-                        "it, else what its integer input implies")
-    p.add_argument("--mean", type=float, nargs=3, metavar=("R", "G", "B"), help="mean on the 0..255 pixel scale")
-    p.add_argument("--std", type=float, nargs=3, metavar=("R", "G", "B"), help="std on the 0..255 pixel scale")
+    add_preprocessing_arguments(p, "what the weights record; for a file, the preprocessing edgekit recorded in it, "
+                                   "else what its integer input implies")
     p.add_argument("--crop-fraction", type=float, help="centre crop as a fraction of the resized image (0.875)")
     p.add_argument("--background", choices=BACKGROUND_MODES, default="auto",
                    help="output 0 of TF's 1001-class ImageNet models is 'background': auto drops it when the "
@@ -251,17 +247,7 @@ def _preprocessing_override(args):
     """The mean/std the user chose with --preprocessing and/or --mean/--std, or None to use the target's."""
     if args.crop_fraction is not None and not 0.0 < args.crop_fraction <= 1.0:
         raise EdgekitError(f"--crop-fraction must be in (0, 1], got {args.crop_fraction:g}")
-    for flag, values in (("--mean", args.mean), ("--std", args.std)):
-        if values and not all(math.isfinite(v) for v in values):
-            raise EdgekitError(f"{flag} must be finite numbers, got {' '.join(f'{v:g}' for v in values)}")
-    if args.std and min(args.std) <= 0:
-        raise EdgekitError(f"--std must be positive, got {' '.join(f'{s:g}' for s in args.std)}")
-    if not args.preprocessing and bool(args.mean) != bool(args.std):
-        raise EdgekitError("give --mean and --std together (or --preprocessing imagenet|tf)")
-    if not (args.preprocessing or args.mean):
-        return None
-    base = PREPROCESSING_PRESETS[args.preprocessing or "imagenet"]
-    return replace(base, mean=tuple(args.mean or base.mean), std=tuple(args.std or base.std))
+    return preprocessing_from_args(args)
 
 
 def _describe(p) -> str:

@@ -16,10 +16,10 @@ from ..export_spec import CALIBRATION_MINIMUM, ExportSpec
 from ..formats import (CALIBRATION_METHODS, DEFAULT_CALIBRATION_METHOD, DEFAULT_FORMATS, DEFAULT_IO_DTYPE,
                        DEFAULT_ONNX_EXPORTER, FORMATS, IO_DTYPES, ONNX_EXPORTERS, parse_formats)
 from ..images import find_images
-from ..parity import DEFAULT_GATES
+from ..parity import DEFAULT_GATES, TASKS
 from ..pipeline import run_export
 from ..report import summary_table
-from .common import add_model_arguments, positive_int
+from .common import add_model_arguments, add_preprocessing_arguments, positive_int, preprocessing_from_args
 
 
 def add_parser(sub) -> None:
@@ -27,7 +27,16 @@ def add_parser(sub) -> None:
                        description="Writes DIR/<variant>/ with the model files, labels.txt, reference.npz, "
                                    "manifest.json and report.md. Exit 0: all parity gates pass; 1: a gate "
                                    "failed; 2: bad usage or input; 3: a conversion step failed.")
-    add_model_arguments(p)
+    add_model_arguments(p, metavar="MODEL", name_help="a registered model name (see `edgekit models`), or a model "
+                        "of your own: FILE.py:NAME or package.module:NAME, an nn.Module or a function returning one "
+                        "(with --input-shape and --preprocessing)")
+    c = p.add_argument_group("your own model (MODEL is FILE.py:NAME or package.module:NAME)")
+    c.add_argument("--input-shape", metavar="N,C,H,W",
+                   help="the one image input it takes, e.g. 1,3,224,224 (C: 3 RGB or 1 greyscale; H = W)")
+    c.add_argument("--task", choices=TASKS,
+                   help="what its output is, for parity: class scores, per-pixel masks [N,K,H,W] or an embedding "
+                        "(default: 4-D output dense, else classifier)")
+    add_preprocessing_arguments(p, "what the weights record (a model of your own must declare it)")
     p.add_argument("--formats", type=parse_formats, default=DEFAULT_FORMATS, metavar="LIST",
                    help=f"comma-separated: {','.join(FORMATS)} (default {','.join(DEFAULT_FORMATS)}; pte needs "
                         f"`{FORMATS['pte'].install}`)")
@@ -78,6 +87,20 @@ def spec_from_args(args):
         if given:
             raise EdgekitError(f"{', '.join(given)} {'applies' if len(given) == 1 else 'apply'} to int8 files; add "
                                "--int8, or drop it")
+    if is_own_model(args.name):
+        zoo_only = [flag for flag, value in (("--width", args.width), ("--resolution", args.resolution),
+                                             ("--num-classes", args.num_classes),
+                                             ("--weights", None if args.weights == "default" else args.weights),
+                                             ("--keep-background", args.keep_background)) if value]
+        if zoo_only:
+            raise EdgekitError(f"{', '.join(zoo_only)} apply to zoo models; a model of your own is exported as its "
+                               "module builds it, at --input-shape")
+        if not args.input_shape:
+            raise EdgekitError(f"{args.name} is a model of your own: give the input it takes with --input-shape "
+                               "N,C,H,W, e.g. 1,3,224,224")
+    elif args.input_shape or args.task:
+        raise EdgekitError(f"--input-shape and --task apply to a model of your own (FILE.py:NAME); {args.name} is a "
+                           "zoo model: use --resolution")
     return ExportSpec(
         name=args.name, weights=args.weights, width=args.width, resolution=args.resolution,
         num_classes=args.num_classes, keep_background=args.keep_background, formats=args.formats,
@@ -88,12 +111,24 @@ def spec_from_args(args):
         layer_samples=args.layer_samples,
         out=args.out, labels=args.labels,
         gates=DEFAULT_GATES.with_overrides(args.gate), opset=args.opset, onnx_exporter=args.onnx_exporter,
-        dynamic_batch=not args.static_batch)
+        dynamic_batch=not args.static_batch, preprocessing=preprocessing_from_args(args))
+
+
+def is_own_model(name: str) -> bool:
+    """FILE.py:NAME or package.module:NAME (a zoo name never holds a colon)."""
+    return ":" in name
 
 
 def run(args) -> int:
     spec = spec_from_args(args)
-    manifest = run_export(spec)
+    model = None
+    if is_own_model(args.name):
+        # edgekit.models defines torch modules; the export imports torch anyway, but not at `edgekit --help`
+        from ..models.custom import load_target, parse_input_shape, prepare_custom
+
+        shape = parse_input_shape(args.input_shape)
+        model = prepare_custom(load_target(args.name), shape, spec.preprocessing, source=args.name, task=args.task)
+    manifest = run_export(spec, model=model)
     bundle = manifest.published or Path(spec.out) / manifest.variant
     print(summary_table(manifest))
     print()
@@ -126,13 +161,16 @@ def export_command(args, **changes) -> str:
                "formats": None if set(args.formats) == set(DEFAULT_FORMATS) else ",".join(args.formats),
                "fp16": args.fp16, "int8": args.int8, "calib": args.calib, "calib-samples": args.calib_samples,
                "calib-method": args.calib_method, "io-dtype": args.io_dtype, "data": args.data,
+               "input-shape": args.input_shape, "task": args.task, "preprocessing": args.preprocessing,
+               "mean": [f"{v:g}" for v in args.mean] if args.mean else None,
+               "std": [f"{v:g}" for v in args.std] if args.std else None,
                "out": None if Path(args.out) == Path("exports") else args.out} | changes
     words = ["edgekit", "export", args.name]
     for name, value in options.items():
         if value is True:
             words.append(f"--{name}")
         elif value not in (None, False):
-            words += [f"--{name}", str(value)]
+            words += [f"--{name}", *(value if isinstance(value, list) else [str(value)])]
     for gate in args.gate:
         words += ["--gate", gate]
     return shlex.join(words)

@@ -162,7 +162,8 @@ def model_task(model: nn.Module, reference_outputs, real=None):
 
     config = getattr(model, "edgekit_config", None)
     known = config is not None and (config.name in _REGISTRY or config.name in _ALIASES)
-    kind = get_spec(config.name).task if known else infer_task(tuple(reference_outputs.shape)).kind
+    declared = getattr(model, "edgekit_task", None)  # a model of the user's own, exported with --task
+    kind = (get_spec(config.name).task if known else declared or infer_task(tuple(reference_outputs.shape)).kind)
     if kind == "embedding":
         return embedding_task(reference_outputs, real, getattr(model, "distance_threshold", None))
     return OutputTask(kind)

@@ -1,0 +1,69 @@
+"""Which block a converter cannot take. When a whole-model conversion fails, its exception names an operator at
+best, never where it sits in the user's model. Each of the model's own blocks is then converted alone, on the
+inputs it received in one forward pass, smallest first; the first that fails is named with its module path
+(``features.3.lrn``) and the operator from the converter's message."""
+
+from __future__ import annotations
+
+import re
+from typing import Callable
+
+from ..capture import captured_output, one_line
+
+# Leaf layers every converter edgekit uses takes (the zoo is built from them): never the culprit, so not tried.
+_STANDARD_LAYERS = ("Conv2d", "ConvTranspose2d", "Linear", "BatchNorm2d", "ReLU", "ReLU6", "Hardswish", "Hardsigmoid",
+                    "SiLU", "Sigmoid", "Tanh", "GELU", "LeakyReLU", "AvgPool2d", "MaxPool2d", "AdaptiveAvgPool2d",
+                    "Flatten", "Dropout", "Identity", "Softmax", "Upsample", "Sequential", "ModuleList", "ModuleDict")
+_OPERATOR = re.compile(r"aten(?:::|\.)[A-Za-z0-9_]+(?:\.[A-Za-z0-9_]+)?")
+
+
+def locate_unconvertible(model, sample, convert: Callable[[object, tuple], None], limit: int = 60) -> str | None:
+    """``"features.3.lrn (LocalResponseNorm): aten::..."`` for the smallest block of ``model`` that ``convert(block,
+    inputs)`` raises on, ``"the model's own forward: ..."`` when every block converts alone, or None when the
+    search cannot run (the forward pass itself fails). At most ``limit`` blocks are tried (it runs only after
+    a failure)."""
+    import torch
+
+    calls: dict[str, tuple] = {}
+
+    def record(name):
+        def hook(module, args):
+            calls.setdefault(name, (module, args))  # returns nothing: a pre-hook's return value would replace args
+        return hook
+
+    hooks = [module.register_forward_pre_hook(record(name)) for name, module in model.named_modules()
+             if name and type(module).__name__ not in _STANDARD_LAYERS]
+    try:
+        with torch.no_grad():
+            model(sample)
+    except Exception:
+        return None
+    finally:
+        for hook in hooks:
+            hook.remove()
+    tried = [(name, module, args) for name, (module, args) in calls.items()
+             if args and all(isinstance(a, torch.Tensor) for a in args)]
+    tried.sort(key=lambda call: -call[0].count("."))  # deepest (smallest) first; execution order among equals
+    for name, module, args in tried[:limit]:
+        error = _conversion_error(convert, module, args)
+        if error is not None:
+            return f"{name} ({type(module).__name__}): {_operator(error)}"
+    error = _conversion_error(convert, model, (sample,))
+    return f"the model's own forward ({type(model).__name__}): {_operator(error)}" if error is not None else None
+
+
+def _conversion_error(convert, module, args) -> Exception | None:
+    try:
+        with captured_output():  # the converters print their own progress and failure banners
+            convert(module, args)
+    except Exception as e:  # any converter exception is the answer sought
+        return e
+    return None
+
+
+def _operator(error: Exception) -> str:
+    """The operator a converter's message names (``aten::linalg_inv``), else the message's first line."""
+    match = _OPERATOR.search(str(error))
+    if match:
+        return f"operator {match.group(0).replace('aten.', 'aten::').removesuffix('.default')} is not supported"
+    return one_line(error)
