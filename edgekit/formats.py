@@ -30,6 +30,7 @@ class Format:
     distributions: tuple[str, ...] = ()  # whose versions the manifest records
     android_app: bool = False  # the report's Kotlin snippet loads this format with LiteRT's Interpreter
     fp16: bool = False  # --fp16 writes a float16-weights file of this format (its back-end has export_fp16)
+    runtime_needs_torch: bool = False  # its Python runtime imports torch (validate, eval, bench of such a file)
 
     def missing(self) -> str | None:
         """A one-line error naming the pip command when a module the format needs is not installed, else None."""
@@ -51,6 +52,7 @@ _REGISTRY = (
     Format("tflite", ".tflite", "TFLite", "litert", "tflite", android_app=True, fp16=True,
            distributions=("ai-edge-litert", "litert-torch", "ai-edge-quantizer")),
     Format("pte", ".pte", "ExecuTorch", "executorch", "pte", default=False, modules=("executorch",),
+           runtime_needs_torch=True,
            install="pip install 'edgekit[executorch]'", distributions=("executorch", "torchao")),
 )
 FORMATS: dict[str, Format] = {f.name: f for f in _REGISTRY}

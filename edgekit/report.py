@@ -304,7 +304,9 @@ def render_report(manifest: Manifest, bundle: Path | None = None) -> str:
                           key=lambda a: order.get(a.precision, 3))
         lines += app_section(bundle, [a.path for a in loadable])
     bundle = f"{manifest.options.get('out', 'exports')}/{manifest.variant}"
-    lines += ["## Check and measure", "", "```bash", f"edgekit validate {bundle}   # re-check every file, no PyTorch needed",
+    torch_free = not any(FORMATS[a.format].runtime_needs_torch for a in manifest.artifacts if a.format in FORMATS)
+    check = "re-check every file, no PyTorch needed" if torch_free else "re-check every file"
+    lines += ["## Check and measure", "", "```bash", f"edgekit validate {bundle}   # {check}",
               f"edgekit bench {bundle}", "```", "",
               "## Steps", "", markdown_table(["step", "status", "time", "detail"],
                                              [[s.name, s.status, f"{s.seconds:.1f} s", s.detail or ""]

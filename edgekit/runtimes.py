@@ -8,6 +8,7 @@ figure never depends on which command produced it. Imports only numpy and the ru
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -185,7 +186,9 @@ class PteRunner:
         self.path = path
         try:
             # native code says where it read the CPU's features and how many threads it uses: notices, captured
-            with captured_output() as log:
+            with captured_output() as log, warnings.catch_warnings():
+                # its bindings announce themselves as an ExperimentalWarning on import: a notice, not news
+                warnings.simplefilter("ignore")
                 import torch  # ExecuTorch's Python runtime takes and returns torch tensors
                 from executorch.extension.pybindings import portable_lib
                 from executorch.runtime import Runtime

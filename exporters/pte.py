@@ -11,9 +11,16 @@ returning the UTF-8 bytes as a uint8 tensor: ExecuTorch has no free-form metadat
 is written with the program, once. The census is the delegation: how many of the graph's operators XNNPACK took,
 counted by ExecuTorch's own ``get_delegation_info``.
 
-Where export time goes (MobileNet v2, AMD EPYC Zen 3, AVX2, 2 cores; benchmarks/results/executorch_format.md):
-``to_edge_transform_and_lower`` is nearly all of it, and inside it the XNNPACK back-end's graph passes re-trace
-the whole graph once per pass (torch.fx interpreter and fake tensors); the export itself takes 1-2 s.
+Where export time goes (MobileNet v2, AMD EPYC Zen 3 with AVX2, 2 cores shared with other jobs;
+benchmarks/results/executorch_format.md, each export's manifest records its phases): ``import executorch`` takes
+10-17 s once per process; ``torch.export`` 2-4 s; ``to_edge_transform_and_lower`` is the rest, 26-38 s for fp32
+(the first lowering in a process adds ~10 s building XNNPACK's upsample and attention pattern graphs, cached
+after) and ~60 s for int8. A profile of the int8 lowering: ATen decompositions into the edge dialect (three
+``run_decompositions``) ~45%, the XNNPACK back-end's graph passes ~40% (each re-traces the whole graph with fake
+tensors), the edge dialect's dtype verifier ~7%. Cut here: the int8 calibration uses min/max observers instead
+of the quantizer's default histogram observers and runs 16 pictures per call (MobileNet v1 0.25 int8 export: 152 s
+before, 66 s after, on the shared cores); the lowering itself has no public switch to skip passes that cannot
+apply to a CNN, and the verifier's switch is private (``EdgeCompileConfig._check_ir_validity``).
 """
 
 from __future__ import annotations
@@ -246,7 +253,8 @@ def _operators(delegation: dict) -> dict[str, int]:
 
 def read_metadata(path: Path) -> dict:
     """edgekit's metadata from the program's constant method; {} for a program without it."""
-    with captured_output():
+    with captured_output(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the bindings' ExperimentalWarning on import
         from executorch.runtime import Runtime
 
         program = Runtime.get().load_program(Path(path))
