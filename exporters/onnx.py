@@ -150,15 +150,6 @@ def _app_facts(metadata: dict) -> dict[str, str]:
             "normalization_std": json.dumps(list(facts.std))}
 
 
-def add_metadata(path: Path, metadata: dict) -> None:
-    """Set edgekit's metadata on a finished file in place (e.g. an int8 file written by the quantizer)."""
-    import onnx
-
-    proto = onnx.load(str(path))
-    set_metadata(proto, metadata)
-    onnx.save_model(proto, str(path), save_as_external_data=False)
-
-
 def operator_counts(path: Path) -> dict[str, int]:
     import onnx
 

@@ -101,11 +101,6 @@ def to_fp16(fp32: Path, out: Path, metadata: dict) -> dict:
             "operators": dict(sorted(graph.op_counts.items()))}
 
 
-def add_metadata(path: Path, metadata: dict) -> None:
-    """Embed edgekit's metadata in a finished file in place (e.g. an int8 file written by the quantizer)."""
-    path.write_bytes(embed_metadata(path.read_bytes(), metadata))
-
-
 def operator_counts(path: Path) -> dict[str, int]:
     return dict(sorted(TFLiteModel.from_file(path).op_counts.items()))
 
