@@ -46,6 +46,8 @@ class ExportSpec:
     dynamic_batch: bool = True
     # how pictures become the input, when declared (--preprocessing, --mean/--std): replaces what the weights record
     preprocessing: Preprocessing | None = None
+    author: str | None = None  # written into every file's metadata (TFLite ModelMetadata, ONNX model_author)
+    license: str | None = None  # default: the licence of the published weights, where edgekit knows it
 
     def __post_init__(self):
         unknown = [f for f in self.formats if f not in FORMATS]

@@ -163,7 +163,7 @@ def _build(spec: ExportSpec, backends: list, model, staging: Path, manifest: Man
 
     config = model.edgekit_config
     variant = config.variant
-    metadata = edgekit_metadata(config, labels)
+    metadata = edgekit_metadata(config, labels, author=spec.author, license=spec.license)
     with steps.run("prepare", "prepare (dropout removed, batch norm folded, padding static)"):
         ready = export_ready(model, config.resolution)
         manifest.model["prepare"] = ready.edgekit_prepared  # fixes for a converter, named in report.md

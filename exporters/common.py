@@ -215,9 +215,17 @@ def preprocessing_record(config: ModelConfig) -> dict:
                           "crop": config.resolution}
 
 
-def edgekit_metadata(config: ModelConfig, labels: tuple[str, ...]) -> dict:
-    """What an app needs to feed the file and read its output, embedded in every exported file."""
-    return {
+# The licence the published weights come under, when the file does not name one (--license)
+WEIGHTS_LICENSES = {"tflite": "Apache-2.0 (the weights: Google's MobileNet .tflite files)",
+                    "imagenet": "BSD-3-Clause (the weights: torchvision's ImageNet checkpoints)"}
+
+
+def edgekit_metadata(config: ModelConfig, labels: tuple[str, ...], author: str | None = None,
+                     license: str | None = None) -> dict:
+    """What an app needs to feed the file and read its output, embedded in every exported file; ``author`` and
+    ``license`` (else the published weights' licence) also go to the standard TFLite Metadata and ONNX props."""
+    license = license or WEIGHTS_LICENSES.get(config.weights.source)
+    return {k: v for k, v in (("author", author), ("license", license)) if v} | {
         "producer": f"edgekit {__version__}",
         "model": config.name,
         "variant": config.variant,

@@ -195,3 +195,16 @@ def test_declared_preprocessing_replaces_what_the_weights_record(tmp_path, capsy
     assert code == 0, text
     manifest = json.loads((tmp_path / "mobilenet_v1_w0.25_r128" / "manifest.json").read_text())
     assert manifest["preprocessing"]["mean"] == [128.0] * 3 and manifest["preprocessing"]["std"] == [128.0] * 3
+
+
+def test_author_and_licence_reach_the_files_metadata(tmp_path, v1_fp32_bundle):
+    import onnx
+
+    manifest = edgekit.export(GreyNet(), torch.zeros(1, 1, 32, 32), preprocessing="none", out=tmp_path,
+                              formats=("onnx",), latency_runs=0, name="grey", author="Ada", license="MIT")
+    props = {p.key: p.value for p in onnx.load(str(tmp_path / "grey" / "grey.onnx")).metadata_props}
+    assert manifest.passed and props["model_author"] == "Ada" and props["model_license"] == "MIT"
+    # not given: the licence of the published weights (Google's MobileNet .tflite files are Apache-2.0)
+    bundle = v1_fp32_bundle["bundle"]
+    props = {p.key: p.value for p in onnx.load(str(next(bundle.glob("*.onnx")))).metadata_props}
+    assert props["model_license"].startswith("Apache-2.0")

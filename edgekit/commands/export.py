@@ -43,6 +43,9 @@ def add_parser(sub) -> None:
     p.add_argument("--fp16", action="store_true", help="also write <variant>_fp16.tflite (float16 weights)")
     p.add_argument("--out", type=Path, default=Path("exports"), metavar="DIR",
                    help="bundles go to DIR/<variant>/ (default exports)")
+    p.add_argument("--author", help="who made the model, for the files' metadata (TFLite ModelMetadata, ONNX props)")
+    p.add_argument("--license", help="the model's licence, for the files' metadata (default: the published "
+                                     "weights' licence, e.g. Apache-2.0 for Google's .tflite files)")
     p.add_argument("--labels", type=Path, metavar="FILE", help="class names, one per line (default: ImageNet "
                                                                  "names for 1000 classes)")
     q = p.add_argument_group("int8")
@@ -111,7 +114,8 @@ def spec_from_args(args):
         layer_samples=args.layer_samples,
         out=args.out, labels=args.labels,
         gates=DEFAULT_GATES.with_overrides(args.gate), opset=args.opset, onnx_exporter=args.onnx_exporter,
-        dynamic_batch=not args.static_batch, preprocessing=preprocessing_from_args(args))
+        dynamic_batch=not args.static_batch, preprocessing=preprocessing_from_args(args), author=args.author,
+        license=args.license)
 
 
 def is_own_model(name: str) -> bool:
