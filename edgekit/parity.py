@@ -164,7 +164,9 @@ class ParityMetrics:
 
 
 # Agreements that only some tasks have, or that need real pictures: NaN there, and then never gated
-_TASK_METRICS = ("top1_agreement", "top5_agreement", "pixel_agreement", "iou_min", "decision_agreement")
+TASK_FIGURES = {"classifier": ("top1_agreement", "top5_agreement"), "dense": ("pixel_agreement", "iou_min"),
+                "embedding": ("decision_agreement",)}
+_TASK_METRICS = tuple(m for figures in TASK_FIGURES.values() for m in figures)
 
 
 def _topk(x: np.ndarray, k: int) -> np.ndarray:
@@ -311,8 +313,11 @@ class ParityGates:
             raise EdgekitError(f"unknown parity gate {sorted(unknown)[0]!r}: use one of {', '.join(sorted(names))}")
         return cls(**{k: (None if v is None else float(v)) for k, v in d.items()})
 
-    def describe(self) -> str:
-        parts = [f"{k} {'<=' if k in _CEILINGS else '>='} {v:g}" for k, v in self.to_dict().items()]
+    def describe(self, task: str | None = None) -> str:
+        """The gates as text; with ``task``, only those that apply to it (no top-1 floor for a mask)."""
+        other = {m for kind, figures in TASK_FIGURES.items() if kind != task for m in figures} if task else set()
+        parts = [f"{k} {'<=' if k in _CEILINGS else '>='} {v:g}" for k, v in self.to_dict().items()
+                 if k not in other]
         return ", ".join(parts) or "none"
 
     def problems(self) -> list[tuple[str, str]]:
@@ -583,7 +588,7 @@ def task_section(task: dict | str | None, results: list[ParityResult]) -> list[s
                      "the class), over the real pictures",
             "embedding": "an embedding compared by distance: top-k does not apply; cosine per embedding, and "
                          f"pair decisions = share of pairs of real pictures both call same (distance < "
-                         f"{task.distance_threshold if task.distance_threshold is not None else '?'}) or both "
+                         f"{'?' if task.distance_threshold is None else f'{task.distance_threshold:.4g}'}) or both "
                          f"different; threshold: {task.threshold_source or 'not recorded'}"}[task.kind]
     rows = [[r.artifact, r.precision, r.metrics.task_summary(), r.verdict] for r in results]
     return [f"Output task: {task.kind}, {what}. Gates: {GATES_BY_TASK_SOURCE[task.kind]}", "",

@@ -10,7 +10,7 @@ from .cpu import describe
 from .formats import FORMATS
 from .layerwise import LAYER_HEADERS, LayerReport, layer_rows, summary
 from .manifest import Artifact, Manifest
-from .parity import KERNEL_TOLERANCE, ParityResult, task_section
+from .parity import KERNEL_TOLERANCE, OutputTask, ParityResult, task_section
 from .snippets import app_section
 from .table import format_ms, format_table, human_bytes, markdown_table
 
@@ -288,12 +288,14 @@ def render_report(manifest: Manifest, bundle: Path | None = None) -> str:
                   "top-1/top-5 agreement count the real photos only, errors, cosine and PSNR every input.", "",
                   markdown_table(PARITY_HEADERS, parity_rows(manifest.parity)), ""]
         lines += task_section(manifest.model.get("task"), manifest.parity)  # a mask's or an embedding's figures
+        kind = OutputTask.from_dict(m.get("task")).kind  # only the gates and notes that apply to this output
         if manifest.gates:
-            lines += ["Gates: " + "; ".join(f"{precision}: {manifest.gates.for_precision(precision).describe()}"
+            lines += ["Gates: " + "; ".join(f"{precision}: {manifest.gates.for_precision(precision).describe(kind)}"
                                             for precision in sorted({r.precision for r in manifest.parity})), ""]
         notes = sorted({r.note for r in manifest.parity if r.note})
         if any(r.precision == "int8" and r.gated for r in manifest.parity):
-            notes.append(INT8_GATES_SOURCE)
+            notes.append(INT8_GATES_SOURCE if kind == "classifier" else
+                         "the int8 gates on this output's own figures are set from measurements given above")
         lines += [f"Note: {n}" for n in notes] + ([""] if notes else [])
         lines += kernel_section(manifest.parity)
     lines += latency_section(manifest)
