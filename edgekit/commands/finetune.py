@@ -56,7 +56,7 @@ def add_parser(sub) -> None:
                    help="also train the last N blocks of the backbone, at a tenth of --lr (default 0 below 100 "
                         "training pictures per class, 2 below 500, else 4)")
     t.add_argument("--epochs", type=positive_int, help="default 30 for the head alone, 12 with blocks")
-    t.add_argument("--lr", type=float, help="learning rate of the new head (AdamW; default 0.001)")
+    t.add_argument("--lr", type=float, help="learning rate of the new head (AdamW; default 0.003 for the head alone, 0.001 with blocks)")
     t.add_argument("--batch-size", type=positive_int, help="pictures per step (default 32)")
     t.add_argument("--views", type=int, metavar="K",
                    help="augmented views per training picture (random resized crop, flip, colour jitter) whose "

@@ -123,7 +123,7 @@ def run_finetune(spec: FinetuneSpec) -> FinetuneResult:
     if finished is not None:
         info(f"[edgekit] {out} already holds this fine-tune (same data and options, {outputs.RECORD_NAME}); "
              "not training again")
-        state = outputs_state(weights_path, finished)
+        state = _finished_state(weights_path, finished)
         model.load_state_dict(state)
         record = finished
     else:
@@ -177,7 +177,7 @@ def _describe(schedule) -> str:
             f"{schedule.views} augmented views per picture")
 
 
-def outputs_state(weights_path: Path, record: dict) -> dict:
+def _finished_state(weights_path: Path, record: dict) -> dict:
     from safetensors.torch import load_file
 
     if not weights_path.is_file() or sha256_file(weights_path) != record.get("outputs", {}).get("weights_sha256"):
