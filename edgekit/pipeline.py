@@ -31,6 +31,7 @@ from .export_spec import CALIBRATION_MINIMUM, ExportSpec, calibration_warning
 from .exporters.backend import backend_for
 from .exporters.common import edgekit_metadata, export_ready, preprocessing_record
 from .fileio import atomic_path, atomic_write_text, ensure_writable_dir, sha256_file
+from .formats import FORMAT_NAMES
 from .images import find_images, read_labelled_set
 from .labels import default_labels, read_labels
 from .layerwise import compare_layers
@@ -334,10 +335,11 @@ def _build_int8(spec: ExportSpec, backends: list, ready, config, staging: Path, 
         outcome["detail"] = f"{len(calibration)} images"
     for backend in backends:
         if spec.calib_method not in backend.calibration_methods:
-            honoured = [b.name for b in backends if spec.calib_method in b.calibration_methods]
-            info(f"note: --calib-method {spec.calib_method} applies to the {'/'.join(honoured) or 'other'} files; "
-                 f"the {backend.format.title} file is calibrated with {backend.calibration_methods[0]} "
-                 f"({backend.calibration_note})")
+            honoured = [backend_for(name).format.title for name in FORMAT_NAMES
+                        if spec.calib_method in backend_for(name).calibration_methods]
+            info(f"note: --calib-method {spec.calib_method} applies to the {' and '.join(honoured)} "
+                 f"file{'s' * (len(honoured) > 1)}; the {backend.format.title} file is calibrated with "
+                 f"{backend.calibration_methods[0]} ({backend.calibration_note})")
     for backend in backends:
         fmt = backend.name
         relative = f"{config.variant}_int8{backend.format.suffix}"
