@@ -139,9 +139,12 @@ def test_validate_checks_only_the_formats_asked_for(tflite_only, tmp_path, capsy
     assert [p["artifact"] for p in check["parity"]] == [f"{VARIANT}.tflite"]
     assert main(["validate", str(tflite_only), "--formats", "onnx"]) == 1
     assert "holds no onnx file" not in capsys.readouterr().out  # it holds one, missing: that is the problem
+    # pte is a registered format (issue 12): asking for it on a bundle without .pte files fails the check
+    assert main(["validate", str(tflite_only), "--formats", "pte"]) == 1
+    assert "the bundle holds no pte file" in capsys.readouterr().out
     with pytest.raises(SystemExit) as exited:  # argparse's usage error
-        main(["validate", str(tflite_only), "--formats", "pte"])
-    assert exited.value.code == 2 and "choose from onnx,tflite" in capsys.readouterr().err
+        main(["validate", str(tflite_only), "--formats", "coreml"])
+    assert exited.value.code == 2 and "choose from onnx,tflite,pte" in capsys.readouterr().err
 
 
 def test_eval_and_bench_of_a_bundle_take_the_same_filter(tflite_only, shared_data, tmp_path, capsys):
