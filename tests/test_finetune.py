@@ -175,6 +175,7 @@ def test_interrupted_run_leaves_nothing_finished_and_resumes_to_the_same_result(
     assert resumed["outputs"]["weights_sha256"] == straight["outputs"]["weights_sha256"]
 
 
+@pytest.mark.slow
 def test_csv_with_labels_file(pictures, weights, tmp_path):
     names = sorted(GROUPS)
     table = tmp_path / "pictures.csv"
@@ -258,6 +259,7 @@ def test_random_weights_and_unfreezing_a_model_without_blocks_are_refused(class_
     assert not out.exists()
 
 
+@pytest.mark.slow
 def test_unfreezing_the_last_blocks_trains_them_at_a_lower_rate(weights, class_folders, tmp_path):
     """--unfreeze-last 2: the cached inputs of the last two blocks, those blocks change, earlier ones do not."""
     from safetensors.torch import load_file

@@ -91,7 +91,7 @@ def run(args) -> int:
           f"({best['val_correct']}/{best['val_pictures']}) at epoch {best['epoch']}; {result.out}/"
           "{model.safetensors, labels.txt, training.json, training.png}")
     if result.manifest is None:
-        print(f"next: edgekit finetune {args.name} ... --export --int8   (or see docs/finetune.md)")
+        print("next: the same command with --export --int8 writes an export bundle (without training again)")
         return 0
     from ..report import summary_table
 

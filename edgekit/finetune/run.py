@@ -174,7 +174,7 @@ def _describe(schedule) -> str:
     frozen = ("head only (backbone frozen)" if schedule.freeze == "backbone" and not schedule.unfreeze_last else
               f"head + last {schedule.unfreeze_last} blocks" if schedule.freeze == "backbone" else "every layer")
     return (f"{frozen}, {schedule.epochs} epochs, lr {schedule.lr:g}, batch {schedule.batch_size}, "
-            f"{schedule.views} augmented views per picture")
+            f"{schedule.views} augmented view{'' if schedule.views == 1 else 's'} per picture")
 
 
 def _finished_state(weights_path: Path, record: dict) -> dict:
