@@ -97,7 +97,8 @@ def build_examples(split: Split, decoded: DecodedSet, train_items: list[int], va
     what = ("pooled features" if split.cached and not split.unfreeze_last else
             f"inputs of the last {split.unfreeze_last} blocks" if split.cached else "pictures")
     if not split.cached:
-        description = "no cache (every layer trains): a fresh augmented view of each picture every epoch"
+        description = ("no cache (every layer trains): " + ("a fresh augmented view of each picture every epoch"
+                                                             if schedule.views else "the plain crops, not augmented"))
     elif cache_train:
         description = (f"{what} of {views} views per training picture (the evaluation crop + {schedule.views} "
                        f"augmented) computed once")
@@ -216,7 +217,8 @@ def train(split: Split, examples: Examples, decoded: DecodedSet, schedule: Sched
         split.model.eval()  # batch norm and dropout stay in inference mode (see network.py)
         for start in range(0, n_train, schedule.batch_size):
             batch = order[start:start + schedule.batch_size]
-            x = _train_inputs(split, examples, decoded, batch, chosen_views, epoch, seed, resolution, preprocessing)
+            x = _train_inputs(split, examples, decoded, batch, chosen_views, epoch, seed, resolution, preprocessing,
+                              augment=schedule.views > 0)
             y = examples.train_labels[batch]
             logits = split.suffix(x)
             loss = F.cross_entropy(logits, y)
@@ -247,12 +249,13 @@ def train(split: Split, examples: Examples, decoded: DecodedSet, schedule: Sched
 
 
 def _train_inputs(split: Split, examples: Examples, decoded: DecodedSet, batch: np.ndarray, views: np.ndarray,
-                  epoch: int, seed: int, resolution: int, preprocessing: Preprocessing) -> torch.Tensor:
+                  epoch: int, seed: int, resolution: int, preprocessing: Preprocessing, augment: bool) -> torch.Tensor:
     if examples.train_views is not None:
         return examples.train_views[torch.from_numpy(batch), torch.from_numpy(views[batch])]
-    # uncached: a fresh augmented view of each picture, through the frozen layers (if any) without gradients
-    arrays = [view_pixels(decoded, examples.train_items[i], 1, resolution, (seed, examples.train_items[i], 1_000 + epoch))
-              for i in batch]
+    # uncached: a fresh augmented view of each picture (the plain crop with --views 0), through the frozen layers
+    # (if any) without gradients
+    arrays = [view_pixels(decoded, examples.train_items[i], int(augment), resolution,
+                          (seed, examples.train_items[i], 1_000 + epoch)) for i in batch]
     return _run_prefix(split, arrays, preprocessing)
 
 
