@@ -304,3 +304,47 @@ def test_export_bundle_records_the_finetune_and_scores_int8(weights, class_folde
                                     "tflite"])
     assert code == 0, stderr
     assert "pytorch" in stdout
+
+
+# --- the .safetensors on its own: export and eval rebuild the fine-tune as it was trained -------------------------
+
+def test_safetensors_alone_rebuilds_padding_preprocessing_and_labels(finished, weights, shared_data):
+    """`--weights DIR/model.safetensors` without finetune's record: the header's padding (TF "SAME" for Google's
+    weights), preprocessing (mean/std 128), labels and the head's class count come back, so the rebuilt model
+    computes what the fine-tuned one does; rebuilt with symmetric padding, as before, it would not."""
+    from dataclasses import replace
+
+    from safetensors.torch import load_file
+
+    from edgekit.images import load_batch
+    from edgekit.models import create_model
+    from edgekit.models.registry import build_model
+
+    path = finished["out"] / "model.safetensors"
+    rebuilt = create_model("mobilenet_v1", weights=path)
+    config = rebuilt.edgekit_config
+    assert (config.width, config.resolution, config.num_classes) == (0.25, 128, 3)
+    assert config.padding == "tf_same" and config.preprocessing.mean == (128.0,) * 3
+    assert config.labels == tuple(sorted(GROUPS))
+
+    trained = create_model("mobilenet_v1", weights=weights, num_classes=3)  # the import finetune started from
+    trained.load_state_dict(load_file(path))
+    photo = next((shared_data / "imagenet-samples" / "images").glob("*.JPEG"))
+    x = torch.from_numpy(load_batch([photo], 128, trained.edgekit_config.preprocessing).nchw)
+    symmetric = build_model(replace(config, padding="symmetric"))
+    symmetric.load_state_dict(rebuilt.state_dict())
+    with torch.no_grad():
+        assert torch.equal(rebuilt(x), trained(x))
+        assert not torch.allclose(symmetric(x), trained(x), atol=1e-3)
+
+
+@pytest.mark.slow
+def test_export_of_the_safetensors_alone_passes_parity(finished, tmp_path):
+    code, _, stderr = run_cli(["export", "mobilenet_v1", "--weights", finished["out"] / "model.safetensors",
+                               "--formats", "onnx", "--latency-runs", "0", "--out", tmp_path])
+    assert code == 0, stderr
+    bundle = tmp_path / "mobilenet_v1_w0.25_r128"
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    assert manifest["model"]["padding"] == "tf_same" and manifest["model"]["preprocessing"]["mean"] == [128.0] * 3
+    assert [p["passed"] for p in manifest["parity"]] == [True]
+    assert (bundle / "labels.txt").read_text().split() == sorted(GROUPS)

@@ -34,15 +34,21 @@ def create_model(name: str, *, width: float | None = None, resolution: int | Non
 
         return import_tflite(Path(weights), name, width=width, resolution=resolution,
                              num_classes=num_classes, keep_background=keep_background)
-    config = resolve_config(name, width, resolution, num_classes)
+    recorded = recorded_config(Path(weights)) if weights.lower().endswith(".safetensors") else {}
+    config = resolve_config(name, width if width is not None else recorded.get("width"),
+                            resolution if resolution is not None else recorded.get("resolution"), num_classes)
     if weights == "random":
         return build_model(config)
     if weights in ("imagenet", "default"):
         return _from_imagenet(config, num_classes, soft=weights == "default")
     if Path(weights).suffix.lower() in WEIGHT_FILE_SUFFIXES or Path(weights).exists():
         path = Path(weights)
-        return _from_state_dict(config, read_state_dict(path), num_classes,
-                                WeightsInfo(weights, "file", str(path.absolute()), sha256_file(path), trained=True))
+        model = _from_state_dict(_with_recorded(config, recorded, path), read_state_dict(path), num_classes,
+                                 WeightsInfo(weights, "file", str(path.absolute()), sha256_file(path), trained=True))
+        labels = recorded.get("labels")
+        if labels and len(labels) == model.edgekit_config.num_classes:  # not when --num-classes replaced the head
+            model.edgekit_config = replace(model.edgekit_config, labels=tuple(labels))
+        return model
     raise EdgekitError(f"unknown weights {weights!r}: use random, imagenet, or a .pt/.pth/.safetensors/.tflite file")
 
 
@@ -70,6 +76,45 @@ def _from_imagenet(config: ModelConfig, num_classes: int | None, soft: bool) -> 
     info = WeightsInfo("imagenet", "imagenet", str(path), sha256_file(path), trained=True)
     return _from_state_dict(replace(config, preprocessing=spec.checkpoint.preprocessing),
                             read_state_dict(path), num_classes, info)
+
+
+def recorded_config(path: Path) -> dict:
+    """What edgekit wrote into a .safetensors header (``edgekit finetune`` does: model, width, resolution, padding,
+    preprocessing, labels), or {} for any other file. A state_dict alone cannot say that a fine-tune of Google's
+    .tflite weights needs TF "SAME" padding and mean/std 128: rebuilt without them it is silently wrong."""
+    import json
+
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(str(path), "pt") as f:
+            text = (f.metadata() or {}).get("edgekit")
+        recorded = json.loads(text) if text else {}
+    except (SafetensorError, OSError, ValueError):
+        return {}  # read_state_dict names the problem
+    return recorded if isinstance(recorded, dict) else {}
+
+
+def _with_recorded(config: ModelConfig, recorded: dict, path: Path) -> ModelConfig:
+    """``config`` with the padding and preprocessing the file records."""
+    if not recorded:
+        return config
+    from ..types import Preprocessing
+    from .blocks import PADDING_MODES
+
+    model = recorded.get("model")
+    if model and get_spec(model).name != config.name:
+        raise EdgekitError(f"weights {path} are a {model}, not a {config.name}; export them as {model}")
+    padding = recorded.get("padding", config.padding)
+    if padding not in PADDING_MODES:
+        raise EdgekitError(f"weights {path} record padding {padding!r}, not one of {', '.join(PADDING_MODES)}; "
+                           "the file's header is damaged")
+    try:
+        preprocessing = (Preprocessing.from_dict(recorded["preprocessing"]) if "preprocessing" in recorded
+                         else config.preprocessing)
+    except (KeyError, TypeError, ValueError):
+        raise EdgekitError(f"weights {path} record unreadable preprocessing; the file's header is damaged") from None
+    return replace(config, padding=padding, preprocessing=preprocessing)
 
 
 def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
