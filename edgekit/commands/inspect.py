@@ -30,9 +30,11 @@ from ..table import format_table
 from ..types import Preprocessing
 from .common import positive_int, write_json
 
-# the formats whose int8 files can be compared layer by layer with their fp32 files
-COMPARABLE = tuple(name for name in FORMAT_NAMES if backend_for(name).layer_comparison)
-MODEL_SUFFIXES = tuple(FORMATS[name].suffix for name in COMPARABLE)
+
+def comparable_formats() -> tuple[str, ...]:
+    """The formats whose int8 files can be compared layer by layer with their fp32 files (asked of the back-ends
+    when the command runs: loading them while the CLI builds its parser would slow every command)."""
+    return tuple(name for name in FORMAT_NAMES if backend_for(name).layer_comparison)
 
 
 def add_parser(sub) -> None:
@@ -99,9 +101,9 @@ def _targets(args) -> tuple[list[_Pair], np.ndarray]:
         return _bundle_targets(path, args)
     if not path.is_file():
         raise EdgekitError(f"{path} does not exist; give an export bundle folder or an int8 .onnx/.tflite file")
-    if path.suffix.lower() not in MODEL_SUFFIXES:
-        raise EdgekitError(f"{path.name} is not a {' or '.join(MODEL_SUFFIXES)} file; give an int8 model file or a "
-                           "bundle")
+    suffixes = [FORMATS[name].suffix for name in comparable_formats()]
+    if path.suffix.lower() not in suffixes:
+        raise EdgekitError(f"{path.name} is not a {' or '.join(suffixes)} file; give an int8 model file or a bundle")
     fp32 = args.fp32 or path.with_name(path.name.replace("_int8", "", 1))
     if fp32 == path:
         raise EdgekitError(f"cannot tell which fp32 file {path.name} was made from; pass --fp32 FILE")
@@ -117,7 +119,7 @@ def _bundle_targets(bundle: Path, args) -> tuple[list[_Pair], np.ndarray]:
     for artifact in manifest.artifacts:
         if artifact.precision != "int8":
             continue
-        if artifact.format not in COMPARABLE:
+        if artifact.format not in comparable_formats():
             warn(f"{artifact.path}: {artifact.format} files cannot be compared layer by layer; skipped")
             continue
         fp32 = next((a for a in manifest.artifacts if a.format == artifact.format and a.precision == "fp32"), None)
