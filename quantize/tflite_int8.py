@@ -16,6 +16,8 @@ from __future__ import annotations
 import json
 import os
 import warnings
+from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -109,11 +111,50 @@ def _quantize_static(fp32_tflite: Path, calibration: CalibrationSet) -> bytes:
         ranges[input_tensor] = dict(ranges[input_tensor]) | {
             "min": np.full_like(np.asarray(ranges[input_tensor]["min"], dtype=np.float32), low),
             "max": np.full_like(np.asarray(ranges[input_tensor]["max"], dtype=np.float32), high)}
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(), _large_weights_in_slices():
         # all-zero weight channels overflow the library's bias cast; _repair_dead_channels fixes them after
         warnings.filterwarnings("ignore", "invalid value encountered in cast", RuntimeWarning)
         result = engine.quantize(ranges, enable_progress_bar=False, enable_progress_report=False)
     return bytes(result.quantized_model)
+
+
+_LIBRARY_CHUNK_BYTES = 32 * 1024 * 1024  # above this, uniform_quantize reshapes the data to 2-D first
+
+
+@contextmanager
+def _large_weights_in_slices():
+    """ai-edge-quantizer 0.10's uniform_quantize reshapes a tensor of more than 32 MiB to 2-D and then broadcasts
+    its 4-D per-channel scales to that shape, which numpy refuses ("input operand has more dimensions than allowed
+    by the axis remapping"): a convolution with 8.4 M or more weights (U-Net at width 1.0: 1024x3x3x1024) could not
+    be quantized. Such a tensor is quantized here in slices of output channels, each under the limit, with the
+    same per-channel scales: the integers are the ones the library computes for a smaller tensor."""
+    from ai_edge_quantizer.algorithms.uniform_quantize import uniform_quantize_tensor as library
+
+    original = library.uniform_quantize
+
+    def in_slices(tensor_data, quantization_params, *args, **kwargs):
+        scale = np.asarray(quantization_params.scale)
+        data = np.asarray(tensor_data)
+        channels_first = (data.ndim > 2 and scale.ndim == data.ndim and quantization_params.quantized_dimension == 0
+                          and scale.shape[0] == data.shape[0] and all(n == 1 for n in scale.shape[1:]))
+        if not channels_first or data.nbytes <= _LIBRARY_CHUNK_BYTES or len(data) < 2:
+            return original(tensor_data, quantization_params, *args, **kwargs)
+        step = max(1, _LIBRARY_CHUNK_BYTES // data[0].nbytes)
+        zero_point = np.asarray(quantization_params.zero_point)
+        sliced = zero_point.shape == scale.shape
+
+        def part(i):
+            return replace(quantization_params, scale=scale[i:i + step],
+                           zero_point=zero_point[i:i + step] if sliced else zero_point)
+
+        return np.concatenate([original(data[i:i + step], part(i), *args, **kwargs)
+                               for i in range(0, len(data), step)])
+
+    library.uniform_quantize = in_slices
+    try:
+        yield
+    finally:
+        library.uniform_quantize = original
 
 
 def _opcode_index(model, builtin: int, version: int) -> int:
