@@ -110,7 +110,8 @@ class ParityMetrics:
 
     By task (NaN where a figure does not apply): classifiers get top-1/top-5 agreement; dense outputs get
     ``pixel_agreement`` (share of pixels whose argmax class is the reference's) and IoU per class of the two
-    argmax masks (``iou_per_class``, NaN for a class neither mask holds; ``iou_min`` the worst); embeddings get
+    argmax masks (``iou_per_class``, NaN for a class neither mask holds; ``iou_min`` the worst of the classes on
+    at least IOU_MIN_SHARE of the pixels); embeddings get
     ``decision_agreement``, the share of pairs of inputs that both call same (or both different) at
     ``distance_threshold``. Cosine is per output row: a whole mask, or one embedding.
     """
@@ -219,6 +220,11 @@ def compare(reference: np.ndarray, candidate: np.ndarray, real: np.ndarray | Non
                          top5_agreement=top5, finite=finite, task=task.kind, **by_task)
 
 
+# A class on fewer pixels than this share (of the real pictures' pixels) is shown but not in iou_min: on a handful
+# of pixels one flip moves IoU by tens of points (a U-Net trained briefly: a class on ~5 pixels, IoU 0.2).
+IOU_MIN_SHARE = 0.01
+
+
 def _dense_agreement(ref: np.ndarray, out: np.ndarray, shape: tuple[int, ...]) -> dict:
     """Per-pixel argmax agreement and IoU per class of the two masks, pooled over the inputs' pixels."""
     if len(shape) != 4:
@@ -229,11 +235,13 @@ def _dense_agreement(ref: np.ndarray, out: np.ndarray, shape: tuple[int, ...]) -
     classes = shape[1]
     ref_mask = ref.reshape(len(ref), *shape[1:]).argmax(axis=1)
     out_mask = out.reshape(len(out), *shape[1:]).argmax(axis=1)
-    ious = []
+    ious, judged = [], []
     for c in range(classes):
         union = np.count_nonzero((ref_mask == c) | (out_mask == c))
         ious.append(np.count_nonzero((ref_mask == c) & (out_mask == c)) / union if union else math.nan)
-    measured = [v for v in ious if not math.isnan(v)]
+        if union >= IOU_MIN_SHARE * ref_mask.size:
+            judged.append(ious[-1])
+    measured = judged
     return {"pixel_agreement": float(np.mean(ref_mask == out_mask)), "iou_per_class": tuple(map(float, ious)),
             "iou_min": float(min(measured)) if measured else math.nan}
 
