@@ -113,7 +113,8 @@ def test_an_interrupted_export_leaves_the_previous_bundle_and_no_partial_file(tm
     previous = tmp_path / SMALL_VARIANT
     previous.mkdir()
     (previous / "manifest.json").write_text(PREVIOUS_MANIFEST)
-    proc = subprocess.Popen([sys.executable, "-m", "edgekit.cli", "export", *SMALL, "--out", str(tmp_path)],
+    # --verbose: the log names each step as it starts (by default only finished steps are printed)
+    proc = subprocess.Popen([sys.executable, "-m", "edgekit.cli", "export", *SMALL, "--out", str(tmp_path), "--verbose"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         for line in proc.stderr:

@@ -8,7 +8,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 
 import numpy as np
 import pytest
@@ -37,12 +36,11 @@ def test_models_answers_from_its_cache_without_torch(tmp_path):
     path.write_text(json.dumps(rows))
     code = ("import sys, time\nfrom edgekit.cli import main\nrc = main(['models'])\n"
             "print('TORCH' if 'torch' in sys.modules else 'NO_TORCH')\nsys.exit(rc)")
-    started = time.perf_counter()
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=60)
-    seconds = time.perf_counter() - started
     assert done.returncode == 0, done.stderr
+    # the answer comes from the cache, with no model built: torch is never imported (its import alone takes
+    # 2.7 s on an AMD EPYC (Zen 3), 2 shared cores; the cached answer 0.4 s). Tests assert no wall-clock time.
     assert "mobilenet_v2" in done.stdout and "300.77 M" in done.stdout and done.stdout.strip().endswith("NO_TORCH")
-    assert seconds < 5  # about 0.4 s on the 2 shared cores; torch's import alone takes 2.7 s there
 
 
 def test_a_change_to_the_model_code_changes_the_cache_key(tmp_path, monkeypatch):
