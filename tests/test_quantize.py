@@ -389,7 +389,7 @@ def test_untrained_network_loads_in_litert_reference_kernels(tmp_path, shared_da
     v2 shrinks its activations to ~1e-11, where 6 / scale of a fused RELU6 overflows int32 and LiteRT's
     reference kernels (which the per-layer comparison needs) refused the file; XNNPACK ran it."""
     import edgekit
-    from edgekit.exporters.common import export_ready
+    from edgekit.exporters.common import edgekit_metadata, export_ready
     from edgekit.exporters.tflite import torch_to_tflite
     from edgekit.layerwise import compare_layers
     from edgekit.quantize.tflite_int8 import QUANTIZATION_METADATA
@@ -397,7 +397,8 @@ def test_untrained_network_loads_in_litert_reference_kernels(tmp_path, shared_da
     model = edgekit.create_model("mobilenet_v2", weights="random", resolution=96)
     config = model.edgekit_config
     fp32, int8 = tmp_path / "fp32.tflite", tmp_path / "int8.tflite"
-    torch_to_tflite(export_ready(model, config.resolution), fp32, resolution=config.resolution, metadata={})
+    metadata = edgekit_metadata(config, tuple(f"class_{i}" for i in range(config.num_classes)))
+    torch_to_tflite(export_ready(model, config.resolution), fp32, resolution=config.resolution, metadata=metadata)
     calibration = CalibrationSet.from_folder(shared_data / "photos", config.preprocessing, config.resolution, 4)
     quantize_tflite(fp32, int8, calibration)
 
