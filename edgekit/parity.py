@@ -80,6 +80,11 @@ def pair_distances(embeddings: np.ndarray) -> np.ndarray:
     return np.linalg.norm(e[i] - e[j], axis=1)
 
 
+# Below this gap between the two middle pair distances (relative to the embeddings' norm), a same/different
+# threshold between them is within float rounding of both: fp32 files would disagree on decisions they share.
+DECISION_GAP_MIN = 1e-4
+
+
 def embedding_task(reference: np.ndarray, real: np.ndarray | None = None,
                    threshold: float | None = None) -> OutputTask:
     """The embedding task with ``threshold`` (the app's, when the model declares one), else the point halfway
@@ -92,6 +97,11 @@ def embedding_task(reference: np.ndarray, real: np.ndarray | None = None,
     distances = np.sort(pair_distances(rows))
     middle = len(distances) // 2
     if len(distances) < 2 or not distances[middle] > 0:
+        return OutputTask("embedding")
+    scale = float(np.median(np.linalg.norm(np.asarray(rows, dtype=np.float64).reshape(len(rows), -1), axis=1)))
+    if distances[middle] - distances[middle - 1] < DECISION_GAP_MIN * scale:
+        # the pictures' embeddings do not separate (an untrained network maps them all to one point): any
+        # threshold sits where float rounding alone flips decisions, so there is no decision to compare
         return OutputTask("embedding")
     return OutputTask("embedding", float((distances[middle - 1] + distances[middle]) / 2),
                       f"halfway between the two middle distances of the PyTorch embeddings' {len(distances)} "
@@ -579,8 +589,11 @@ def check_artifact(path: Path, name: str, precision: str, inputs: np.ndarray, re
                   "embedding": ("pair decision agreement", ("decision_agreement",))}[task.kind]
     if (any(getattr(gates, m) is not None for m in unmeasured[1])
             and all(math.isnan(getattr(metrics, m)) for m in unmeasured[1])):
-        note = "; ".join(filter(None, [note, f"no real pictures among the parity inputs: {unmeasured[0]} not "
-                                       "measured (give photos with --data)"]))
+        why = ("the PyTorch embeddings of the pictures do not separate (untrained weights?): no same/different "
+               "threshold to compare at" if task.kind == "embedding" and real is not None and np.any(real)
+               else "no real pictures among the parity inputs")
+        note = "; ".join(filter(None, [note, f"{why}: {unmeasured[0]} not measured"
+                                       + ("" if why.startswith("the PyTorch") else " (give photos with --data)")]))
     return ParityResult(name, precision, metrics, gates, tuple(gates.failures(metrics)), gated, note, kernels)
 
 

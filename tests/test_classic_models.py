@@ -4,6 +4,7 @@ exact sizes, torchvision's checkpoint layout, weights through every source, opti
 from __future__ import annotations
 
 import json
+import math
 
 import pytest
 import torch
@@ -239,7 +240,12 @@ def test_fp32_export_passes_parity(name, resolution, formats, tmp_path):
     manifest = run_export(spec, model=model)
     assert manifest.status == "complete" and [p.artifact.rsplit(".", 1)[1] for p in manifest.parity] == list(formats)
     for result in manifest.parity:
-        assert result.passed and result.metrics.top1_agreement == 1.0 and result.metrics.cosine_min >= 0.9999, \
-            (result.artifact, result.failures)
+        if name == "siamese":
+            # an embedding has no classes; an untrained one maps every picture to one point, so there is no
+            # same/different decision to compare (parity says so): the embeddings themselves must match
+            assert math.isnan(result.metrics.decision_agreement) and "do not separate" in result.note
+        else:
+            assert result.metrics.top1_agreement == 1.0
+        assert result.passed and result.metrics.cosine_min >= 0.9999, (result.artifact, result.failures)
     onnx_ops = manifest.artifacts[0].details["operators"]
     assert "BatchNormalization" not in onnx_ops and "Dropout" not in onnx_ops
