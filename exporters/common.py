@@ -28,6 +28,28 @@ def sample_input(model, resolution: int, batch: int = 1):
     return torch.zeros(batch, input_channels(model), resolution, resolution)
 
 
+def input_shapes(model, modules: dict, resolution: int) -> dict:
+    """The shape of each of ``modules``' (key -> submodule of ``model``) first input, seen in one forward pass of
+    a zero picture at ``resolution``."""
+    import torch
+
+    shapes: dict = {}
+
+    def record(key):
+        def hook(module, args):
+            shapes.setdefault(key, tuple(args[0].shape))  # returns nothing: a pre-hook's result would replace args
+        return hook
+
+    hooks = [module.register_forward_pre_hook(record(key)) for key, module in modules.items()]
+    try:
+        with torch.no_grad():
+            model(sample_input(model, resolution))
+    finally:
+        for hook in hooks:
+            hook.remove()
+    return shapes
+
+
 def export_ready(model, resolution: int):
     """A copy of ``model`` for conversion at ``resolution``: eval mode, dropout removed, batch norm folded into
     the convolution before it, TF SAME padding made static.
@@ -78,20 +100,7 @@ def _flatten_channels_last(model, resolution: int) -> str | None:
              and (parent._modules[name].start_dim, parent._modules[name].end_dim) == (1, -1)]
     if not pairs:
         return None
-    shapes: dict[int, tuple] = {}
-
-    def record(key):
-        def hook(module, args):
-            shapes.setdefault(key, tuple(args[0].shape))  # returns nothing: the input stays as it is
-        return hook
-
-    hooks = [parent._modules[name].register_forward_pre_hook(record(i)) for i, (parent, name, _) in enumerate(pairs)]
-    try:
-        with torch.no_grad():
-            model(sample_input(model, resolution))
-    finally:
-        for hook in hooks:
-            hook.remove()
+    shapes = input_shapes(model, {i: parent._modules[name] for i, (parent, name, _) in enumerate(pairs)}, resolution)
     changed = []
     for i, (parent, name, linear) in enumerate(pairs):
         shape = shapes.get(i)
@@ -115,7 +124,6 @@ def _static_tf_padding(model, resolution: int) -> None:
     in front. The run-time computation traces into Shape/Slice/Pad chains that onnxslim 0.1.98 constant-folds
     into wrong pads (measured: cosine 0.49 against PyTorch on imported MobileNet v2); static pads export as one
     Conv with asymmetric pads, and as TFLite's own SAME padding."""
-    import torch
     from torch import nn
 
     from ..models.blocks import TFSameConv2d, tf_same_padding
@@ -123,17 +131,9 @@ def _static_tf_padding(model, resolution: int) -> None:
     convs = {name: m for name, m in model.named_modules() if isinstance(m, TFSameConv2d)}
     if not convs:
         return
-    sizes: dict[str, tuple[int, int]] = {}
-    hooks = [m.register_forward_pre_hook(lambda module, args, name=name: sizes.__setitem__(name, tuple(args[0].shape[-2:])))
-             for name, m in convs.items()]
-    try:
-        with torch.no_grad():
-            model(sample_input(model, resolution))
-    finally:
-        for hook in hooks:
-            hook.remove()
+    shapes = input_shapes(model, convs, resolution)
     for name, conv in convs.items():
-        (height, width) = sizes[name]
+        (height, width) = shapes[name][-2:]
         top, bottom = tf_same_padding(height, conv.kernel_size[0], conv.stride[0], conv.dilation[0])
         left, right = tf_same_padding(width, conv.kernel_size[1], conv.stride[1], conv.dilation[1])
         symmetric = top == bottom and left == right
@@ -182,14 +182,7 @@ def _fold_grid_pool_into_classifier(model, resolution: int) -> str | None:
     out_h, out_w = (pool.output_size, pool.output_size) if isinstance(pool.output_size, int) else pool.output_size
     if out_h is None or out_w is None or out_h * out_w == 1:
         return  # global pooling: every converter has it natively
-    seen: dict[str, tuple[int, ...]] = {}
-    hook = pool.register_forward_pre_hook(lambda module, args: seen.__setitem__("shape", tuple(args[0].shape)))
-    try:
-        with torch.no_grad():
-            model(sample_input(model, resolution))
-    finally:
-        hook.remove()
-    _, channels, in_h, in_w = seen["shape"]
+    _, channels, in_h, in_w = input_shapes(model, {"pool": pool}, resolution)["pool"]
     if first.in_features != channels * out_h * out_w:
         return  # not the flatten-then-Linear layout this fold assumes
     weight = first.weight.detach().double().reshape(first.out_features, channels, out_h, out_w)
