@@ -20,7 +20,7 @@ from .evaluate import (EvalResult, Predictor, evaluate_many, file_target, image_
 from .images import LabelledImage
 from .manifest import Manifest, Reference, find_bundles, integrity_problems, sha256_file
 from .formats import FORMAT_NAMES
-from .parity import DEFAULT_GATES, REFERENCE_PATHS, ParityMetrics, compare, is_real
+from .parity import DEFAULT_GATES, REFERENCE_PATHS, OutputTask, ParityMetrics, compare, is_real
 from .types import Preprocessing
 
 PYTORCH_MODES = ("auto", "require", "skip")
@@ -216,7 +216,8 @@ def _verify(bundle: Path, manifest: Manifest, model) -> tuple[ParityMetrics | No
     except GateFailure as e:
         raise EdgekitError(str(e)) from None
     outputs = torch_predictor(model)(reference.inputs)
-    metrics = compare(reference.outputs, outputs, is_real(reference.sources))
+    task = OutputTask.from_dict(manifest.model.get("task"))
+    metrics = compare(reference.outputs, outputs, is_real(reference.sources), task)
     failures = DEFAULT_GATES.fp32.failures(metrics)
     if failures:
         return metrics, (f"the rebuilt model does not reproduce the bundle's reference outputs "

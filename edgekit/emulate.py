@@ -652,7 +652,7 @@ def check_bundle(env: Environment, bundle: Path, cpus: tuple[str, ...], gates=No
     """Every intact .tflite/.onnx/.pte of ``bundle`` on each emulated CPU model, against the stored reference
     (with ``gates``, default the manifest's) and against the host's outputs."""
     from .manifest import Manifest, Reference
-    from .parity import DEFAULT_GATES, compare, is_gated, is_real
+    from .parity import DEFAULT_GATES, OutputTask, compare, is_gated, is_real
     from .runtimes import open_runtime
 
     host = describe(host_cpu())
@@ -666,6 +666,7 @@ def check_bundle(env: Environment, bundle: Path, cpus: tuple[str, ...], gates=No
     table = gates or (manifest.gates or DEFAULT_GATES).sanitized()[0]
     real = is_real(reference.sources)
     trained = bool(manifest.weights.get("trained", False))
+    task = OutputTask.from_dict(manifest.model.get("task"))  # masks and embeddings get their own figures
     artifacts = [a for a in manifest.artifacts if Path(a.path).suffix.lower() in (".tflite", ".onnx", ".pte")
                  and (files is None or a.path in files) and a.check_file(bundle) is None]
     skipped = [a.path for a in manifest.artifacts if Path(a.path).suffix.lower() == ".pte"]
@@ -698,23 +699,23 @@ def check_bundle(env: Environment, bundle: Path, cpus: tuple[str, ...], gates=No
             if row.error is None:
                 outputs = record["outputs"]
                 gated, note = is_gated(a.precision, trained)
-                row.parity = _judge(a, outputs, reference, table, gated, note, real)
-                row.vs_host = compare(host_out[a.path], outputs, real)
+                row.parity = _judge(a, outputs, reference, table, gated, note, real, task)
+                row.vs_host = compare(host_out[a.path], outputs, real, task)
                 row.bit_exact = bool(np.array_equal(host_out[a.path], outputs))
                 if a.path in reference_path:
-                    row.arm_vs_reference_path = compare(reference_path[a.path], outputs, real)
-                    row.host_vs_reference_path = compare(reference_path[a.path], host_out[a.path], real)
+                    row.arm_vs_reference_path = compare(reference_path[a.path], outputs, real, task)
+                    row.host_vs_reference_path = compare(reference_path[a.path], host_out[a.path], real, task)
                 row.finding = _finding(row, Path(a.path).suffix.lower(), host)
             check.rows.append(row)
     return check
 
 
-def _judge(artifact, outputs, reference, table, gated, note, real):
+def _judge(artifact, outputs, reference, table, gated, note, real, task):
     """The emulated outputs judged like the host's: same metrics, same gates (parity.ParityResult)."""
     from .parity import ParityResult, compare
 
     gates = table.for_precision(artifact.precision)
-    metrics = compare(reference.outputs, outputs, real)
+    metrics = compare(reference.outputs, outputs, real, task)
     return ParityResult(artifact.path, artifact.precision, metrics, gates, tuple(gates.failures(metrics)), gated,
                         note)
 
