@@ -190,6 +190,7 @@ def write_results(out: Path, meta: dict, folds_out: list[dict], rows: list[dict]
           f"{f['finetune']['seconds'].get('training', 0):.1f}", f"{f['seconds_with_export']:.0f}"]
          for f in folds_out])
     schedule = folds_out[0]["finetune"]["schedule"]
+    comparison = f"\n{meta['comparison']}\n" if meta.get("comparison") else ""  # a note on an earlier run, if any
     md = f"""# Fine-tuning MobileNet v2 on coarse ImageNet groups: fp32 and int8 on held-out photos
 
 Measured {meta['date']} on {meta['machine']}, {meta['threads']} torch threads, while other jobs shared the 2 cores
@@ -201,8 +202,8 @@ model that never saw it (nor, since each photo is its own ImageNet class, its cl
 mobilenet_v2 --weights ../shared/data/{WEIGHTS} --data FOLD.csv --labels groups.txt --export --int8` with the
 defaults ({schedule['freeze']} frozen, {schedule['epochs']} epochs, lr {schedule['lr']:g}, batch
 {schedule['batch_size']}, {schedule['views']} augmented views + the plain crop cached per picture), its own 80/20
-split choosing the epoch; int8 calibrated on the fold's training pictures. Fish (ImageNet 0-6, 389-397) has only 4
-photos here and is left out.
+split choosing the epoch; int8 calibrated on that split's training pictures and {meta['calibration_views']} augmented views
+of each. Fish (ImageNet 0-6, 389-397) has only 4 photos here and is left out.
 
 | group | ImageNet class indices | photos |
 |---|---|---|
@@ -223,7 +224,7 @@ index ranges that define the groups, so it is an upper reference rather than a c
 Goal of issue 11: int8 within 1 point of fp32. {meta['verdict']}
 
 {meta['analysis']}
-
+{comparison}
 ## Per fold
 
 ```
@@ -277,7 +278,9 @@ def rerender(path: Path, out: Path) -> None:
     saved = json.loads(path.read_text())
     rows = summarise(saved["folds"])
     gaps, met, sentence, analysis = verdict(rows)
-    meta = saved["meta"] | {"int8_minus_fp32_points": gaps, "goal_met": met, "verdict": sentence,
+    from edgekit.finetune.run import CALIBRATION_VIEWS
+
+    meta = {"calibration_views": CALIBRATION_VIEWS} | saved["meta"] | {"int8_minus_fp32_points": gaps, "goal_met": met, "verdict": sentence,
                             "analysis": analysis, "parity": parity_summary(saved["folds"])}
     write_results(out, meta, saved["folds"], rows)
 
@@ -295,6 +298,8 @@ def main() -> None:
         return
     import torch
 
+    from edgekit.finetune.run import CALIBRATION_VIEWS
+
     items = photos(args.data)
     splits = folds(items, args.folds)
     weights = args.data / WEIGHTS
@@ -310,7 +315,7 @@ def main() -> None:
     meta = {"command": f"python benchmarks/finetune_groups.py --folds {args.folds}",  # no machine paths
             "date": time.strftime("%Y-%m-%d"), "machine": describe(host_cpu()), "python": platform.python_version(),
             "torch": torch.__version__, "threads": torch.get_num_threads(), "folds": args.folds,
-            "images": len(items), "counts": {name: sum(1 for _, _, g in items if g == k)
+            "calibration_views": CALIBRATION_VIEWS, "images": len(items), "counts": {name: sum(1 for _, _, g in items if g == k)
                                              for k, name in enumerate(GROUPS)},
             "int8_minus_fp32_points": gaps, "goal_met": met, "verdict": sentence, "analysis": analysis,
             "parity": parity_summary(folds_out)}

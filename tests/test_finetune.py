@@ -296,7 +296,7 @@ def test_export_bundle_records_the_finetune_and_scores_int8(weights, class_folde
     assert f"training.json sha256 {record_sha}" in recorded["note"]
     assert (bundle / "labels.txt").read_text().split() == sorted(GROUPS)
     calibration = manifest["options"]["calibration"]["used"]
-    assert calibration["samples"] == 18 and not calibration["builtin"]
+    assert calibration["samples"] == 18 * 5 and not calibration["builtin"]  # 18 pictures + 4 views of each
     assert {a["precision"] for a in manifest["artifacts"]} == {"fp32", "int8"}
     assert "accuracy on the validation pictures" in stdout and "int8" in stdout
     assert not (out / ".finetune").exists()
