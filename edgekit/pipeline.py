@@ -105,7 +105,9 @@ def run_export(spec: ExportSpec, model=None) -> Manifest:
     config = model.edgekit_config
     bundle = out_root / config.variant
     _check_replaceable(bundle)
-    labels, labels_source = _resolve_labels(spec, config)
+    from .models.registry import declared_task  # torch modules: loaded only once a model is exported
+
+    labels, labels_source = _resolve_labels(spec, config, embedding=declared_task(model) == "embedding")
     parity_images = _parity_images(spec)
     if spec.int8 and spec.calib is not None:
         if not find_images(spec.calib):
@@ -353,12 +355,14 @@ def _build_int8(spec: ExportSpec, backends: list, ready, config, staging: Path, 
             outcome["detail"] = "; ".join(filter(None, [human_bytes(artifact.bytes), backend.int8_summary(details)]))
 
 
-def _resolve_labels(spec: ExportSpec, config) -> tuple[tuple[str, ...], str]:
+def _resolve_labels(spec: ExportSpec, config, embedding: bool = False) -> tuple[tuple[str, ...], str]:
     if spec.labels is not None:
         return read_labels(Path(spec.labels), config.num_classes), f"file {Path(spec.labels).name}"
     if config.labels:
         return tuple(config.labels), "model"
     labels = default_labels(config.num_classes)
+    if embedding:  # the outputs are an embedding's dimensions: there are no class names to ask for
+        return labels, f"none: a {config.num_classes}-dimensional embedding has no classes"
     if config.num_classes in (1000, 1001):
         return labels, "ImageNet-1k class names (index order)"
     warn(f"no class names for {config.num_classes} classes: labels.txt holds class_0..class_{config.num_classes - 1}; "

@@ -154,16 +154,22 @@ _register(ModelSpec(
     description="shared MobileNet v2 embedding network, L2-normalised; --num-classes sets the embedding size; "
                 "pairs compared by distance"))
 
+def declared_task(model: nn.Module) -> str | None:
+    """The output task a model declares before any output is seen: the registry's for a zoo model, ``--task`` for
+    one of the user's own, else None (its output shape decides)."""
+    config = getattr(model, "edgekit_config", None)
+    if config is not None and (config.name in _REGISTRY or config.name in _ALIASES):
+        return get_spec(config.name).task
+    return getattr(model, "edgekit_task", None)
+
+
 def model_task(model: nn.Module, reference_outputs, real=None):
     """The output task of ``model`` (an ``edgekit.parity.OutputTask``) for its parity: the registry's entry for a
     zoo model, else from the output's shape. An embedding model's same/different threshold is its
     ``distance_threshold`` attribute when it declares one, else set from ``reference_outputs``."""
     from ..parity import embedding_task, infer_task, OutputTask
 
-    config = getattr(model, "edgekit_config", None)
-    known = config is not None and (config.name in _REGISTRY or config.name in _ALIASES)
-    declared = getattr(model, "edgekit_task", None)  # a model of the user's own, exported with --task
-    kind = (get_spec(config.name).task if known else declared or infer_task(tuple(reference_outputs.shape)).kind)
+    kind = declared_task(model) or infer_task(tuple(reference_outputs.shape)).kind
     if kind == "embedding":
         return embedding_task(reference_outputs, real, getattr(model, "distance_threshold", None))
     return OutputTask(kind)
