@@ -27,9 +27,9 @@ def export(model, example_inputs, *, preprocessing: str | Preprocessing, out: st
     io_dtype, data, parity_samples, latency_runs, gates, ...).
     """
     # edgekit.models defines torch modules: loaded when a model is exported, not at `import edgekit`
-    from .models.custom import parse_input_shape, prepare_custom
+    from .models.custom import check_input_shape, prepare_custom
 
-    shape = parse_input_shape(_input_shape(example_inputs))
+    shape = check_input_shape(_input_shape(example_inputs), "example_inputs' shape")
     if isinstance(preprocessing, str):
         if preprocessing not in PREPROCESSING_PRESETS:
             raise EdgekitError(f"unknown preprocessing {preprocessing!r}: choose from "
@@ -48,12 +48,11 @@ def export(model, example_inputs, *, preprocessing: str | Preprocessing, out: st
     return run_export(spec, model=model)
 
 
-def _input_shape(example_inputs) -> str:
-    """``example_inputs``' shape as --input-shape writes it."""
+def _input_shape(example_inputs) -> tuple[int, ...]:
     import torch
 
     inputs = example_inputs if isinstance(example_inputs, (tuple, list)) else (example_inputs,)
     if len(inputs) != 1 or not isinstance(inputs[0], torch.Tensor):
         raise EdgekitError(f"example_inputs must be one tensor (or a tuple holding one), got {len(inputs)} "
                            "values; edgekit exports models with one image input")
-    return ",".join(str(int(d)) for d in inputs[0].shape)
+    return tuple(int(d) for d in inputs[0].shape)

@@ -198,11 +198,8 @@ def _build(spec: ExportSpec, backends: list, model, staging: Path, manifest: Man
         fmt = backend.name
         relative = f"{variant}{backend.format.suffix}"
         with steps.run(f"{fmt} fp32", f"{fmt} export (fp32)") as outcome:
-            started = time.perf_counter()
-            with atomic_path(staging / relative) as tmp:
-                details = backend.export_fp32(ready, tmp, spec=spec, resolution=config.resolution, metadata=metadata)
-            artifact = Artifact.describe(staging, relative, fmt, "fp32", time.perf_counter() - started, details)
-            manifest.artifacts.append(artifact)
+            artifact, _ = _write_artifact(staging, manifest, relative, fmt, "fp32", lambda tmp: backend.export_fp32(
+                ready, tmp, spec=spec, resolution=config.resolution, metadata=metadata))
             fp32_files[fmt] = staging / relative
             outcome["detail"] = human_bytes(artifact.bytes)
 
@@ -212,11 +209,8 @@ def _build(spec: ExportSpec, backends: list, model, staging: Path, manifest: Man
         fmt = backend.name
         relative = f"{variant}_fp16{backend.format.suffix}"
         with steps.run(f"{fmt} fp16", f"{fmt} export (fp16 weights)") as outcome:
-            started = time.perf_counter()
-            with atomic_path(staging / relative) as tmp:
-                details = backend.export_fp16(fp32_files[fmt], tmp, metadata)
-            artifact = Artifact.describe(staging, relative, fmt, "fp16", time.perf_counter() - started, details)
-            manifest.artifacts.append(artifact)
+            artifact, _ = _write_artifact(staging, manifest, relative, fmt, "fp16",
+                                          lambda tmp: backend.export_fp16(fp32_files[fmt], tmp, metadata))
             outcome["detail"] = human_bytes(artifact.bytes)
 
     if spec.int8:
@@ -346,13 +340,22 @@ def _build_int8(spec: ExportSpec, backends: list, ready, config, staging: Path, 
         fmt = backend.name
         relative = f"{config.variant}_int8{backend.format.suffix}"
         with steps.run(f"{fmt} int8", f"{fmt} int8 quantization") as outcome:
-            started = time.perf_counter()
-            with atomic_path(staging / relative) as tmp:
-                details = backend.quantize_int8(ready, fp32_files[fmt], tmp, calibration=calibration, spec=spec,
-                                                metadata=metadata)
-            artifact = Artifact.describe(staging, relative, fmt, "int8", time.perf_counter() - started, details)
-            manifest.artifacts.append(artifact)
+            artifact, details = _write_artifact(
+                staging, manifest, relative, fmt, "int8", lambda tmp: backend.quantize_int8(
+                    ready, fp32_files[fmt], tmp, calibration=calibration, spec=spec, metadata=metadata))
             outcome["detail"] = "; ".join(filter(None, [human_bytes(artifact.bytes), backend.int8_summary(details)]))
+
+
+def _write_artifact(staging: Path, manifest: Manifest, relative: str, fmt: str, precision: str,
+                    write) -> tuple[Artifact, dict]:
+    """One file of the bundle: ``write(tmp)`` (a back-end's export, returning its facts) into a temporary path
+    renamed into place, timed, and listed in the manifest. Returns the artifact and the back-end's facts."""
+    started = time.perf_counter()
+    with atomic_path(staging / relative) as tmp:
+        details = write(tmp)
+    artifact = Artifact.describe(staging, relative, fmt, precision, time.perf_counter() - started, details)
+    manifest.artifacts.append(artifact)
+    return artifact, details
 
 
 def _resolve_labels(spec: ExportSpec, config, embedding: bool = False) -> tuple[tuple[str, ...], str]:

@@ -28,16 +28,16 @@ def sample_input(model, resolution: int, batch: int = 1):
     return torch.zeros(batch, input_channels(model), resolution, resolution)
 
 
-def input_shapes(model, modules: dict, resolution: int) -> dict:
-    """The shape of each of ``modules``' (key -> submodule of ``model``) first input, seen in one forward pass of
-    a zero picture at ``resolution``."""
+def first_inputs(model, modules: dict, resolution: int) -> dict:
+    """The positional inputs each of ``modules`` (key -> submodule of ``model``) receives first, in one forward
+    pass of a zero picture at ``resolution``; a module the pass never reaches is left out."""
     import torch
 
-    shapes: dict = {}
+    seen: dict = {}
 
     def record(key):
         def hook(module, args):
-            shapes.setdefault(key, tuple(args[0].shape))  # returns nothing: a pre-hook's result would replace args
+            seen.setdefault(key, args)  # returns nothing: a pre-hook's result would replace the arguments
         return hook
 
     hooks = [module.register_forward_pre_hook(record(key)) for key, module in modules.items()]
@@ -47,7 +47,12 @@ def input_shapes(model, modules: dict, resolution: int) -> dict:
     finally:
         for hook in hooks:
             hook.remove()
-    return shapes
+    return seen
+
+
+def input_shapes(model, modules: dict, resolution: int) -> dict:
+    """The shape of each of ``modules``' first input (``first_inputs``)."""
+    return {key: tuple(args[0].shape) for key, args in first_inputs(model, modules, resolution).items()}
 
 
 def export_ready(model, resolution: int):

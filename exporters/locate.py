@@ -9,6 +9,7 @@ import re
 from typing import Callable
 
 from ..capture import captured_output, one_line
+from .common import first_inputs
 
 # Leaf layers every converter edgekit uses takes (the zoo is built from them): never the culprit, so not tried.
 _STANDARD_LAYERS = ("Conv2d", "ConvTranspose2d", "Linear", "BatchNorm2d", "ReLU", "ReLU6", "Hardswish", "Hardsigmoid",
@@ -17,33 +18,23 @@ _STANDARD_LAYERS = ("Conv2d", "ConvTranspose2d", "Linear", "BatchNorm2d", "ReLU"
 _OPERATOR = re.compile(r"aten(?:::|\.)[A-Za-z0-9_]+(?:\.[A-Za-z0-9_]+)?")
 
 
-def locate_unconvertible(model, sample, convert: Callable[[object, tuple], None], limit: int = 60) -> str | None:
+def locate_unconvertible(model, resolution: int, convert: Callable[[object, tuple], None],
+                         limit: int = 60) -> str | None:
     """``"features.3.lrn (LocalResponseNorm): operator aten::... is not supported"`` for the smallest block of
     ``model`` that ``convert(block, inputs)`` raises on, or None when every block tried converts alone (the
     trouble is in the model's own forward) or the search cannot run. At most ``limit`` blocks are tried; it runs
     only after a failure."""
     import torch
 
-    calls: dict[str, tuple] = {}
-
-    def record(name):
-        def hook(module, args):
-            calls.setdefault(name, (module, args))  # returns nothing: a pre-hook's return value would replace args
-        return hook
-
     # edgekit's own blocks convert (the zoo's tests export them): only the user's blocks are suspects
-    hooks = [module.register_forward_pre_hook(record(name)) for name, module in model.named_modules()
-             if name and type(module).__name__ not in _STANDARD_LAYERS
-             and not type(module).__module__.startswith("edgekit.")]
+    suspects = {name: module for name, module in model.named_modules()
+                if name and type(module).__name__ not in _STANDARD_LAYERS
+                and not type(module).__module__.startswith("edgekit.")}
     try:
-        with torch.no_grad():
-            model(sample)
-    except Exception:
+        calls = first_inputs(model, suspects, resolution)
+    except Exception:  # the forward pass itself fails: nothing to narrow down
         return None
-    finally:
-        for hook in hooks:
-            hook.remove()
-    tried = [(name, module, args) for name, (module, args) in calls.items()
+    tried = [(name, suspects[name], args) for name, args in calls.items()
              if args and all(isinstance(a, torch.Tensor) for a in args)]
     tried.sort(key=lambda call: -call[0].count("."))  # deepest (smallest) first; execution order among equals
     for name, module, args in tried[:limit]:

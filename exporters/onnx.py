@@ -56,7 +56,7 @@ def torch_to_onnx(model, out: Path, *, resolution: int, metadata: dict, opset: i
     except EdgekitError:
         raise
     except Exception as e:  # the exporters raise anything from TorchScript, dynamo or onnx internals
-        where = locate_unconvertible(model, sample_input(model, resolution), _legacy_block_export(opset))
+        where = locate_unconvertible(model, resolution, _legacy_block_export(opset))
         if where:
             raise EdgekitError(f"ONNX cannot take {where}; replace that block with supported operations, or "
                                "ship --formats tflite") from None

@@ -52,8 +52,8 @@ def torch_to_tflite(model, out: Path, *, resolution: int, metadata: dict) -> dic
             flat = litert_torch.convert(nhwc, (sample,)).model_content()
     except Exception as e:  # torch.export and the MLIR converter raise many exception types
         # each try is a whole litert-torch conversion (about a second): a few blocks only
-        where = locate_unconvertible(model, sample.permute(0, 3, 1, 2), lambda block, args: litert_torch.convert(
-            block, args), limit=12)
+        where = locate_unconvertible(model, resolution, lambda block, args: litert_torch.convert(block, args),
+                                     limit=12)
         if where:
             raise EdgekitError(f"TFLite (litert-torch) cannot take {where}; replace that block with supported "
                                "operations, or ship --formats onnx") from None

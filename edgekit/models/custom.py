@@ -28,7 +28,7 @@ _TARGET = re.compile(r"^(?P<where>.+):(?P<attr>[A-Za-z_][A-Za-z0-9_.]*)$")
 
 
 def parse_input_shape(text: str) -> tuple[int, int, int, int]:
-    """``1,3,224,224`` -> (1, 3, 224, 224): one NCHW image input, 1 (greyscale) or 3 (RGB) channels, square."""
+    """``--input-shape 1,3,224,224`` -> (1, 3, 224, 224), checked as ``check_input_shape`` does."""
     if ";" in text or " " in text.strip():
         raise EdgekitError(f"--input-shape {text!r}: edgekit exports models with one image input (N,C,H,W); "
                            "wrap a model of several inputs in a module that takes one")
@@ -36,15 +36,20 @@ def parse_input_shape(text: str) -> tuple[int, int, int, int]:
         shape = tuple(int(part) for part in text.split(","))
     except ValueError:
         raise EdgekitError(f"--input-shape {text!r} is not N,C,H,W whole numbers, e.g. 1,3,224,224") from None
+    return check_input_shape(shape, f"--input-shape {text!r}")
+
+
+def check_input_shape(shape: tuple[int, ...], given: str) -> tuple[int, int, int, int]:
+    """``shape`` if it is one NCHW image input edgekit can feed: 1 (greyscale) or 3 (RGB) channels, square;
+    ``given`` names where it came from in the one-line error."""
     if len(shape) != 4 or min(shape) < 1:
-        raise EdgekitError(f"--input-shape {text!r} must be four positive numbers N,C,H,W, e.g. 1,3,224,224")
+        raise EdgekitError(f"{given} must be four positive numbers N,C,H,W, e.g. 1,3,224,224")
     _, channels, height, width = shape
     if channels not in (1, 3):
-        raise EdgekitError(f"--input-shape {text!r}: {channels} channels; edgekit feeds pictures, as RGB (3) or "
-                           "greyscale (1)")
+        raise EdgekitError(f"{given}: {channels} channels; edgekit feeds pictures, as RGB (3) or greyscale (1)")
     if height != width:
-        raise EdgekitError(f"--input-shape {text!r}: {height}x{width} is not square; edgekit's pictures are "
-                           "centre-cropped squares: export at a square size")
+        raise EdgekitError(f"{given}: {height}x{width} is not square; edgekit's pictures are centre-cropped "
+                           "squares: export at a square size")
     return shape
 
 
