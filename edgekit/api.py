@@ -16,12 +16,16 @@ _SET_BY_EXPORT = {"name", "out", "int8", "calib", "preprocessing", "labels"}
 
 
 def export(model, example_inputs, *, preprocessing: str | Preprocessing, out: str | Path = "exports",
-           int8: bool = False, calib: str | Path | None = None, name: str | None = None, task: str | None = None,
+           int8: bool = False, calib: str | Path | None = None, name: str | None = None,
+           task: str | list[str] | None = None,
            labels: str | Path | list[str] | None = None, **options) -> Manifest:
     """Export ``model`` (an ``nn.Module``) to a bundle in ``out``/<name>/ and return its manifest
     (``manifest.passed`` is the parity verdict; the exit code of the CLI follows it).
 
-    ``example_inputs``: a tensor, or a tuple holding one, of the NCHW shape the model takes (C 3 or 1, H = W).
+    ``example_inputs``: a tensor, or a tuple holding one, of the NCHW shape the model takes (C 3 or 1, H = W); a
+    model of several inputs: a tuple of them, one per forward() argument in order (all the same shape).
+    ``task``: classifier, dense or embedding; a model of several outputs: one per output (a list or
+    comma-separated).
     ``preprocessing``: how pictures become that input: "imagenet", "tf", "none", or a ``Preprocessing``.
     ``labels``: a file or a list of class names. ``options``: any other field of ``ExportSpec`` (formats,
     io_dtype, data, parity_samples, latency_runs, gates, ...).
@@ -29,7 +33,10 @@ def export(model, example_inputs, *, preprocessing: str | Preprocessing, out: st
     # edgekit.models defines torch modules: loaded when a model is exported, not at `import edgekit`
     from .models.custom import check_input_shape, prepare_custom
 
-    shape = check_input_shape(_input_shape(example_inputs), "example_inputs' shape")
+    found = _input_shapes(example_inputs)
+    shapes = [check_input_shape(shape, "example_inputs' shape" if len(found) == 1 else f"example_inputs[{k}]'s shape")
+              for k, shape in enumerate(found)]
+    shape = shapes[0] if len(shapes) == 1 else shapes
     if isinstance(preprocessing, str):
         if preprocessing not in PREPROCESSING_PRESETS:
             raise EdgekitError(f"unknown preprocessing {preprocessing!r}: choose from "
@@ -48,11 +55,12 @@ def export(model, example_inputs, *, preprocessing: str | Preprocessing, out: st
     return run_export(spec, model=model)
 
 
-def _input_shape(example_inputs) -> tuple[int, ...]:
+def _input_shapes(example_inputs) -> list[tuple[int, ...]]:
     import torch
 
     inputs = example_inputs if isinstance(example_inputs, (tuple, list)) else (example_inputs,)
-    if len(inputs) != 1 or not isinstance(inputs[0], torch.Tensor):
-        raise EdgekitError(f"example_inputs must be one tensor (or a tuple holding one), got {len(inputs)} "
-                           "values; edgekit exports models with one image input")
-    return tuple(int(d) for d in inputs[0].shape)
+    if not inputs or not all(isinstance(x, torch.Tensor) for x in inputs):
+        kinds = ", ".join(type(x).__name__ for x in inputs) or "nothing"
+        raise EdgekitError(f"example_inputs must be a tensor or a tuple of tensors (one per forward() argument), "
+                           f"got {kinds}")
+    return [tuple(int(d) for d in x.shape) for x in inputs]

@@ -18,7 +18,7 @@ from .errors import EdgekitError, GateFailure
 from .evaluate import (EvalResult, Predictor, evaluate_many, file_target, image_batches, top1_agreement,
                        torch_predictor)
 from .images import LabelledImage
-from .manifest import Manifest, Reference, find_bundles, integrity_problems, sha256_file
+from .manifest import Manifest, Reference, find_bundles, integrity_problems, several_io, sha256_file
 from .formats import FORMAT_NAMES
 from .parity import DEFAULT_GATES, REFERENCE_PATHS, OutputTask, ParityMetrics, compare, is_real
 from .types import Preprocessing
@@ -76,6 +76,17 @@ def resolve_bundle(folder: Path) -> Path:
     return bundles[0]
 
 
+def refuse_several_io(manifest: Manifest, bundle: Path) -> None:
+    """eval scores one picture's class scores: a model of several inputs or outputs is a one-line error naming
+    what it has and what checks it instead."""
+    if several_io(manifest):
+        inputs, outputs = manifest.model.get("inputs") or [{}], manifest.model.get("outputs") or [{}]
+        raise EdgekitError(f"eval scores the class scores of one picture; {bundle.name} takes {len(inputs)} "
+                           f"input{'s' * (len(inputs) > 1)} and gives {len(outputs)} output{'s' * (len(outputs) > 1)} "
+                           f"({', '.join(OutputTask.from_dict(o.get('task')).kind for o in outputs)}): check it "
+                           f"with `edgekit validate {bundle}` (parity against PyTorch, output by output)")
+
+
 def open_bundle(folder: Path, *, pytorch: str = "auto", weights: Path | None = None,
                 preprocessing: Preprocessing | None = None, threads: int | None = None,
                 formats: Sequence[str] | None = None) -> OpenBundle:
@@ -88,6 +99,7 @@ def open_bundle(folder: Path, *, pytorch: str = "auto", weights: Path | None = N
         raise EdgekitError(f"--pytorch must be one of {', '.join(PYTORCH_MODES)}, got {pytorch!r}")
     bundle = resolve_bundle(Path(folder))
     manifest = Manifest.read(bundle)
+    refuse_several_io(manifest, bundle)
     if manifest.status != "complete":
         warn(f"the export of {bundle} failed at step {manifest.failed_step or '?'} ({manifest.error}); scoring the "
              "files it finished")

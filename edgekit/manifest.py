@@ -23,7 +23,8 @@ from .cpu import host_cpu
 from .errors import EdgekitError, GateFailure
 from .fileio import atomic_path, atomic_write_text, sha256_file
 from .formats import FORMATS, SUFFIXES
-from .parity import DEFAULT_GATES, GateTable, OutputTask, ParityResult, check_artifact, is_gated, is_real
+from .parity import (DEFAULT_GATES, GateTable, OutputTask, ParityResult, check_artifact, check_outputs,
+                     gates_for_task, is_gated, is_real)
 from .runtimes import TensorSpec, open_runtime
 
 MANIFEST_NAME = "manifest.json"
@@ -247,16 +248,30 @@ class Reference:
     inputs: np.ndarray  # NCHW float32
     outputs: np.ndarray  # [N, classes] float32
     sources: list[str]
+    # a model of several inputs or outputs: the others, in forward()'s order (npz keys input_1.., output_1..)
+    more_inputs: list[np.ndarray] = field(default_factory=list)
+    more_outputs: list[np.ndarray] = field(default_factory=list)
+
+    @property
+    def all_inputs(self) -> list[np.ndarray]:
+        return [self.inputs, *self.more_inputs]
+
+    @property
+    def all_outputs(self) -> list[np.ndarray]:
+        return [self.outputs, *self.more_outputs]
 
     def write(self, bundle: Path) -> dict:
         path = bundle / REFERENCE_NAME
+        more = {f"input_{k}": x for k, x in enumerate(self.more_inputs, 1)} | \
+            {f"output_{k}": x for k, x in enumerate(self.more_outputs, 1)}
         with atomic_path(path) as tmp:
             with open(tmp, "wb") as f:
-                np.savez_compressed(f, inputs=self.inputs, outputs=self.outputs, sources=np.array(self.sources))
+                np.savez_compressed(f, inputs=self.inputs, outputs=self.outputs, sources=np.array(self.sources), **more)
+        several = {"inputs": len(self.all_inputs), "outputs": len(self.all_outputs)} if more else {}
         return {"file": REFERENCE_NAME, "sha256": sha256_file(path), "samples": len(self.inputs),
                 "real_images": int(is_real(self.sources).sum()),
                 "random_inputs": int((~is_real(self.sources)).sum()),
-                "input_shape": list(self.inputs.shape), "sources": self.sources}
+                "input_shape": list(self.inputs.shape), "sources": self.sources} | several
 
     @classmethod
     def read(cls, bundle: Path, expected_sha256: str | None) -> "Reference":
@@ -268,8 +283,13 @@ class Reference:
                               "bundle again")
         try:
             with np.load(path, allow_pickle=False) as data:
+                def numbered(prefix: str) -> list[np.ndarray]:
+                    found = sorted(int(k[len(prefix):]) for k in data.files
+                                   if k.startswith(prefix) and k[len(prefix):].isdigit())
+                    return [data[f"{prefix}{k}"].astype(np.float32) for k in found]
+
                 return cls(data["inputs"].astype(np.float32), data["outputs"].astype(np.float32),
-                           [str(s) for s in data["sources"]])
+                           [str(s) for s in data["sources"]], numbered("input_"), numbered("output_"))
         except (ValueError, KeyError, OSError, EOFError, zipfile.BadZipFile, zlib.error) as e:  # damaged npz
             raise EdgekitError(f"{path} is not a readable reference ({type(e).__name__}: {e}); export the bundle "
                                "again") from None
@@ -406,11 +426,24 @@ def validate_bundle(bundle: Path, gates: GateTable | None = None, threads: int |
     else:
         table = gates
     trained = bool(manifest.weights.get("trained", False))
+    several = several_io(manifest)
     for artifact in manifest.artifacts:
         if check.checked.get(artifact.path) != "sha256 matches":
             continue
         check.checked[artifact.path] = "sha256 matches, parity re-run"
         gated, note = is_gated(artifact.precision, trained)
+        if several:  # each output judged with its own task, against the gates the export recorded for it
+            outputs = manifest.model["outputs"]
+            tasks = [OutputTask.from_dict(o.get("task")) for o in outputs]
+            try:
+                results += check_outputs(bundle / artifact.path, artifact.path, artifact.precision,
+                                         reference.all_inputs, reference.all_outputs,
+                                         [output_gates(table, o, gates is None).for_precision(artifact.precision)
+                                          for o in outputs], gated, note, threads, is_real(reference.sources),
+                                         tasks, [o["name"] for o in outputs])
+            except EdgekitError as e:
+                problems.append(f"{artifact.path}: {e}")
+            continue
         try:
             results.append(check_artifact(bundle / artifact.path, artifact.path, artifact.precision,
                                           reference.inputs, reference.outputs,
@@ -419,3 +452,16 @@ def validate_bundle(bundle: Path, gates: GateTable | None = None, threads: int |
         except EdgekitError as e:
             problems.append(f"{artifact.path}: {e}")
     return check
+
+
+def several_io(manifest: Manifest) -> bool:
+    """Whether the bundle holds a model of several inputs or outputs (its manifest lists them)."""
+    return len(manifest.model.get("inputs") or ()) > 1 or len(manifest.model.get("outputs") or ()) > 1
+
+
+def output_gates(table: GateTable, output: dict, recorded: bool = True) -> GateTable:
+    """The gates one output of a model of several is judged with: the ones its export recorded (the table with
+    that output's task defaults), or ``table`` as given on the command line with the task's defaults applied."""
+    if recorded and output.get("gates"):
+        return GateTable.from_dict(output["gates"])
+    return gates_for_task(table, OutputTask.from_dict(output.get("task")))

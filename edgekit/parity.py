@@ -499,11 +499,13 @@ class KernelCheck:
 
 def kernel_check(path: Path, name: str, inputs: np.ndarray, reference: np.ndarray, host_outputs: np.ndarray,
                  threads: int | None = None, real: np.ndarray | None = None,
-                 task: OutputTask = CLASSIFIER) -> KernelCheck:
-    """Run ``path`` on the runtime's reference path and split its error against PyTorch into quantization and
-    host-kernel error; a disagreement becomes a finding that names what the CPU lacks."""
+                 task: OutputTask = CLASSIFIER, portable: np.ndarray | None = None) -> KernelCheck:
+    """Run ``path`` on the runtime's reference path (unless its ``portable`` outputs are given) and split its error
+    against PyTorch into quantization and host-kernel error; a disagreement becomes a finding that names what the
+    CPU lacks."""
     runner = runner_class(path)
-    portable = open_runtime(path, threads=threads, reference=True)(inputs)
+    if portable is None:
+        portable = open_runtime(path, threads=threads, reference=True)(inputs)
     # the portable outputs stand in for the reference: in its shape, so that a mask stays a mask
     if np.size(portable) == np.size(reference):
         portable = np.reshape(portable, np.shape(reference))
@@ -525,7 +527,8 @@ def kernel_check(path: Path, name: str, inputs: np.ndarray, reference: np.ndarra
 @dataclass(frozen=True)
 class ParityResult:
     """One artifact's verdict. ``gated=False`` (int8 on untrained weights): figures shown, never failed.
-    ``kernels``: for int8 files, the same file on the runtime's reference path (quantization vs host-kernel error)."""
+    ``kernels``: for int8 files, the same file on the runtime's reference path (quantization vs host-kernel error).
+    ``output``: which output of a model of several outputs the row judges (each is gated on its own)."""
 
     artifact: str
     precision: str
@@ -535,6 +538,12 @@ class ParityResult:
     gated: bool = True
     note: str | None = None
     kernels: KernelCheck | None = None
+    output: str | None = None
+
+    @property
+    def label(self) -> str:
+        """The file, and the output a row of a model of several outputs judges."""
+        return self.artifact if self.output is None else f"{self.artifact} [{self.output}]"
 
     @property
     def passed(self) -> bool:
@@ -550,14 +559,15 @@ class ParityResult:
         return {"artifact": self.artifact, "precision": self.precision, "passed": self.passed,
                 "gated": self.gated, "failures": list(self.failures), "note": self.note,
                 "metrics": self.metrics.to_dict(), "gates": self.gates.to_dict(),
-                "kernels": self.kernels.to_dict() if self.kernels else None}
+                "kernels": self.kernels.to_dict() if self.kernels else None} | (
+                    {"output": self.output} if self.output is not None else {})
 
     @classmethod
     def from_dict(cls, d: dict) -> "ParityResult":
         return cls(d["artifact"], d["precision"], ParityMetrics.from_dict(d["metrics"]),
                    ParityGates.from_dict(d.get("gates", {})), tuple(d.get("failures", ())),
                    bool(d.get("gated", True)), d.get("note"),
-                   KernelCheck.from_dict(d["kernels"]) if d.get("kernels") else None)
+                   KernelCheck.from_dict(d["kernels"]) if d.get("kernels") else None, d.get("output"))
 
 
 def is_gated(precision: str, trained_weights: bool) -> tuple[bool, str | None]:
@@ -580,10 +590,38 @@ def check_artifact(path: Path, name: str, precision: str, inputs: np.ndarray, re
     """Run one exported file on ``inputs`` and judge it against ``reference``; an int8 file also runs on its
     runtime's reference path, so that host-kernel error is told apart from quantization error."""
     outputs = open_runtime(path, threads=threads)(inputs)
-    metrics = compare(reference, outputs, real, task)
     # a runtime without a portable reference path (an ExecuTorch program's delegate blob) has no kernel split
     split = precision == "int8" and runner_class(path).REFERENCE_PATH is not None
     kernels = kernel_check(path, name, inputs, reference, outputs, threads, real, task) if split else None
+    return _judge(name, precision, reference, outputs, gates, gated, note, real, task, kernels)
+
+
+def check_outputs(path: Path, name: str, precision: str, inputs: list[np.ndarray], references: list[np.ndarray],
+                  gates: list[ParityGates], gated: bool = True, note: str | None = None,
+                  threads: int | None = None, real: np.ndarray | None = None,
+                  tasks: list[OutputTask] | None = None, outputs: list[str] | None = None) -> list[ParityResult]:
+    """``check_artifact`` for a model of several inputs or outputs: the file runs once on every input, and each
+    output is judged against its own reference with its own task and gates, one result per output (the file
+    passes only if all do)."""
+    tasks = tasks or [CLASSIFIER] * len(references)
+    found = open_runtime(path, threads=threads).run(inputs)
+    if len(found) != len(references):
+        raise EdgekitError(f"{name} has {len(found)} outputs, the reference {len(references)}; the file was exported "
+                           "for another model")
+    split = precision == "int8" and runner_class(path).REFERENCE_PATH is not None
+    portable = open_runtime(path, threads=threads, reference=True).run(inputs) if split else [None] * len(found)
+    results = []
+    for k, (reference, candidate, task) in enumerate(zip(references, found, tasks)):
+        kernels = kernel_check(path, name, inputs[0], reference, candidate, threads, real, task,
+                               np.reshape(portable[k], np.shape(reference))) if split else None
+        results.append(replace(_judge(name, precision, reference, candidate, gates[k], gated, note, real, task,
+                                      kernels), output=outputs[k] if outputs else f"output_{k}"))
+    return results
+
+
+def _judge(name: str, precision: str, reference: np.ndarray, outputs: np.ndarray, gates: ParityGates, gated: bool,
+           note: str | None, real: np.ndarray | None, task: OutputTask, kernels: KernelCheck | None) -> ParityResult:
+    metrics = compare(reference, outputs, real, task)
     unmeasured = {"classifier": ("top-1/top-5 agreement", ("top1_agreement", "top5_agreement")),
                   "dense": ("per-pixel agreement and IoU", ("pixel_agreement", "iou_min")),
                   "embedding": ("pair decision agreement", ("decision_agreement",))}[task.kind]
@@ -658,3 +696,19 @@ def build_inputs(images: list[Path], preprocessing: Preprocessing, resolution: i
     if not arrays:
         raise EdgekitError("parity needs at least one input; give images or a random count above 0")
     return ParityInputs(np.stack(arrays).astype(np.float32), sources, skipped)
+
+
+def paired_inputs(inputs: ParityInputs, count: int) -> tuple[list[np.ndarray], list[str]]:
+    """The parity inputs of a model of ``count`` picture inputs: input K of sample i is picture i + K of the same
+    kind (real pictures with real ones, random with random), so a pair model sees pairs of different pictures;
+    each sample is named by its pictures, ``a.jpg+b.jpg``."""
+    real = is_real(inputs.sources)
+    order = [np.arange(len(inputs.sources))]
+    for k in range(1, count):
+        shifted = np.arange(len(inputs.sources))
+        for group in (real, ~real):
+            members = np.flatnonzero(group)
+            shifted[members] = np.roll(members, -k)
+        order.append(shifted)
+    sources = ["+".join(inputs.sources[int(o[i])] for o in order) for i in range(len(inputs.sources))]
+    return [inputs.nchw[o] for o in order], sources

@@ -36,8 +36,9 @@ from .images import find_images, read_labelled_set
 from .labels import default_labels, read_labels
 from .layerwise import compare_layers
 from .manifest import (FAILED_SUFFIX, LABELS_NAME, MANIFEST_NAME, REPORT_NAME, Artifact, Manifest, Reference,
-                       StepRecord, is_edgekit_bundle)
-from .parity import build_inputs, check_artifact, gates_for_task, is_gated, is_real, spread
+                       StepRecord, is_edgekit_bundle, output_gates)
+from .parity import (OutputTask, build_inputs, check_artifact, check_outputs, embedding_task, gates_for_task,
+                     is_gated, is_real, paired_inputs, spread)
 from .quantize.calibration import CalibrationSet
 from .report import render_report
 from .sample_images import sample_image_paths
@@ -105,6 +106,7 @@ def run_export(spec: ExportSpec, model=None) -> Manifest:
     config = model.edgekit_config
     bundle = out_root / config.variant
     _check_replaceable(bundle)
+    _check_several_io(model, backends)
     from .models.registry import declared_task  # torch modules: loaded only once a model is exported
 
     labels, labels_source = _resolve_labels(spec, config, embedding=declared_task(model) == "embedding")
@@ -167,6 +169,10 @@ def _build(spec: ExportSpec, backends: list, model, staging: Path, manifest: Man
     config = model.edgekit_config
     variant = config.variant
     metadata = edgekit_metadata(config, labels, author=spec.author, license=spec.license)
+    io = getattr(model, "edgekit_io", None)  # a model of several inputs or outputs
+    if io is not None:  # every file names its tensors as the manifest does
+        metadata["io"] = {"inputs": list(io.input_names), "outputs": list(io.output_names),
+                          "tasks": list(io.output_tasks)}
     with steps.run("prepare", "prepare (dropout removed, batch norm folded, padding static)"):
         ready = export_ready(model, config.resolution)
         manifest.model["prepare"] = ready.edgekit_prepared  # fixes for a converter, named in report.md
@@ -174,23 +180,29 @@ def _build(spec: ExportSpec, backends: list, model, staging: Path, manifest: Man
     with steps.run("reference", "parity reference (PyTorch, eval mode)") as outcome:
         inputs = build_inputs(parity_images, config.preprocessing, config.resolution, spec.parity_samples,
                               spec.parity_random, spec.seed)
-        chunks = np.array_split(inputs.nchw, math.ceil(len(inputs.nchw) / _REFERENCE_BATCH))
-        # Untrained networks drive activations into denormal floats, which run ~20x slower on x86; values
-        # below 1e-38 change no figure parity reports, so they are flushed to zero for this step only.
-        flush = torch.set_flush_denormal(True)
-        try:
-            with torch.no_grad():
-                outputs = np.concatenate([model.eval()(torch.from_numpy(chunk)).numpy() for chunk in chunks])
-        finally:
-            if flush:
-                torch.set_flush_denormal(False)
-        reference = Reference(inputs.nchw, outputs.astype(np.float32), inputs.sources)
+        if io is None:
+            chunks = np.array_split(inputs.nchw, math.ceil(len(inputs.nchw) / _REFERENCE_BATCH))
+            # Untrained networks drive activations into denormal floats, which run ~20x slower on x86; values
+            # below 1e-38 change no figure parity reports, so they are flushed to zero for this step only.
+            flush = torch.set_flush_denormal(True)
+            try:
+                with torch.no_grad():
+                    outputs = np.concatenate([model.eval()(torch.from_numpy(chunk)).numpy() for chunk in chunks])
+            finally:
+                if flush:
+                    torch.set_flush_denormal(False)
+            reference = Reference(inputs.nchw, outputs.astype(np.float32), inputs.sources)
+        else:
+            reference = _several_reference(model, io, inputs)
         manifest.reference = reference.write(staging) | {"skipped": inputs.skipped[:20]}
         from .models.registry import model_task  # classifier, dense or embedding: which figures parity gates
 
-        task = model_task(model, reference.outputs, is_real(reference.sources))
-        manifest.model["task"] = task.to_dict()
-        manifest.gates = gates_for_task(spec.gates, task)  # e.g. no PSNR floor on an int8 embedding
+        if io is None:
+            task = model_task(model, reference.outputs, is_real(reference.sources))
+            manifest.model["task"] = task.to_dict()
+            manifest.gates = gates_for_task(spec.gates, task)  # e.g. no PSNR floor on an int8 embedding
+        else:
+            tasks = _output_tasks(io, reference, manifest, spec)
         outcome["detail"] = f"{inputs.real} photos + {len(inputs.sources) - inputs.real} random inputs"
 
     fp32_files: dict[str, Path] = {}
@@ -219,21 +231,78 @@ def _build(spec: ExportSpec, backends: list, model, staging: Path, manifest: Man
     with steps.run("parity", f"parity of {len(manifest.artifacts)} files on {len(reference.inputs)} inputs") as outcome:
         for artifact in manifest.artifacts:
             gated, note = is_gated(artifact.precision, config.weights.trained)
+            if io is not None:  # one row per output, each with its own task and gates
+                manifest.parity += check_outputs(
+                    staging / artifact.path, artifact.path, artifact.precision, reference.all_inputs,
+                    reference.all_outputs, [output_gates(spec.gates, o).for_precision(artifact.precision)
+                                            for o in manifest.model["outputs"]],
+                    gated, note, real=is_real(reference.sources), tasks=tasks, outputs=list(io.output_names))
+                continue
             manifest.parity.append(check_artifact(
                 staging / artifact.path, artifact.path, artifact.precision, reference.inputs, reference.outputs,
                 manifest.gates.for_precision(artifact.precision), gated, note, real=is_real(reference.sources),
                 task=task))
-        failed = [p.artifact for p in manifest.parity if not p.passed]
+        failed = [p.label for p in manifest.parity if not p.passed]
         outcome["detail"] = f"FAILED: {', '.join(failed)}" if failed else "all gates pass"
     for result in manifest.parity:
         if result.kernels and result.kernels.finding:
             _warn(manifest, result.kernels.finding + ("" if config.weights.trained else
                   " (untrained weights amplify rounding: judge kernels on trained weights)"))
 
-    if spec.int8 and spec.layer_samples:
+    if spec.int8 and spec.layer_samples and io is None:  # per-layer comparison feeds one input
         _compare_layers(manifest, staging, steps, reference, spec.layer_samples, backends)
     if spec.latency_runs:
         _host_latency(spec, manifest, staging, steps)
+
+
+def _check_several_io(model, backends: list) -> None:
+    """A model of several inputs or outputs, before any work: every back-end asked for must take it."""
+    io = getattr(model, "edgekit_io", None)
+    refused = [b for b in backends if not b.several_io] if io is not None else []
+    if refused:
+        raise EdgekitError(f"{refused[0].format.title} export takes one input and one output; this model has "
+                           f"{len(io.input_names)} inputs and {len(io.output_names)} outputs: leave "
+                           f"{refused[0].name} out of --formats")
+
+
+def _several_reference(model, io, inputs) -> Reference:
+    """The PyTorch reference of a model of several inputs or outputs: input K of each sample a different picture
+    than input 0 (``paired_inputs``), every output kept."""
+    import torch
+
+    arrays, sources = paired_inputs(inputs, len(io.input_names))
+    collected: list[list[np.ndarray]] = [[] for _ in io.output_names]
+    flush = torch.set_flush_denormal(True)  # as for one input: untrained networks' denormals cost time only
+    try:
+        with torch.no_grad():
+            for start in range(0, len(arrays[0]), _REFERENCE_BATCH):
+                found = model.eval()(*(torch.from_numpy(x[start:start + _REFERENCE_BATCH]) for x in arrays))
+                found = found if isinstance(found, (tuple, list)) else (found,)
+                for output, kept in zip(found, collected):
+                    kept.append(output.numpy())
+    finally:
+        if flush:
+            torch.set_flush_denormal(False)
+    outputs = [np.concatenate(kept).astype(np.float32) for kept in collected]
+    return Reference(arrays[0], outputs[0], sources, arrays[1:], outputs[1:])
+
+
+def _output_tasks(io, reference: Reference, manifest: Manifest, spec: ExportSpec) -> list:
+    """Each output's task (an embedding's same/different threshold set from its own reference) and gates,
+    recorded in the manifest's ``model.outputs`` so validate judges each output as the export did."""
+    real = is_real(reference.sources)
+    tasks = [embedding_task(output, real) if kind == "embedding" else OutputTask(kind)
+             for kind, output in zip(io.output_tasks, reference.all_outputs)]
+    record = io.to_dict()
+    for output, task in zip(record["outputs"], tasks):
+        output["task"] = task.to_dict()
+        output["gates"] = gates_for_task(spec.gates, task).to_dict()
+    manifest.model |= record
+    labelled = io.output_tasks.index("classifier") if "classifier" in io.output_tasks else 0
+    manifest.model["task"] = tasks[labelled].to_dict()  # the output labels.txt names
+    manifest.model["labelled_output"] = io.output_names[labelled]
+    manifest.gates = spec.gates
+    return tasks
 
 
 _LAYERS_IN_MANIFEST = 10

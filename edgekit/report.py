@@ -10,7 +10,7 @@ from .cpu import describe
 from .formats import FORMATS
 from .layerwise import LAYER_HEADERS, LayerReport, layer_rows, summary
 from .manifest import Artifact, Manifest
-from .parity import KERNEL_TOLERANCE, OutputTask, ParityResult, task_section
+from .parity import KERNEL_TOLERANCE, GateTable, OutputTask, ParityResult, task_section
 from .snippets import app_section
 from .table import format_ms, format_table, human_bytes, markdown_table
 
@@ -32,7 +32,21 @@ def _parity_cell(result: ParityResult | None) -> str:
 
 
 def _parity_by_artifact(manifest: Manifest) -> dict[str, ParityResult]:
-    return {p.artifact: p for p in manifest.parity}
+    # a model of several outputs has a row per output: the file's cell shows a failing one if any fails
+    return {p.artifact: p for p in sorted(manifest.parity, key=lambda p: p.passed, reverse=True)}
+
+
+def _several_io_rows(model: dict) -> list[list[str]]:
+    """The Model table's rows for a model of several inputs or outputs: each input and each output's task."""
+    inputs, outputs = model.get("inputs") or [], model.get("outputs") or []
+    if len(inputs) <= 1 and len(outputs) <= 1:
+        return []
+    shape = "x".join(str(d) for d in inputs[0]["shape"]) if inputs else "?"
+    return [["inputs", f"{', '.join(i['name'] for i in inputs)}: {shape} NCHW pictures each, in forward()'s order "
+                       "(for parity, input K of a sample is a different picture than input 0)"],
+            ["outputs", "; ".join(f"{o['name']} {o['shape']} {OutputTask.from_dict(o.get('task')).kind}"
+                                  for o in outputs)]] + (
+        [["labels.txt names", f"output {model['labelled_output']}"]] if model.get("labelled_output") else [])
 
 
 def _seconds(value: float | None) -> str:
@@ -87,7 +101,7 @@ def _share(value: float) -> str:
 
 
 def parity_rows(results: list[ParityResult]) -> list[list[str]]:
-    return [[p.artifact, p.precision, _f(p.metrics.max_abs_error), _f(p.metrics.mean_abs_error),
+    return [[p.label, p.precision, _f(p.metrics.max_abs_error), _f(p.metrics.mean_abs_error),
              f"{p.metrics.cosine_min:.6f}", f"{p.metrics.cosine_mean:.6f}", _psnr(p.metrics.psnr_db),
              _share(p.metrics.top1_agreement), _share(p.metrics.top5_agreement), p.verdict]
             for p in results]
@@ -148,7 +162,7 @@ KERNEL_HEADERS = ["artifact", "reference path", "ref vs PyTorch: cosine mean", "
 def kernel_rows(results: list[ParityResult]) -> list[list[str]]:
     """int8 files: the error quantization makes (reference path vs PyTorch) beside the error the host's kernels
     add (host kernels vs reference path)."""
-    return [[p.artifact, p.kernels.reference_path, f"{p.kernels.quantization.cosine_mean:.6f}",
+    return [[p.label, p.kernels.reference_path, f"{p.kernels.quantization.cosine_mean:.6f}",
              _psnr(p.kernels.quantization.psnr_db), f"{p.kernels.host_kernels.cosine_mean:.6f}",
              _psnr(p.kernels.host_kernels.psnr_db), "agree" if p.kernels.agrees else "DISAGREE"]
             for p in results if p.kernels]
@@ -256,7 +270,7 @@ def render_report(manifest: Manifest, bundle: Path | None = None) -> str:
     else:
         failed = [r for r in manifest.parity if not r.passed]
         lines += ["**Parity: all gates pass.**" if not failed else
-                  "**Parity: FAILED** for " + ", ".join(f"`{r.artifact}` ({'; '.join(r.failures)})" for r in failed), ""]
+                  "**Parity: FAILED** for " + ", ".join(f"`{r.label}` ({'; '.join(r.failures)})" for r in failed), ""]
     for warning in manifest.warnings:
         lines += [f"> WARNING: {warning}", ""]
     lines += ["## Model", "",
@@ -267,7 +281,8 @@ def render_report(manifest: Manifest, bundle: Path | None = None) -> str:
                   ["weights sha256", w.get("sha256") or "-"],
                   ["labels", f"{manifest.labels.get('file')}: {manifest.labels.get('count')} names, "
                              f"{manifest.labels.get('source')}"],
-              ] + [["prepared for the converters", note] for note in m.get("prepare") or []]), "",
+              ] + [["prepared for the converters", note] for note in m.get("prepare") or []]
+                + _several_io_rows(m)), "",
               "## Preprocessing", "",
               f"x = (pixel - mean) / std on RGB pixels in 0..255; resize the shorter side to "
               f"{p['resize_shorter_side']} px ({p['interpolation']}), centre-crop {p['crop']}x{p['crop']}.", "",
@@ -287,9 +302,21 @@ def render_report(manifest: Manifest, bundle: Path | None = None) -> str:
                   "PSNR = 20 log10(max|reference| / RMS error); top-5 agreement = mean overlap of the top-5 sets; "
                   "top-1/top-5 agreement count the real photos only, errors, cosine and PSNR every input.", "",
                   markdown_table(PARITY_HEADERS, parity_rows(manifest.parity)), ""]
-        lines += task_section(manifest.model.get("task"), manifest.parity)  # a mask's or an embedding's figures
         kind = OutputTask.from_dict(m.get("task")).kind  # only the gates and notes that apply to this output
-        if manifest.gates:
+        if len(m.get("outputs") or ()) > 1:  # each output its own task, figures and gates
+            for output in m["outputs"]:
+                rows = [r for r in manifest.parity if r.output == output["name"]]
+                output_kind = OutputTask.from_dict(output.get("task")).kind
+                lines += [f"### Output `{output['name']}` ({output_kind})", ""]
+                lines += task_section(output.get("task"), rows)
+                gates = GateTable.from_dict(output["gates"]) if output.get("gates") else manifest.gates
+                if gates:
+                    lines += ["Gates: " + "; ".join(
+                        f"{precision}: {gates.for_precision(precision).describe(output_kind)}"
+                        for precision in sorted({r.precision for r in rows})), ""]
+        else:
+            lines += task_section(manifest.model.get("task"), manifest.parity)  # a mask's or an embedding's figures
+        if manifest.gates and len(m.get("outputs") or ()) <= 1:
             lines += ["Gates: " + "; ".join(f"{precision}: {manifest.gates.for_precision(precision).describe(kind)}"
                                             for precision in sorted({r.precision for r in manifest.parity})), ""]
         notes = sorted({r.note for r in manifest.parity if r.note})

@@ -90,9 +90,10 @@ class TFLiteRunner:
                                "model") from None
         for line in _said(log):  # what LiteRT said beyond its usual notice: passed on, under the user's control
             warn(f"LiteRT: {line}")
-        self._input = self.interpreter.get_input_details()[0]
+        self._inputs = self.interpreter.get_input_details()
+        self._input = self._inputs[0]
         self._outputs = self.interpreter.get_output_details()
-        self.inputs = [self._spec(self._input)]
+        self.inputs = [self._spec(d) for d in self._inputs]
         self.outputs = [self._spec(d) for d in self._outputs]
 
     @staticmethod
@@ -105,27 +106,39 @@ class TFLiteRunner:
                           float(scale) if quantized else None, int(zero_point) if quantized else None)
 
     def __call__(self, x_nchw: np.ndarray) -> np.ndarray:
-        spec = self.inputs[0]
-        x = np.moveaxis(x_nchw, 1, -1) if spec.layout == "NHWC" else x_nchw
-        results = []
-        for sample in x:  # TFLite models are exported with batch 1
-            sample = sample[None]
-            if spec.scale is not None:
-                sample = quantize(sample, spec.scale, spec.zero_point, np.dtype(spec.dtype))
+        return self.run([x_nchw])[0]
+
+    def run(self, inputs: list[np.ndarray]) -> list[np.ndarray]:
+        """Every input (NCHW float32, in the file's input order) -> every output, float32 [N, values] each, a
+        per-pixel output in the reference's NCHW order."""
+        _check_count(self.path, len(inputs), len(self.inputs))
+        feeds = [np.moveaxis(x, 1, -1) if spec.layout == "NHWC" else x for x, spec in zip(inputs, self.inputs)]
+        results: list[list[np.ndarray]] = [[] for _ in self._outputs]
+        for i in range(len(feeds[0])):  # TFLite models are exported with batch 1
             try:
-                self.interpreter.set_tensor(self._input["index"], sample.astype(spec.dtype, copy=False))
+                for x, spec, detail in zip(feeds, self.inputs, self._inputs):
+                    sample = x[i][None]
+                    if spec.scale is not None:
+                        sample = quantize(sample, spec.scale, spec.zero_point, np.dtype(spec.dtype))
+                    self.interpreter.set_tensor(detail["index"], sample.astype(spec.dtype, copy=False))
                 self.interpreter.invoke()
-                out = self.interpreter.get_tensor(self._outputs[0]["index"])
+                outs = [self.interpreter.get_tensor(detail["index"]) for detail in self._outputs]
             except (ValueError, RuntimeError) as e:  # a file that loads but cannot run (a damaged graph)
                 raise EdgekitError(f"LiteRT cannot run {self.path} ({_first_line(e)}); the file is corrupt or not "
                                    "a model edgekit can run") from None
-            out_spec = self.outputs[0]
-            if out_spec.scale is not None:
-                out = dequantize(out, out_spec.scale, out_spec.zero_point)
-            if out_spec.layout == "NHWC":  # a per-pixel output, back to the reference's NCHW order
-                out = np.moveaxis(out, -1, 1)
-            results.append(out.astype(np.float32).reshape(1, -1))
-        return np.concatenate(results)
+            for out, out_spec, collected in zip(outs, self.outputs, results):
+                if out_spec.scale is not None:
+                    out = dequantize(out, out_spec.scale, out_spec.zero_point)
+                if out_spec.layout == "NHWC":  # a per-pixel output, back to the reference's NCHW order
+                    out = np.moveaxis(out, -1, 1)
+                collected.append(out.astype(np.float32).reshape(1, -1))
+        return [np.concatenate(collected) for collected in results]
+
+
+def _check_count(path: Path, given: int, takes: int) -> None:
+    if given != takes:
+        raise EdgekitError(f"{path.name} takes {takes} input{'s' * (takes != 1)}, {given} given; a model of "
+                           "several inputs is checked on its bundle with `edgekit validate`")
 
 
 class OnnxRunner:
@@ -169,6 +182,23 @@ class OnnxRunner:
         except Exception as e:  # ORT's own exception classes: a file that loads but cannot run
             raise EdgekitError(f"ONNX Runtime cannot run {self.path} ({_first_line(e)}); the file is corrupt or not "
                                "a model edgekit can run") from None
+
+    def run(self, inputs: list[np.ndarray]) -> list[np.ndarray]:
+        """Every input (NCHW float32, in the graph's input order) -> every output, float32 [N, values] each."""
+        _check_count(self.path, len(inputs), len(self.inputs))
+        feeds = [x.astype(spec.dtype, copy=False) for x, spec in zip(inputs, self.inputs)]
+        names = [spec.name for spec in self.inputs]
+        try:
+            if self._fixed_batch:
+                runs = [self.session.run(None, {n: x[i][None] for n, x in zip(names, feeds)})
+                        for i in range(len(feeds[0]))]
+                outputs = [np.concatenate([run[k] for run in runs]) for k in range(len(self.outputs))]
+            else:
+                outputs = self.session.run(None, dict(zip(names, feeds)))
+        except Exception as e:  # ORT's own exception classes: a file that loads but cannot run
+            raise EdgekitError(f"ONNX Runtime cannot run {self.path} ({_first_line(e)}); the file is corrupt or not "
+                               "a model edgekit can run") from None
+        return [np.asarray(out, dtype=np.float32).reshape(len(out), -1) for out in outputs]
 
 
 class PteRunner:
@@ -231,6 +261,21 @@ class PteRunner:
                                    "not a model edgekit can run") from None
             results.append(out.numpy().astype(np.float32).reshape(1, -1))
         return np.concatenate(results)
+
+    def run(self, inputs: list[np.ndarray]) -> list[np.ndarray]:
+        """Every input (NCHW float32, in the program's input order) -> every output, float32 [N, values] each."""
+        _check_count(self.path, len(inputs), len(self.inputs))
+        results: list[list[np.ndarray]] = [[] for _ in self.outputs]
+        for i in range(len(inputs[0])):  # programs are exported with batch 1
+            feeds = [self._torch.from_numpy(np.ascontiguousarray(x[i][None].astype(np.float32))) for x in inputs]
+            try:
+                outs = self.method.execute(feeds)
+            except Exception as e:  # the runtime's own errors: a program that loads but cannot run
+                raise EdgekitError(f"ExecuTorch cannot run {self.path} ({_first_line(e)}); the file is corrupt or "
+                                   "not a model edgekit can run") from None
+            for out, collected in zip(outs, results):
+                collected.append(out.numpy().astype(np.float32).reshape(1, -1))
+        return [np.concatenate(collected) for collected in results]
 
 
 # The runner of each registered format (edgekit.formats); a format without one cannot be run

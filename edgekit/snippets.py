@@ -57,6 +57,12 @@ def read_app_facts(path: str | Path) -> AppFacts:
     from .exporters.tflite import read_metadata
 
     path = Path(path)
+    several = read_metadata(path).get("io")
+    if several:  # the snippets feed one picture and read one score vector
+        raise EdgekitError(f"the snippets feed one picture and read one score vector, and {path.name} takes "
+                           f"{len(several['inputs'])} input(s) ({', '.join(several['inputs'])}) and gives "
+                           f"{len(several['outputs'])} output(s) ({', '.join(several['outputs'])}): with LiteRT, "
+                           "fill one buffer per input in that order and call runForMultipleInputsOutputs")
     standard = read_standard_metadata(path)
     if standard is None or not standard.mean or standard.width is None or standard.labels_file is None:
         raise EdgekitError(f"{path.name} has no TFLite Metadata with image size, normalisation and labels; export it "

@@ -64,6 +64,8 @@ class ModelFacts:
     mean: tuple[float, ...]  # per channel (or one for all), pixel scale 0..255: x = (pixel - mean) / std
     std: tuple[float, ...]
     labels_file: str = LABELS_FILE
+    # a model of several inputs or outputs: each output's task (classifier, dense, embedding), in order
+    output_tasks: tuple[str, ...] = ()
 
     @classmethod
     def from_edgekit(cls, metadata: dict) -> "ModelFacts":
@@ -84,7 +86,8 @@ class ModelFacts:
             version=metadata.get("version") or (f"weights sha256 {sha[:16]}" if sha else "untrained"),
             author=metadata.get("author") or f"not recorded (exported by {producer})",
             license=metadata.get("license") or "not recorded: the licence of the weights applies",
-            labels=labels, mean=_collapse(p["mean"]), std=_collapse(p["std"]))
+            labels=labels, mean=_collapse(p["mean"]), std=_collapse(p["std"]),
+            output_tasks=tuple((metadata.get("io") or {}).get("tasks") or ()))
 
 
 def _collapse(values) -> tuple[float, ...]:
@@ -175,11 +178,15 @@ def _input_metadata(edge: _Edge, facts: ModelFacts) -> meta.TensorMetadataT:
     return tensor
 
 
-def _output_metadata(edge: _Edge, facts: ModelFacts) -> tuple[meta.TensorMetadataT, dict[str, bytes]]:
+def _output_metadata(edge: _Edge, facts: ModelFacts, task: str | None = None,
+                     labelled: bool = True) -> tuple[meta.TensorMetadataT, dict[str, bytes]]:
+    """An output's metadata; ``task`` (an output of a model of several) says whether it is class scores, and only
+    the ``labelled`` one carries the labels."""
     tensor = meta.TensorMetadataT()
     tensor.name = edge.name
-    classifier = len(edge.shape) == 2
+    classifier = len(edge.shape) == 2 if task is None else task == "classifier"
     tensor.description = ("Scores of the classes (logits: the larger, the likelier; no softmax applied)." if classifier
+                          else "An embedding: compare two by their distance." if task == "embedding"
                           else f"Model output, shape {list(edge.shape)}.")
     tensor.content = meta.ContentT()
     tensor.content.contentPropertiesType = meta.ContentProperties.FeatureProperties
@@ -188,7 +195,7 @@ def _output_metadata(edge: _Edge, facts: ModelFacts) -> tuple[meta.TensorMetadat
         low, high = _DTYPE_RANGE[edge.dtype]
         tensor.stats = _stats([low], [high])
     files: dict[str, bytes] = {}
-    if facts.labels and classifier and edge.shape[1] == len(facts.labels):
+    if facts.labels and classifier and labelled and edge.shape[1] == len(facts.labels):
         labels = meta.AssociatedFileT()
         labels.name = facts.labels_file
         labels.description = "Class names, one per line, in the order of the output's scores."
@@ -217,6 +224,15 @@ def set_standard_metadata(model, facts: ModelFacts) -> dict[str, bytes]:
         subgraph.inputTensorMetadata = [_input_metadata(_edge(model, graph.inputs[0]), facts)]
         output, files = _output_metadata(_edge(model, graph.outputs[0]), facts)
         subgraph.outputTensorMetadata = [output]
+    elif facts.output_tasks and len(graph.outputs) == len(facts.output_tasks):
+        # a model of several inputs or outputs: every input a picture, labels on the first classifier output only
+        subgraph.inputTensorMetadata = [_input_metadata(_edge(model, i), facts) for i in graph.inputs]
+        labelled = facts.output_tasks.index("classifier") if "classifier" in facts.output_tasks else None
+        subgraph.outputTensorMetadata = []
+        for k, (index, task) in enumerate(zip(graph.outputs, facts.output_tasks)):
+            output, found = _output_metadata(_edge(model, index), facts, task, labelled=k == labelled)
+            subgraph.outputTensorMetadata.append(output)
+            files |= found
     model_meta.subgraphMetadata = [subgraph]
     import flatbuffers
 

@@ -130,3 +130,25 @@ class ModelConfig:
              "num_classes": self.num_classes, "padding": self.padding,
              "preprocessing": self.preprocessing.to_dict(), "weights": self.weights.to_dict()}
         return d
+
+
+@dataclass(frozen=True)
+class ModelIO:
+    """The inputs and outputs of a model with several of either (a Siamese pair, class scores plus an embedding),
+    in forward()'s order: every input the same NCHW picture shape, each output with its own parity task
+    (classifier, dense, embedding). The manifest records it (``model.inputs``, ``model.outputs``) and the files'
+    metadata carries the names, so that every runtime feeds and reads the tensors in that order. A model of one
+    input and one output has none: the single-image path is the zoo's."""
+
+    input_names: tuple[str, ...]
+    input_shape: tuple[int, ...]  # N,C,H,W of every input
+    output_names: tuple[str, ...]
+    output_shapes: tuple[tuple[int, ...], ...]
+    output_tasks: tuple[str, ...]
+
+    def to_dict(self) -> dict:
+        """The manifest's ``model.inputs`` and ``model.outputs`` (the export adds each output's full task)."""
+        return {"inputs": [{"name": name, "shape": list(self.input_shape), "layout": "NCHW"}
+                           for name in self.input_names],
+                "outputs": [{"name": name, "shape": list(shape), "task": {"kind": task}}
+                            for name, shape, task in zip(self.output_names, self.output_shapes, self.output_tasks)]}

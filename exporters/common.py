@@ -28,6 +28,24 @@ def sample_input(model, resolution: int, batch: int = 1):
     return torch.zeros(batch, input_channels(model), resolution, resolution)
 
 
+def sample_inputs(model, resolution: int, batch: int = 1) -> tuple:
+    """Zero inputs for every argument of ``model``'s forward(): one picture (``sample_input``), or one per input
+    of a model of several (its ``edgekit_io``)."""
+    import torch
+
+    io = getattr(model, "edgekit_io", None)
+    if io is None:
+        return (sample_input(model, resolution, batch),)
+    return tuple(torch.zeros(batch, *io.input_shape[1:]) for _ in io.input_names)
+
+
+def io_names(model) -> tuple[list[str], list[str]]:
+    """The names every format gives the inputs and outputs: ``image`` and ``logits``, or a model of several's own
+    (forward()'s argument names, ``output_K``)."""
+    io = getattr(model, "edgekit_io", None)
+    return ([INPUT_NAME], [OUTPUT_NAME]) if io is None else (list(io.input_names), list(io.output_names))
+
+
 def first_inputs(model, modules: dict, resolution: int) -> dict:
     """The positional inputs each of ``modules`` (key -> submodule of ``model``) receives first, in one forward
     pass of a zero picture at ``resolution``; a module the pass never reaches is left out."""
@@ -43,7 +61,7 @@ def first_inputs(model, modules: dict, resolution: int) -> dict:
     hooks = [module.register_forward_pre_hook(record(key)) for key, module in modules.items()]
     try:
         with torch.no_grad():
-            model(sample_input(model, resolution))
+            model(*sample_inputs(model, resolution))
     finally:
         for hook in hooks:
             hook.remove()

@@ -23,7 +23,7 @@ from ..formats import get_format
 from ..quantize import onnx_int8
 from ..tflite_metadata import ModelFacts
 from .backend import FormatBackend
-from .common import INPUT_NAME, OUTPUT_NAME, sample_input
+from .common import io_names, sample_inputs
 from .locate import locate_unconvertible
 
 MIN_OPSET = 17
@@ -83,13 +83,14 @@ def _export_legacy(model, resolution: int, opset: int, dynamic_batch: bool):
     import torch
 
     buffer = io.BytesIO()
-    axes = {INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}} if dynamic_batch else None
+    inputs, outputs = io_names(model)
+    axes = {name: {0: "batch"} for name in inputs + outputs} if dynamic_batch else None
     with warnings.catch_warnings():
         # the deprecation notice of the TorchScript exporter, and TracerWarnings of TF-SAME padding, whose
         # sizes are constant for the fixed input resolution being exported
         warnings.simplefilter("ignore")
-        torch.onnx.export(model, (sample_input(model, resolution),), buffer, dynamo=False, opset_version=opset,
-                          input_names=[INPUT_NAME], output_names=[OUTPUT_NAME], dynamic_axes=axes,
+        torch.onnx.export(model, sample_inputs(model, resolution), buffer, dynamo=False, opset_version=opset,
+                          input_names=inputs, output_names=outputs, dynamic_axes=axes,
                           do_constant_folding=True)
     return onnx.load_from_string(buffer.getvalue())
 
@@ -110,11 +111,14 @@ def _export_dynamo(model, resolution: int, opset: int, dynamic_batch: bool):
     import torch
 
     # batch 2 in the sample: torch.export specialises a dimension traced with size 1
-    shapes = ({0: torch.export.Dim("batch", min=1, max=4096)},) if dynamic_batch else None
+    sample = sample_inputs(model, resolution, 2 if dynamic_batch else 1)
+    batch = torch.export.Dim("batch", min=1, max=4096)
+    shapes = tuple({0: batch} for _ in sample) if dynamic_batch else None
+    inputs, outputs = io_names(model)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        program = torch.onnx.export(model, (sample_input(model, resolution, 2 if dynamic_batch else 1),), dynamo=True,
-                                    opset_version=opset, input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
+        program = torch.onnx.export(model, sample, dynamo=True,
+                                    opset_version=opset, input_names=inputs, output_names=outputs,
                                     dynamic_shapes=shapes, optimize=True, verbose=False)
     return program.model_proto
 

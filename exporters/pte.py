@@ -270,6 +270,7 @@ class PteBackend(FormatBackend):
     format = get_format("pte")
     calibration_methods = (CALIBRATION_METHOD,)
     calibration_note = "XNNPACKQuantizer with min/max observers, the input range fixed to the preprocessing's"
+    several_io = False  # its export, calibration and metadata feed one picture
 
     def export_fp32(self, model, out: Path, *, spec, resolution: int, metadata: dict) -> dict:
         # the precision travels in the program too: a .pte has no graph to read it from without ExecuTorch

@@ -23,7 +23,7 @@ from ..quantize import tflite_int8
 from ..tflite_model import TFLiteModel, integer_report, pack_model, schema, unpack_model
 from ..tflite_metadata import ModelFacts, append_associated_files, set_standard_metadata
 from .backend import FormatBackend
-from .common import INPUT_NAME, OUTPUT_NAME, input_channels
+from .common import INPUT_NAME, OUTPUT_NAME, input_channels, io_names
 from .locate import locate_unconvertible
 
 METADATA_NAME = "edgekit"  # the file's metadata entry: JSON, read back with TFLiteModel(...).metadata
@@ -43,13 +43,16 @@ def torch_to_tflite(model, out: Path, *, resolution: int, metadata: dict) -> dic
 
     litert_torch.config.show_progress = False  # edgekit prints its own progress per step
     channels = input_channels(model)
-    sample = torch.zeros(1, resolution, resolution, channels)
+    inputs = len(io_names(model)[0])
+    sample = tuple(torch.zeros(1, resolution, resolution, channels) for _ in range(inputs))
     with torch.no_grad():  # a per-pixel output (U-Net's [N, classes, H, W]) also goes channels-last: no TRANSPOSE
-        dense = model(sample.permute(0, 3, 1, 2)).dim() == 4
-    nhwc = litert_torch.to_channel_last_io(model, args=[0], outputs=[0] if dense else None).eval()
+        outputs = model(*(x.permute(0, 3, 1, 2) for x in sample))
+    outputs = outputs if isinstance(outputs, (tuple, list)) else (outputs,)
+    dense = [k for k, output in enumerate(outputs) if output.dim() == 4]
+    nhwc = litert_torch.to_channel_last_io(model, args=list(range(inputs)), outputs=dense or None).eval()
     try:
         with captured_output():
-            flat = litert_torch.convert(nhwc, (sample,)).model_content()
+            flat = litert_torch.convert(nhwc, sample).model_content()
     except Exception as e:  # torch.export and the MLIR converter raise many exception types
         # each try is a whole litert-torch conversion (about a second): a few blocks only
         where = locate_unconvertible(model, resolution, lambda block, args: litert_torch.convert(block, args),
@@ -61,20 +64,23 @@ def torch_to_tflite(model, out: Path, *, resolution: int, metadata: dict) -> dic
                            "cannot convert (try --formats onnx)") from None
     flat = embed_metadata(flat, metadata)
     graph = TFLiteModel(flat, str(out))
-    _check_graph(graph, resolution, channels)
+    _check_graph(graph, resolution, channels, inputs)
     out.write_bytes(flat)
     return {"converter": CONVERTER, "operators": dict(sorted(graph.op_counts.items()))}
 
 
-def _check_graph(graph: TFLiteModel, resolution: int, channels: int) -> None:
+def _check_graph(graph: TFLiteModel, resolution: int, channels: int, inputs: int = 1) -> None:
     transposes = graph.op_counts.get("TRANSPOSE", 0)
     if transposes:
         raise EdgekitError(f"the TFLite graph has {transposes} TRANSPOSE operators; edgekit ships NHWC graphs "
                            "without layout shuffles, report this model")
-    (tensor,) = graph.input_tensors()
-    if tensor.shape != (1, resolution, resolution, channels) or tensor.dtype != "FLOAT32":
-        raise EdgekitError(f"the TFLite input is {tensor.dtype} {list(tensor.shape)}, expected float32 "
-                           f"[1, {resolution}, {resolution}, {channels}]")
+    tensors = graph.input_tensors()
+    if len(tensors) != inputs:
+        raise EdgekitError(f"the TFLite graph has {len(tensors)} inputs, the model {inputs}; report this model")
+    for tensor in tensors:  # every image input NHWC
+        if tensor.shape != (1, resolution, resolution, channels) or tensor.dtype != "FLOAT32":
+            raise EdgekitError(f"the TFLite input is {tensor.dtype} {list(tensor.shape)}, expected float32 "
+                               f"[1, {resolution}, {resolution}, {channels}]")
 
 
 def to_fp16(fp32: Path, out: Path, metadata: dict) -> dict:
@@ -125,7 +131,7 @@ def embed_metadata(flat: bytes, metadata: dict) -> bytes:
         entry.name, entry.buffer = METADATA_NAME, len(model.buffers) - 1
         model.metadata.append(entry)
     model.buffers[entry.buffer].data = payload
-    _rename_io(model)
+    _rename_io(model, metadata)
     # the standard TFLite Metadata (normalisation, labels) that Android Studio and MediaPipe read without code
     associated = set_standard_metadata(model, ModelFacts.from_edgekit(metadata))
     return append_associated_files(pack_model(model), associated)
@@ -135,8 +141,12 @@ def _text(value) -> str:
     return value.decode("utf-8", errors="replace") if isinstance(value, bytes) else (value or "")
 
 
-def _rename_io(model) -> None:
+def _rename_io(model, metadata: dict | None = None) -> None:
     subgraph = model.subgraphs[0]
+    several = (metadata or {}).get("io")
+    if several:
+        _name_several(model, several["inputs"], several["outputs"])
+        return
     if len(subgraph.inputs) != 1 or len(subgraph.outputs) != 1:
         return  # not a one-image classifier: keep the converter's names
     subgraph.tensors[subgraph.inputs[0]].name = INPUT_NAME
@@ -145,6 +155,34 @@ def _rename_io(model) -> None:
         if signature.subgraphIndex == 0 and len(signature.inputs) == 1 and len(signature.outputs) == 1:
             signature.inputs[0].name = INPUT_NAME
             signature.outputs[0].name = OUTPUT_NAME
+
+
+def _name_several(model, inputs: list[str], outputs: list[str]) -> None:
+    """A model of several inputs or outputs: its tensors and signature entries get the names the manifest records,
+    and the subgraph lists them in forward()'s order, so a runtime's input K is forward()'s argument K. The
+    signature says which tensor is which: litert-torch names them ``args_K`` and ``output_K``; a file renamed
+    before (the int8 file, quantized from the fp32 one) carries the recorded names already."""
+    subgraph = model.subgraphs[0]
+    signature = next((s for s in model.signatureDefs or [] if s.subgraphIndex == 0), None)
+    if signature is None:
+        return
+    for entries, names, generated, edges in ((signature.inputs, inputs, "args_", "inputs"),
+                                             (signature.outputs, outputs, "output_", "outputs")):
+        order = {}
+        for entry in entries or []:
+            text = _text(entry.name)
+            k = names.index(text) if text in names else \
+                int(text[len(generated):]) if text.startswith(generated) and text[len(generated):].isdigit() else None
+            if k is None or k >= len(names):
+                return  # not a signature edgekit wrote: keep the converter's names
+            order[k] = entry
+        if sorted(order) != list(range(len(names))) or \
+                sorted(int(i) for i in getattr(subgraph, edges)) != sorted(e.tensorIndex for e in order.values()):
+            return  # the signature and the subgraph disagree: renaming could mislabel a tensor
+        for k, entry in order.items():
+            entry.name = names[k]
+            subgraph.tensors[entry.tensorIndex].name = names[k]
+        setattr(subgraph, edges, np.array([order[k].tensorIndex for k in range(len(names))], dtype=np.int32))
 
 
 class TFLiteBackend(FormatBackend):

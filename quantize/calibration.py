@@ -61,6 +61,12 @@ class CalibrationSet:
     def __len__(self) -> int:
         return len(self.nchw)
 
+    def inputs(self, count: int) -> list[np.ndarray]:
+        """What a model of ``count`` picture inputs is calibrated on: input K sees the pictures shifted by K, so
+        every input gets a different picture than input 0 (a pair model sees pairs), each with the same
+        preprocessing. One input: the pictures as they are."""
+        return [self.nchw] + [np.roll(self.nchw, -k, axis=0) for k in range(1, count)]
+
     def to_dict(self) -> dict:
         """What the manifest records: enough to tell which pictures set the int8 ranges."""
         return {

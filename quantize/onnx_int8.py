@@ -24,6 +24,7 @@ from ..fileio import atomic_path
 from ..formats import CALIBRATION_METHODS as METHODS
 from .calibration import CalibrationSet, input_range
 from .onnx_saturation import INT16_MAX, LayerLimit, limit_pair_sums
+from .weight_grid import GridSummary, keep_onnx_grid
 ACTIVATION_TYPES = ("uint8", "int8")
 
 # Measured on this x86 CPU (benchmarks/results/int8.md): uint8 activations with int8 weights (U8S8) run
@@ -42,16 +43,19 @@ _PERCENTILE = 99.999
 class _Reader:
     """ORT's CalibrationDataReader protocol over an array of NCHW images, a few images per run."""
 
-    def __init__(self, input_name: str, nchw: np.ndarray, batch: int):
-        self.input_name, self.nchw, self.batch = input_name, nchw, batch
+    def __init__(self, input_name: str | list[str], nchw: np.ndarray | list[np.ndarray], batch: int):
+        # a model of several inputs: one name and one array per input
+        self.names = input_name if isinstance(input_name, list) else [input_name]
+        self.arrays = nchw if isinstance(nchw, list) else [nchw]
+        self.nchw, self.batch = self.arrays[0], batch
         self.position = 0
 
     def get_next(self):
         if self.position >= len(self.nchw):
             return None
-        chunk = self.nchw[self.position:self.position + self.batch]
+        chunk = {name: x[self.position:self.position + self.batch] for name, x in zip(self.names, self.arrays)}
         self.position += self.batch
-        return {self.input_name: chunk}
+        return chunk
 
     def __len__(self) -> int:
         return len(self.nchw)
@@ -79,7 +83,9 @@ def quantize_onnx(fp32_onnx: Path, out: Path, calibration: CalibrationSet, metho
         source = onnx.load(str(fp32_onnx), load_external_data=False)
     except Exception as e:  # protobuf's DecodeError and friends
         raise EdgekitError(f"{fp32_onnx} is not a readable ONNX model ({one_line(e)}); export it again") from None
-    input_name = source.graph.input[0].name
+    weights = {i.name for i in source.graph.initializer}
+    names = [i.name for i in source.graph.input if i.name not in weights]
+    input_name = names[0] if len(names) == 1 else names  # a model of several inputs: each is a picture
     outputs = {o.name for o in source.graph.output}
     metadata = {p.key: p.value for p in source.metadata_props}
     del source
@@ -102,7 +108,7 @@ def quantize_onnx(fp32_onnx: Path, out: Path, calibration: CalibrationSet, metho
 
 
 def _quantize(fp32_onnx: Path, out: Path, calibration: CalibrationSet, method: str, activation_type: str,
-              op_types, input_name: str, outputs: set[str], metadata: dict[str, str], calibrate_method,
+              op_types, input_name: str | list[str], outputs: set[str], metadata: dict[str, str], calibrate_method,
               calibrator_options: dict, limit_saturation: bool, finish: Callable | None) -> list[LayerLimit]:
     from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.calibrate import create_calibrator, save_tensors_data
@@ -115,17 +121,20 @@ def _quantize(fp32_onnx: Path, out: Path, calibration: CalibrationSet, method: s
         calibrator = create_calibrator(prepared, list(op_types) if op_types else None,
                                        augmented_model_path=str(work / "augmented.onnx"),
                                        calibrate_method=calibrate_method, extra_options=calibrator_options)
+        names = input_name if isinstance(input_name, list) else [input_name]
+        arrays = calibration.inputs(len(names))
         # one batch per call: the histogram collectors stack a call's outputs and need equal batch sizes
         for start in range(0, len(calibration.nchw), CALIBRATION_BATCH):
-            chunk = calibration.nchw[start:start + CALIBRATION_BATCH]
-            calibrator.collect_data(_Reader(input_name, chunk, len(chunk)))
+            chunks = [x[start:start + CALIBRATION_BATCH] for x in arrays]
+            calibrator.collect_data(_Reader(names, chunks, len(chunks[0])))
         ranges = calibrator.compute_data()
         if method != "minmax":
             _clip_to_observed(ranges, calibrator.collector.histogram_dict, outputs)
-        if input_name in ranges.data:
-            low, high = input_range(calibration)
-            ranges.data[input_name].lowest = np.asarray(low, dtype=np.float32)
-            ranges.data[input_name].highest = np.asarray(high, dtype=np.float32)
+        for name in names:
+            if name in ranges.data:
+                low, high = input_range(calibration)
+                ranges.data[name].lowest = np.asarray(low, dtype=np.float32)
+                ranges.data[name].highest = np.asarray(high, dtype=np.float32)
         del calibrator
         cache = work / "ranges.json"
         save_tensors_data(ranges, cache)
@@ -136,8 +145,11 @@ def _quantize(fp32_onnx: Path, out: Path, calibration: CalibrationSet, method: s
             activation_type=QuantType.QUInt8 if activation_type == "uint8" else QuantType.QInt8,
             weight_type=QuantType.QInt8, calibrate_method=calibrate_method, calibration_cache_path=str(cache))
         model = onnx.load(str(quantized))
-        limits = _limit_saturation(model, prepared, calibration, activation_type) if limit_saturation else []
-        _record_metadata(model, metadata, method, activation_type, calibration, limits)
+        grid = keep_onnx_grid(model, {i.name: onnx.numpy_helper.to_array(i)
+                                      for i in onnx.load(str(prepared)).graph.initializer})
+        limits = _limit_saturation(model, prepared, calibration, activation_type, len(names)) \
+            if limit_saturation else []
+        _record_metadata(model, metadata, method, activation_type, calibration, limits, grid)
         if finish is not None:
             finish(model)
         with atomic_path(out) as tmp:
@@ -145,7 +157,8 @@ def _quantize(fp32_onnx: Path, out: Path, calibration: CalibrationSet, method: s
     return limits
 
 
-def _limit_saturation(model, prepared: Path, calibration: CalibrationSet, activation_type: str) -> list[LayerLimit]:
+def _limit_saturation(model, prepared: Path, calibration: CalibrationSet, activation_type: str,
+                      inputs: int = 1) -> list[LayerLimit]:
     """uint8 activations meet int8 weights in ORT's U8S8 kernels, which saturate on x86 without VNNI
     (``onnx_saturation``); int8 activations go through other kernels this module does not model."""
     if activation_type != "uint8":
@@ -153,7 +166,7 @@ def _limit_saturation(model, prepared: Path, calibration: CalibrationSet, activa
     from onnx import numpy_helper
 
     float_weights = {i.name: numpy_helper.to_array(i) for i in onnx.load(str(prepared)).graph.initializer}
-    return limit_pair_sums(model, float_weights, calibration.nchw)
+    return limit_pair_sums(model, float_weights, calibration.nchw if inputs == 1 else calibration.inputs(inputs))
 
 
 def _clip_to_observed(ranges, histograms: dict, outputs: set[str]) -> None:
@@ -175,14 +188,15 @@ def _clip_to_observed(ranges, histograms: dict, outputs: set[str]) -> None:
 
 
 def _record_metadata(model, fp32_metadata: dict[str, str], method: str, activation_type: str,
-                     calibration: CalibrationSet, limits: list[LayerLimit]) -> None:
+                     calibration: CalibrationSet, limits: list[LayerLimit], grid: GridSummary) -> None:
     """Keep the fp32 file's metadata (name, preprocessing, labels), which pre-processing drops, and add how
     the int8 file was made."""
     entries = {p.key: p.value for p in model.metadata_props} | fp32_metadata
     entries["quantization"] = json.dumps({
         "precision": "int8", "format": "QDQ", "weights": "int8 per-channel symmetric",
         "activations": f"{activation_type} per-tensor", "calibration_method": method,
-        "calibration_samples": len(calibration), "saturation": saturation_summary(limits)})
+        "calibration_samples": len(calibration), "saturation": saturation_summary(limits),
+        "weights_on_source_grid": grid.to_dict()})
     del model.metadata_props[:]
     for key, value in entries.items():
         model.metadata_props.add(key=key, value=value)

@@ -116,7 +116,8 @@ def _layers(graph, initializers: dict) -> list[_Layer]:
     return found
 
 
-def _activation_maxima(model, names: list[str], calibration_nchw: np.ndarray) -> dict[str, np.ndarray]:
+def _activation_maxima(model, names: list[str],
+                       calibration_nchw: np.ndarray | list[np.ndarray]) -> dict[str, np.ndarray]:
     """Per-channel maximum of each named uint8 tensor over the calibration images, from the QDQ file run in
     float (graph optimizations off), so the values are exactly the ones the integer kernels receive."""
     import onnx
@@ -130,18 +131,21 @@ def _activation_maxima(model, names: list[str], calibration_nchw: np.ndarray) ->
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
     options.log_severity_level = 3
     session = ort.InferenceSession(probe.SerializeToString(), options, providers=["CPUExecutionProvider"])
-    input_name = session.get_inputs()[0].name
+    # a model of several inputs: one array per input, in the graph's order
+    arrays = calibration_nchw if isinstance(calibration_nchw, list) else [calibration_nchw]
+    inputs = [i.name for i in session.get_inputs()]
     maxima: dict[str, np.ndarray] = {}
-    for start in range(0, len(calibration_nchw), _ACTIVATION_BATCH):
-        chunk = calibration_nchw[start:start + _ACTIVATION_BATCH]
-        for name, value in zip(names, session.run(names, {input_name: chunk})):
+    for start in range(0, len(arrays[0]), _ACTIVATION_BATCH):
+        feeds = {name: x[start:start + _ACTIVATION_BATCH] for name, x in zip(inputs, arrays)}
+        for name, value in zip(names, session.run(names, feeds)):
             value = value.astype(np.int64)
             per_channel = value.max(axis=tuple(i for i in range(value.ndim) if i != 1)) if value.ndim > 1 else value
             maxima[name] = np.maximum(maxima[name], per_channel) if name in maxima else per_channel
     return maxima
 
 
-def limit_pair_sums(model, float_weights: dict[str, np.ndarray], calibration_nchw: np.ndarray) -> list[LayerLimit]:
+def limit_pair_sums(model, float_weights: dict[str, np.ndarray],
+                    calibration_nchw: np.ndarray | list[np.ndarray]) -> list[LayerLimit]:
     """Rewrite ``model`` (an ONNX QDQ ModelProto with uint8 activations and per-channel int8 weights, in place)
     so that no pair sum can exceed int16 on the calibration images. ``float_weights`` are the fp32 file's
     initializers by name (requantizing from them avoids rounding twice). Returns one record per layer."""

@@ -28,6 +28,7 @@ from ..fileio import atomic_write_bytes
 from ..formats import IO_DTYPES
 from ..tflite_model import REQUIRED_INT8_OPS, TFLiteModel, integer_report, pack_model, schema, unpack_model
 from .calibration import CalibrationSet, input_range
+from .weight_grid import keep_tflite_grid, tflite_float_weights
 
 __all__ = ["CALIBRATION_METHOD", "IO_DTYPES", "REQUIRED_INT8_OPS", "integer_report", "quantize_tflite",
            "quantized_tflite"]
@@ -87,11 +88,13 @@ def _quantize_static(fp32_tflite: Path, calibration: CalibrationSet) -> bytes:
         raise EdgekitError(f"{fp32_tflite.name} has no signature; ai-edge-quantizer needs one (export it with "
                            "edgekit, which uses litert-torch)")
     key, signature = next(iter(signatures.items()))
-    if len(signature["inputs"]) != 1:
-        raise EdgekitError(f"{fp32_tflite.name} has {len(signature['inputs'])} inputs; int8 calibration feeds "
-                           "single-image models only")
-    input_name = signature["inputs"][0]
-    samples = [{input_name: image[None]} for image in calibration.nhwc]
+    # the signature's inputs in the subgraph's order, which edgekit sets to forward()'s: input K gets the
+    # pictures of calibration.inputs()[K], each a picture with the same preprocessing
+    details = interpreter.get_signature_runner(key).get_input_details()
+    position = {d["index"]: k for k, d in enumerate(interpreter.get_input_details())}
+    names = sorted(signature["inputs"], key=lambda name: position[details[name]["index"]])
+    arrays = [np.ascontiguousarray(np.moveaxis(x, 1, -1)) for x in calibration.inputs(len(names))]
+    samples = [{name: x[i][None] for name, x in zip(names, arrays)} for i in range(len(calibration))]
     plan = recipe.static_wi8_ai8()
     engine = quantizer.Quantizer(str(fp32_tflite), plan)
     # Quantizer.calibrate keeps a moving average (0.95) of each image's min and max (its default qsv_update_func,
@@ -105,12 +108,12 @@ def _quantize_static(fp32_tflite: Path, calibration: CalibrationSet) -> bytes:
                                       qsv_update_func=qsv_utils.min_max_update)
     ranges_of.calibrate({key: samples}, rules)
     ranges = ranges_of.get_model_qsvs()
-    input_tensor = interpreter.get_signature_runner(key).get_input_details()[input_name]["name"]
-    if input_tensor in ranges:
-        low, high = input_range(calibration)
-        ranges[input_tensor] = dict(ranges[input_tensor]) | {
-            "min": np.full_like(np.asarray(ranges[input_tensor]["min"], dtype=np.float32), low),
-            "max": np.full_like(np.asarray(ranges[input_tensor]["max"], dtype=np.float32), high)}
+    for input_tensor in (details[name]["name"] for name in names):
+        if input_tensor in ranges:
+            low, high = input_range(calibration)
+            ranges[input_tensor] = dict(ranges[input_tensor]) | {
+                "min": np.full_like(np.asarray(ranges[input_tensor]["min"], dtype=np.float32), low),
+                "max": np.full_like(np.asarray(ranges[input_tensor]["max"], dtype=np.float32), high)}
     with warnings.catch_warnings(), _large_weights_in_slices():
         # all-zero weight channels overflow the library's bias cast; _repair_dead_channels fixes them after
         warnings.filterwarnings("ignore", "invalid value encountered in cast", RuntimeWarning)
@@ -200,6 +203,8 @@ def _finish_graph(buffer: bytes, io_dtype: str, fp32: TFLiteModel, record: dict)
     tfl = schema()
     model = unpack_model(buffer)
     _repair_dead_channels(model, fp32)
+    grid = keep_tflite_grid(model, tflite_float_weights(model, fp32))  # after the repair: dead channels stay
+    record["weights_on_source_grid"] = grid.to_dict()
     relaxed = _relax_unreachable_relu6(model)
     if relaxed:
         record["relu6_as_relu"] = relaxed

@@ -141,8 +141,8 @@ def test_own_model_from_a_file_and_from_python_give_the_same_bundle_contents(mod
     assert main(["validate", str(bundle)]) == 0
 
 
-def test_python_api_refuses_several_inputs_and_unknown_options():
-    with pytest.raises(edgekit.errors.EdgekitError, match="one image input"):
+def test_python_api_refuses_inputs_forward_does_not_take_and_unknown_options():
+    with pytest.raises(edgekit.errors.EdgekitError, match=r"forward takes 1 input \(input\) but 2 input shapes"):
         edgekit.export(nn.Identity(), (torch.zeros(1, 3, 8, 8), torch.zeros(1, 3, 8, 8)), preprocessing="none")
     with pytest.raises(edgekit.errors.EdgekitError, match="not an ExportSpec field"):
         edgekit.export(nn.Identity(), torch.zeros(1, 3, 8, 8), preprocessing="none", colour="red")

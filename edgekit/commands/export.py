@@ -7,9 +7,9 @@ Exit codes: 0 every parity gate passes, 1 a gate failed, 2 bad usage or input, 3
 
 from __future__ import annotations
 
-from pathlib import Path
-
+import argparse
 import shlex
+from pathlib import Path
 
 from ..errors import EdgekitError
 from ..export_spec import CALIBRATION_MINIMUM, ExportSpec
@@ -31,11 +31,13 @@ def add_parser(sub) -> None:
                         "of your own: FILE.py:NAME or package.module:NAME, an nn.Module or a function returning one "
                         "(with --input-shape and --preprocessing)")
     c = p.add_argument_group("your own model (MODEL is FILE.py:NAME or package.module:NAME)")
-    c.add_argument("--input-shape", metavar="N,C,H,W",
-                   help="the one image input it takes, e.g. 1,3,224,224 (C: 3 RGB or 1 greyscale; H = W)")
-    c.add_argument("--task", choices=TASKS,
+    c.add_argument("--input-shape", metavar="N,C,H,W", action="append",
+                   help="the image input it takes, e.g. 1,3,224,224 (C: 3 RGB or 1 greyscale; H = W); a model of "
+                        "several inputs: once per forward() argument, in order")
+    c.add_argument("--task", type=parse_tasks, metavar="|".join(TASKS),
                    help="what its output is, for parity: class scores, per-pixel masks [N,K,H,W] or an embedding "
-                        "(default: 4-D output dense, else classifier)")
+                        "(default: 4-D output dense, else classifier); several outputs: one per output, "
+                        "comma-separated")
     add_preprocessing_arguments(p, "what the weights record (a model of your own must declare it)")
     p.add_argument("--formats", type=parse_formats, default=DEFAULT_FORMATS, metavar="LIST",
                    help=f"comma-separated: {','.join(FORMATS)} (default {','.join(DEFAULT_FORMATS)}; pte needs "
@@ -118,6 +120,15 @@ def spec_from_args(args):
         license=args.license)
 
 
+def parse_tasks(text: str) -> str:
+    """``--task classifier`` or, for a model of several outputs, ``--task classifier,embedding`` (one per output)."""
+    unknown = [t for t in text.split(",") if t.strip() not in TASKS]
+    if unknown:
+        raise argparse.ArgumentTypeError(f"unknown task {unknown[0]!r}: choose from {', '.join(TASKS)} (one per "
+                                         "output, comma-separated)")
+    return ",".join(t.strip() for t in text.split(","))
+
+
 def is_own_model(name: str) -> bool:
     """FILE.py:NAME or package.module:NAME (a zoo name never holds a colon)."""
     return ":" in name
@@ -128,9 +139,9 @@ def run(args) -> int:
     model = None
     if is_own_model(args.name):
         # edgekit.models defines torch modules; the export imports torch anyway, but not at `edgekit --help`
-        from ..models.custom import load_target, parse_input_shape, prepare_custom
+        from ..models.custom import load_target, parse_input_shapes, prepare_custom
 
-        shape = parse_input_shape(args.input_shape)
+        shape = parse_input_shapes(args.input_shape)
         model = prepare_custom(load_target(args.name), shape, spec.preprocessing, source=args.name, task=args.task)
     manifest = run_export(spec, model=model)
     bundle = manifest.published or Path(spec.out) / manifest.variant
@@ -141,7 +152,7 @@ def run(args) -> int:
             print(f"warning: {warning}")
     failed = [p for p in manifest.parity if not p.passed]
     if failed:
-        print(f"parity FAILED for {', '.join(p.artifact for p in failed)}: see {bundle / 'report.md'}")
+        print(f"parity FAILED for {', '.join(p.label for p in failed)}: see {bundle / 'report.md'}")
         if bundle != Path(spec.out) / manifest.variant:
             print(f"the previous bundle {Path(spec.out) / manifest.variant} is unchanged; this attempt is in {bundle}")
         advice = failure_advice(manifest, args, bundle)
@@ -165,7 +176,7 @@ def export_command(args, **changes) -> str:
                "formats": None if set(args.formats) == set(DEFAULT_FORMATS) else ",".join(args.formats),
                "fp16": args.fp16, "int8": args.int8, "calib": args.calib, "calib-samples": args.calib_samples,
                "calib-method": args.calib_method, "io-dtype": args.io_dtype, "data": args.data,
-               "input-shape": args.input_shape, "task": args.task, "preprocessing": args.preprocessing,
+               "task": args.task, "preprocessing": args.preprocessing,
                "mean": [f"{v:g}" for v in args.mean] if args.mean else None,
                "std": [f"{v:g}" for v in args.std] if args.std else None,
                "out": None if Path(args.out) == Path("exports") else args.out} | changes
@@ -175,6 +186,8 @@ def export_command(args, **changes) -> str:
             words.append(f"--{name}")
         elif value not in (None, False):
             words += [f"--{name}", *(value if isinstance(value, list) else [str(value)])]
+    for shape in args.input_shape or ():  # once per input
+        words += ["--input-shape", shape]
     for gate in args.gate:
         words += ["--gate", gate]
     return shlex.join(words)

@@ -131,7 +131,7 @@ def run(args) -> int:
             print(f"validate FAILED: {', '.join(str(c.bundle) for c in failed)}")
         else:
             print(f"validate passed: {len(checks)} bundle(s), "
-                  f"{sum(len(c.parity) for c in checks)} file(s) match their PyTorch reference")
+                  f"{sum(len({p.artifact for p in c.parity}) for c in checks)} file(s) match their PyTorch reference")
     if args.json:
         write_json(args.json, [{"bundle": str(c.bundle), "passed": c.passed, "problems": c.problems,
                                 "checked": c.checked, "warnings": c.warnings,

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+import inspect
 import re
 import sys
 from dataclasses import replace
@@ -20,7 +21,7 @@ from torch import nn
 from ..capture import one_line
 from ..errors import EdgekitError
 from ..parity import TASKS
-from ..types import ModelConfig, Preprocessing, WeightsInfo
+from ..types import ModelConfig, ModelIO, Preprocessing, WeightsInfo
 from .registry import MAX_CLASSES
 
 CUSTOM_FAMILY = "custom"
@@ -30,13 +31,20 @@ _TARGET = re.compile(r"^(?P<where>.+):(?P<attr>[A-Za-z_][A-Za-z0-9_.]*)$")
 def parse_input_shape(text: str) -> tuple[int, int, int, int]:
     """``--input-shape 1,3,224,224`` -> (1, 3, 224, 224), checked as ``check_input_shape`` does."""
     if ";" in text or " " in text.strip():
-        raise EdgekitError(f"--input-shape {text!r}: edgekit exports models with one image input (N,C,H,W); "
-                           "wrap a model of several inputs in a module that takes one")
+        raise EdgekitError(f"--input-shape {text!r}: one N,C,H,W per option; a model of several inputs takes "
+                           "--input-shape once per input, in forward()'s order")
     try:
         shape = tuple(int(part) for part in text.split(","))
     except ValueError:
         raise EdgekitError(f"--input-shape {text!r} is not N,C,H,W whole numbers, e.g. 1,3,224,224") from None
     return check_input_shape(shape, f"--input-shape {text!r}")
+
+
+def parse_input_shapes(texts: list[str]) -> tuple[int, int, int, int] | list[tuple[int, int, int, int]]:
+    """The repeated ``--input-shape`` option: one shape for a one-input model (the zoo's path), else a list, one
+    per forward() argument in order."""
+    shapes = [parse_input_shape(text) for text in texts]
+    return shapes[0] if len(shapes) == 1 else shapes
 
 
 def check_input_shape(shape: tuple[int, ...], given: str) -> tuple[int, int, int, int]:
@@ -113,49 +121,144 @@ def variant_name(text: str) -> str:
     return name or "model"
 
 
-def prepare_custom(model: nn.Module, input_shape: tuple[int, ...], preprocessing: Preprocessing | None,
-                   name: str | None = None, source: str = "nn.Module",
-                   labels: tuple[str, ...] | None = None, task: str | None = None) -> nn.Module:
+def prepare_custom(model: nn.Module, input_shape: tuple[int, ...] | list[tuple[int, ...]],
+                   preprocessing: Preprocessing | None, name: str | None = None, source: str = "nn.Module",
+                   labels: tuple[str, ...] | None = None, task: str | list[str] | None = None) -> nn.Module:
     """``model`` in eval mode with an ``edgekit_config``: checked to accept ``input_shape`` and to return one
     tensor of class scores [N, K], per-pixel scores [N, K, H, W] or an embedding [N, D]. ``task`` (classifier,
-    dense, embedding) decides how parity compares outputs; by default 4-D outputs are masks, 2-D class scores."""
+    dense, embedding) decides how parity compares outputs; by default 4-D outputs are masks, 2-D class scores.
+
+    A list of shapes (one per forward() argument) or an output that is a tuple of such tensors makes a model of
+    several inputs or outputs: it also gets an ``edgekit_io`` (``ModelIO``), and ``task`` is one per output
+    (a list, or comma-separated)."""
     if not isinstance(model, nn.Module):
         raise EdgekitError(f"edgekit.export needs a torch.nn.Module, got {type(model).__name__}")
-    _, channels, height, _ = input_shape
+    shapes = [tuple(s) for s in input_shape] if input_shape and not isinstance(input_shape[0], int) \
+        else [tuple(input_shape)]
+    if len(shapes) > 1 and len(set(shapes)) > 1:
+        raise EdgekitError(f"input shapes {' and '.join(','.join(map(str, s)) for s in shapes)} differ: edgekit "
+                           "feeds every input the same kind of picture, so give every input the same N,C,H,W")
+    _, channels, height, _ = shapes[0]
     if preprocessing is None:
         raise EdgekitError("declare how pictures become the model's input: --preprocessing imagenet|tf|none, or "
                            "--mean R G B --std R G B (edgekit does not guess a model's normalisation)")
     preprocessing = _with_channels(preprocessing, channels)
     model.eval()
+    names = _argument_names(model, len(shapes), source)
     try:
         with torch.no_grad():
-            output = model(torch.zeros(input_shape))
+            output = model(*(torch.zeros(shape) for shape in shapes))
     except Exception as e:
-        raise EdgekitError(f"{source} rejects input shape {','.join(map(str, input_shape))}: {one_line(e)}; pass "
+        given = " and ".join(",".join(map(str, shape)) for shape in shapes)
+        raise EdgekitError(f"{source} rejects input shape{'s' * (len(shapes) > 1)} {given}: {one_line(e)}; pass "
                            "the shape it takes with --input-shape N,C,H,W") from None
+    if len(shapes) > 1 or isinstance(output, (tuple, list)):
+        return _prepare_several(model, shapes, names, output, preprocessing, name, source, labels, task)
     if not isinstance(output, torch.Tensor):
-        raise EdgekitError(f"{source} returns {type(output).__name__}, not one tensor; edgekit exports models with "
-                           "one output: return the tensor the app reads")
-    if output.dim() not in (2, 4) or output.shape[0] != input_shape[0]:
-        raise EdgekitError(f"{source} returns shape {list(output.shape)} for input {list(input_shape)}: edgekit "
-                           "exports [N, classes] scores, [N, dim] embeddings or [N, classes, H, W] masks")
+        raise EdgekitError(f"{source} returns {type(output).__name__}, not a tensor or a tuple of tensors; return "
+                           "the tensor the app reads (several outputs: a tuple, in a fixed order)")
+    if isinstance(task, (list, tuple)):
+        task = ",".join(task)
+    if task is not None and "," in task:
+        raise EdgekitError(f"--task {task} names {len(task.split(','))} tasks, but {source} returns one tensor; "
+                           "give one task")
+    _check_output(output, shapes[0], source)
     outputs = int(output.shape[1])
     if outputs > MAX_CLASSES:
         raise EdgekitError(f"{source} has {outputs:,} outputs, more than edgekit's {MAX_CLASSES:,}")
+    _check_task(task, output)
+    if labels is not None and len(labels) != outputs:
+        raise EdgekitError(f"{len(labels)} labels for {outputs} outputs; give one name per output")
+    model.edgekit_config = _config(model, name, height, outputs, preprocessing, source, labels)
+    if task is not None:
+        model.edgekit_task = task
+    return model
+
+
+def _check_output(output: torch.Tensor, input_shape: tuple[int, ...], source: str, which: str = "") -> None:
+    if output.dim() not in (2, 4) or output.shape[0] != input_shape[0]:
+        raise EdgekitError(f"{source} returns {which}shape {list(output.shape)} for input {list(input_shape)}: "
+                           "edgekit exports [N, classes] scores, [N, dim] embeddings or [N, classes, H, W] masks")
+
+
+def _check_task(task: str | None, output: torch.Tensor, which: str = "") -> None:
     if task is not None and task not in TASKS:
         raise EdgekitError(f"unknown task {task!r}: choose from {', '.join(TASKS)}")
     if task is not None and (task == "dense") != (output.dim() == 4):
-        raise EdgekitError(f"--task {task} does not fit the output shape {list(output.shape)}: dense is for "
+        raise EdgekitError(f"--task {task} does not fit {which}the output shape {list(output.shape)}: dense is for "
                            "[N, classes, H, W] masks, classifier and embedding for [N, K]")
-    if labels is not None and len(labels) != outputs:
-        raise EdgekitError(f"{len(labels)} labels for {outputs} outputs; give one name per output")
+
+
+def _config(model: nn.Module, name: str | None, height: int, outputs: int, preprocessing: Preprocessing,
+            source: str, labels: tuple[str, ...] | None) -> ModelConfig:
     weights = WeightsInfo(requested=source, source="user", trained=True,
                           note="the weights the module holds; edgekit cannot tell whether they are trained")
-    model.edgekit_config = ModelConfig(name=variant_name(name or type(model).__name__), family=CUSTOM_FAMILY,
-                                       width=1.0, resolution=int(height), num_classes=outputs,
-                                       preprocessing=preprocessing, weights=weights, labels=labels)
-    if task is not None:
-        model.edgekit_task = task
+    return ModelConfig(name=variant_name(name or type(model).__name__), family=CUSTOM_FAMILY, width=1.0,
+                       resolution=int(height), num_classes=outputs, preprocessing=preprocessing, weights=weights,
+                       labels=labels)
+
+
+def _argument_names(model: nn.Module, count: int, source: str) -> tuple[str, ...]:
+    """The names of forward()'s first ``count`` arguments (``input_K`` where it takes ``*args``); a count it cannot
+    take is a one-line error naming the arguments it has."""
+    try:
+        parameters = list(inspect.signature(model.forward).parameters.values())
+    except (TypeError, ValueError):  # a builtin or C++ forward: its arguments cannot be read
+        return tuple(f"input_{k}" for k in range(count)) if count > 1 else ("image",)
+    positional = [p for p in parameters if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    required = [p for p in positional if p.default is p.empty]
+    variadic = any(p.kind == p.VAR_POSITIONAL for p in parameters)
+    if count < len(required) or (count > len(positional) and not variadic):
+        listed = ", ".join(p.name for p in positional) or "none"
+        raise EdgekitError(f"{source}.forward takes {len(required)}"
+                           f"{'' if len(required) == len(positional) else f'-{len(positional)}'} input"
+                           f"{'s' * (len(positional) != 1)} ({listed}) but {count} input shape"
+                           f"{'s were' if count != 1 else ' was'} given; give one shape per input, in forward()'s "
+                           "order (--input-shape repeated, or a tuple of example inputs)")
+    names = [p.name for p in positional[:count]]
+    return tuple(names + [f"input_{k}" for k in range(len(names), count)])
+
+
+def _prepare_several(model: nn.Module, shapes: list[tuple[int, ...]], names: tuple[str, ...], output,
+                     preprocessing: Preprocessing, name: str | None, source: str,
+                     labels: tuple[str, ...] | None, task: str | list[str] | None) -> nn.Module:
+    """A model of several inputs or outputs: checked like a one-output model, output by output, with one task per
+    output; its ``edgekit_io`` records the names, shapes and tasks."""
+    if isinstance(output, torch.Tensor):
+        output = (output,)
+    if not isinstance(output, (tuple, list)) or not output or \
+            not all(isinstance(t, torch.Tensor) for t in output):
+        kinds = type(output).__name__ if not isinstance(output, (tuple, list)) else \
+            ", ".join(type(t).__name__ for t in output) or "nothing"
+        raise EdgekitError(f"{source} returns {kinds}, not a tensor or a tuple of tensors; return the outputs as a "
+                           "tuple of tensors, in a fixed order")
+    tasks = task.split(",") if isinstance(task, str) else list(task) if task is not None else None
+    if tasks is not None and len(tasks) != len(output):
+        raise EdgekitError(f"--task names {len(tasks)} task{'s' * (len(tasks) != 1)} for {len(output)} outputs; "
+                           "give one per output, comma-separated (e.g. classifier,embedding)")
+    kinds = []
+    for k, tensor in enumerate(output):
+        which = f"output {k} " if len(output) > 1 else ""
+        _check_output(tensor, shapes[0], source, which)
+        if int(tensor.shape[1]) > MAX_CLASSES:
+            raise EdgekitError(f"{source}'s output {k} has {int(tensor.shape[1]):,} values per input, more than "
+                               f"edgekit's {MAX_CLASSES:,}")
+        declared = tasks[k].strip() if tasks is not None else None
+        _check_task(declared, tensor, which)
+        kinds.append(declared or ("dense" if tensor.dim() == 4 else "classifier"))
+    # labels.txt names the first classifier output's classes (an embedding's dimensions when there is none)
+    labelled = kinds.index("classifier") if "classifier" in kinds else 0
+    classes = int(output[labelled].shape[1])
+    if labels is not None and len(labels) != classes:
+        raise EdgekitError(f"{len(labels)} labels for the {classes} classes of output {labelled}; give one name "
+                           "per class")
+    single = len(output) == 1
+    names = names if len(names) > 1 else ("image",)  # one input: the name every edgekit file gives it
+    model.edgekit_config = _config(model, name, shapes[0][2], classes, preprocessing, source, labels)
+    model.edgekit_io = ModelIO(names, shapes[0],
+                               ("logits",) if single else tuple(f"output_{k}" for k in range(len(output))),
+                               tuple(tuple(int(d) for d in t.shape) for t in output), tuple(kinds))
+    model.edgekit_task = kinds[labelled]
     return model
 
 

@@ -1,0 +1,263 @@
+"""Models of several inputs or outputs through the whole pipeline: `edgekit export FILE.py:NAME --input-shape ...
+--input-shape ...` and `edgekit.export(model, (x1, x2), ...)`, each output gated on its own task, on real runtimes
+and real files. Quality is judged on trained weights (Google's MobileNet v1 0.25/128, imported from its .tflite):
+a Siamese pair model (two pictures -> two embeddings) and a model of two outputs (class scores + an embedding)."""
+
+from __future__ import annotations
+
+import json
+import textwrap
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+import edgekit
+from edgekit.cli import main
+from edgekit.manifest import Reference
+from edgekit.runtimes import open_runtime
+from edgekit.tflite_metadata import read_standard_metadata
+from edgekit.tflite_model import TFLiteModel
+
+V1_SMALL = "mobilenet_v1_0.25_128_quant.tflite"
+
+# The models as a user writes them: the backbone is the zoo's MobileNet v1 0.25 with Google's ImageNet weights
+MODELS = textwrap.dedent('''
+    import torch
+    from torch import nn
+
+    from edgekit.models import create_model
+
+    WEIGHTS = {weights!r}
+
+
+    def unit(features):
+        # x * rsqrt(sum x^2): MUL, SUM and RSQRT have int8 kernels (F.normalize converts to ABS and POW)
+        return features * torch.rsqrt(torch.sum(features * features, dim=1, keepdim=True).clamp_min(1e-24))
+
+
+    class PairNet(nn.Module):
+        """A Siamese pair: both pictures through one network, an embedding of each."""
+
+        def __init__(self):
+            super().__init__()
+            self.net = create_model("mobilenet_v1", width=0.25, resolution=128, weights=WEIGHTS)
+
+        def embed(self, x):
+            return unit(torch.flatten(self.net.avgpool(self.net.features(x)), 1))
+
+        def forward(self, left, right):
+            return self.embed(left), self.embed(right)
+
+
+    class ScoresAndEmbedding(nn.Module):
+        """One picture: the 1001 ImageNet class scores and an embedding of the same features."""
+
+        def __init__(self):
+            super().__init__()
+            self.net = create_model("mobilenet_v1", width=0.25, resolution=128, weights=WEIGHTS)
+
+        def forward(self, image):
+            features = torch.flatten(self.net.avgpool(self.net.features(image)), 1)
+            return self.net.classifier(features), unit(features)
+
+
+    class TinyPair(nn.Module):  # random weights: fast checks of the plumbing, not of int8 quality
+        def __init__(self):
+            super().__init__()
+            torch.manual_seed(0)
+            self.body = nn.Sequential(nn.Conv2d(3, 8, 3, stride=2, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1),
+                                      nn.Flatten())
+            self.head = nn.Linear(16, 4)
+
+        def forward(self, left, right):
+            a, b = self.body(left), self.body(right)
+            return self.head(torch.cat([a, b], dim=1)), a - b
+
+
+    class OneInput(nn.Module):
+        def forward(self, x):
+            return x.mean((2, 3))
+
+
+    class ReturnsDict(nn.Module):
+        def forward(self, left, right):
+            return {{"left": left.mean((2, 3)), "right": right.mean((2, 3))}}
+
+
+    class Flat(nn.Module):  # takes 16x16 pictures only
+        def __init__(self):
+            super().__init__()
+            self.fc = nn.Linear(3 * 16 * 16, 4)
+
+        def forward(self, left, right):
+            return self.fc(torch.flatten(left, 1)), self.fc(torch.flatten(right, 1))
+''')
+
+SMALL = ["--input-shape", "1,3,32,32"]
+
+
+@pytest.fixture(scope="module")
+def model_file(shared_data, tmp_path_factory):
+    path = tmp_path_factory.mktemp("multi_io_models") / "pairs.py"
+    path.write_text(MODELS.format(weights=str(shared_data / "tflite" / V1_SMALL)))
+    return path
+
+
+def _cli(argv: list[str], capsys) -> tuple[int, str]:
+    code = main(argv)
+    captured = capsys.readouterr()
+    return code, captured.out + captured.err
+
+
+@pytest.mark.parametrize("target,shapes,extra,message", [
+    ("TinyPair", SMALL, [], "forward takes 2 inputs (left, right) but 1 input shape was given"),
+    ("OneInput", SMALL * 2, [], "forward takes 1 input (x) but 2 input shapes were given"),
+    ("TinyPair", ["--input-shape", "1,3,32,32", "--input-shape", "1,3,64,64"], [], "differ"),
+    ("Flat", SMALL * 2, [], "rejects input shapes 1,3,32,32 and 1,3,32,32"),
+    ("ReturnsDict", SMALL * 2, [], "returns dict, not a tensor or a tuple of tensors"),
+    ("TinyPair", SMALL * 2, ["--task", "classifier"], "--task names 1 task for 2 outputs"),
+    ("TinyPair", SMALL * 2, ["--task", "classifier,dense"], "does not fit output 1 the output shape [1, 8]"),
+    ("TinyPair", SMALL * 2, ["--formats", "onnx,pte"], "takes one input and one output; this model has 2 inputs"),
+])
+def test_bad_input_is_a_one_line_error_and_writes_nothing(model_file, tmp_path, capsys, target, shapes, extra,
+                                                         message):
+    out = tmp_path / "out"
+    code, text = _cli(["export", f"{model_file}:{target}", *shapes, "--preprocessing", "tf", "--out", str(out),
+                       "--latency-runs", "0", *extra], capsys)
+    assert code == 2, text
+    errors = [line for line in text.splitlines() if line.startswith("edgekit: error:")]
+    assert len(errors) == 1 and message in errors[0], text
+    assert "Traceback" not in text
+    assert not out.exists() or not any(out.iterdir())
+
+
+def test_the_python_api_takes_a_tuple_of_inputs_and_refuses_what_is_not_one():
+    with pytest.raises(edgekit.errors.EdgekitError, match="tuple of tensors"):
+        edgekit.export(nn.Identity(), (torch.zeros(1, 3, 8, 8), "right.jpg"), preprocessing="none")
+    with pytest.raises(edgekit.errors.EdgekitError, match=r"example_inputs\[1\]'s shape: 4 channels"):
+        edgekit.export(nn.Identity(), (torch.zeros(1, 3, 8, 8), torch.zeros(1, 4, 8, 8)), preprocessing="none")
+
+
+def test_a_pair_model_in_fp32_onnx_names_feeds_and_gates_every_input_and_output(model_file, tmp_path, capsys,
+                                                                               shared_data):
+    """Random weights, fp32 only: the plumbing (names, order, one parity row per output, validate, eval's refusal)."""
+    code, text = _cli(["export", f"{model_file}:TinyPair", *SMALL, *SMALL, "--preprocessing", "imagenet",
+                       "--formats", "onnx", "--task", "classifier,embedding", "--out", str(tmp_path),
+                       "--data", str(shared_data / "photos"), "--parity-samples", "6", "--latency-runs", "0"], capsys)
+    assert code == 0, text
+    bundle = tmp_path / "tiny_pair"
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    assert [i["name"] for i in manifest["model"]["inputs"]] == ["left", "right"]
+    assert [(o["name"], o["shape"], o["task"]["kind"]) for o in manifest["model"]["outputs"]] == [
+        ("output_0", [1, 4], "classifier"), ("output_1", [1, 8], "embedding")]
+    (artifact,) = manifest["artifacts"]
+    assert [t["name"] for t in artifact["inputs"]] == ["left", "right"]
+    assert [t["name"] for t in artifact["outputs"]] == ["output_0", "output_1"]
+    assert [(p["output"], p["passed"]) for p in manifest["parity"]] == [("output_0", True), ("output_1", True)]
+    # input K of a sample is another picture than input 0, so the pair's outputs differ from one picture's twice
+    reference = Reference.read(bundle, None)
+    assert len(reference.all_inputs) == 2 and not np.array_equal(reference.all_inputs[0], reference.all_inputs[1])
+    assert all("+" in source for source in reference.sources)
+    assert main(["validate", str(bundle)]) == 0
+    code, text = _cli(["eval", str(bundle), "--data", str(shared_data / "imagenet-samples")], capsys)
+    assert code == 2 and "check it with `edgekit validate" in text and "Traceback" not in text, text
+
+
+@pytest.fixture(scope="module")
+def pair_bundle(model_file, shared_data, tmp_path_factory) -> dict:
+    """The Siamese pair from the command line, int8 ONNX and TFLite, calibrated on ImageNet sample pictures."""
+    out = tmp_path_factory.mktemp("pair")
+    code = main(["export", f"{model_file}:PairNet", "--input-shape", "1,3,128,128", "--input-shape", "1,3,128,128",
+                 "--preprocessing", "tf", "--task", "embedding,embedding", "--int8",
+                 "--calib", str(shared_data / "imagenet-samples" / "images"), "--out", str(out),
+                 "--latency-runs", "0"])
+    return {"code": code, "bundle": out / "pair_net"}
+
+
+@pytest.fixture(scope="module")
+def two_output_bundle(model_file, shared_data, tmp_path_factory) -> dict:
+    """Class scores and an embedding from one picture, through the Python API."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("multi_io_models", model_file)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    out = tmp_path_factory.mktemp("two_outputs")
+    manifest = edgekit.export(module.ScoresAndEmbedding(), torch.zeros(1, 3, 128, 128), preprocessing="tf",
+                              task=["classifier", "embedding"], int8=True,
+                              calib=shared_data / "imagenet-samples" / "images", out=out, latency_runs=0)
+    return {"manifest": manifest, "bundle": out / "scores_and_embedding"}
+
+
+def _figures(manifest: dict) -> dict:
+    return {(p["artifact"], p["output"]): p["metrics"] for p in manifest["parity"]}
+
+
+@pytest.mark.slow  # one int8 export of a pair model (~45 s on 2 shared cores)
+def test_a_pair_model_exports_int8_with_every_input_fed_in_order(pair_bundle):
+    assert pair_bundle["code"] == 0
+    bundle = pair_bundle["bundle"]
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    assert manifest["passed"] and len(manifest["parity"]) == 8  # 4 files x 2 outputs, each gated
+    for (artifact, output), m in _figures(manifest).items():
+        assert m["task"] == "embedding" and m["decision_agreement"] is not None
+        if "int8" in artifact:  # trained weights: the int8 embeddings keep the pair decisions
+            assert m["cosine_mean"] >= 0.975 and m["decision_agreement"] >= 0.85, (artifact, output, m)
+    for name in ("pair_net.tflite", "pair_net_int8.tflite"):
+        graph = TFLiteModel((bundle / name).read_bytes())
+        assert "TRANSPOSE" not in graph.op_counts  # both image inputs NHWC, no layout shuffle
+        assert [t.shape for t in graph.input_tensors()] == [(1, 128, 128, 3)] * 2
+    int8 = next(a for a in manifest["artifacts"] if a["path"] == "pair_net_int8.tflite")
+    assert int8["details"]["integer"]["fully_integer"]
+    assert [t["name"] for t in int8["inputs"]] == ["left", "right"]
+    # the order is proven, not assumed: the same file fed the pair the other way round misses the reference
+    reference = Reference.read(bundle, None)
+    runner = open_runtime(bundle / "pair_net.tflite")
+    right_way = runner.run(reference.all_inputs)[0]
+    swapped = runner.run(reference.all_inputs[::-1])[0]
+    assert np.allclose(right_way, reference.outputs.reshape(len(right_way), -1), atol=1e-4)
+    assert not np.allclose(swapped, reference.outputs.reshape(len(swapped), -1), atol=1e-2)
+
+
+@pytest.mark.slow
+def test_a_pair_bundle_validates_benches_both_inputs_and_says_why_there_is_no_snippet(pair_bundle, tmp_path):
+    bundle = pair_bundle["bundle"]
+    assert main(["validate", str(bundle)]) == 0
+    assert main(["bench", str(bundle / "pair_net_int8.tflite"), "--runs", "3", "--json",
+                 str(tmp_path / "bench.json")]) == 0
+    bench = json.loads((tmp_path / "bench.json").read_text())
+    assert [i["name"] for i in bench["results"][0]["extra"]["inputs"]] == ["left", "right"], bench["results"][0]
+    standard = read_standard_metadata(bundle / "pair_net_int8.tflite")
+    assert standard is not None and standard.labels_file is None  # embeddings carry no class names
+    report = (bundle / "report.md").read_text()
+    assert "runForMultipleInputsOutputs" in report and "output_1" in report
+
+
+@pytest.mark.slow  # one int8 export (~35 s on 2 shared cores)
+def test_several_outputs_are_gated_output_by_output(two_output_bundle, tmp_path, capsys):
+    manifest = two_output_bundle["manifest"]
+    bundle = two_output_bundle["bundle"]
+    assert manifest.passed
+    assert [(o["name"], o["task"]["kind"]) for o in manifest.model["outputs"]] == [
+        ("output_0", "classifier"), ("output_1", "embedding")]
+    recorded = json.loads((bundle / "manifest.json").read_text())
+    for (artifact, output), m in _figures(recorded).items():
+        if output == "output_0":
+            assert m["task"] == "classifier" and m["top1_agreement"] is not None
+            if "int8" in artifact:
+                assert m["top1_agreement"] >= 0.6 and m["psnr_db"] >= 32, (artifact, m)
+        else:
+            assert m["task"] == "embedding" and m["top1_agreement"] is None
+    # labels on the classifier output only, one input described
+    standard = read_standard_metadata(bundle / "scores_and_embedding_int8.tflite")
+    assert standard.labels_file == "labels.txt" and len(standard.labels) == 1001
+    # a gate only the embedding misses fails its rows and the file, and the class scores still pass
+    code, text = _cli(["validate", str(bundle), "--gate", "int8.decision_agreement=1.0", "--json",
+                       str(tmp_path / "v.json")], capsys)
+    verdicts = {(p["artifact"], p["output"]): p["passed"]
+                for p in json.loads((tmp_path / "v.json").read_text())[0]["parity"]}
+    failed = {key for key, passed in verdicts.items() if not passed}
+    assert code == 1 and failed and all(output == "output_1" and "int8" in artifact for artifact, output in failed)
+    assert all(passed for (artifact, output), passed in verdicts.items() if output == "output_0")
