@@ -118,7 +118,7 @@ def _cli(argv: list[str], capsys) -> tuple[int, str]:
     ("Flat", SMALL * 2, [], "rejects input shapes 1,3,32,32 and 1,3,32,32"),
     ("ReturnsDict", SMALL * 2, [], "returns dict, not a tensor or a tuple of tensors"),
     ("TinyPair", SMALL * 2, ["--task", "classifier"], "--task names 1 task for 2 outputs"),
-    ("TinyPair", SMALL * 2, ["--task", "classifier,dense"], "does not fit output 1 the output shape [1, 8]"),
+    ("TinyPair", SMALL * 2, ["--task", "classifier,dense"], "does not fit the output shape [1, 8] at output 1"),
     ("TinyPair", SMALL * 2, ["--formats", "onnx,pte"], "takes one input and one output; this model has 2 inputs"),
 ])
 def test_bad_input_is_a_one_line_error_and_writes_nothing(model_file, tmp_path, capsys, target, shapes, extra,
@@ -163,6 +163,8 @@ def test_a_pair_model_in_fp32_onnx_names_feeds_and_gates_every_input_and_output(
     assert main(["validate", str(bundle)]) == 0
     code, text = _cli(["eval", str(bundle), "--data", str(shared_data / "imagenet-samples")], capsys)
     assert code == 2 and "check it with `edgekit validate" in text and "Traceback" not in text, text
+    code, text = _cli(["inspect", str(bundle)], capsys)
+    assert code == 2 and "layer by layer on one input" in text and "Traceback" not in text, text
 
 
 @pytest.fixture(scope="module")

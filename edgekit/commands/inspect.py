@@ -113,8 +113,19 @@ def _targets(args) -> tuple[list[_Pair], np.ndarray]:
     return [_Pair(path, fp32)], _images(args, preprocessing, resolution, None)
 
 
+def _refuse_several_io(name: str, io: dict | None) -> None:
+    """The per-layer comparison feeds one picture: a model of several inputs or outputs (its ``io`` record: the
+    manifest's model entry or the file's metadata, each listing ``inputs`` and ``outputs``) is a one-line error."""
+    inputs, outputs = len((io or {}).get("inputs") or [0]), len((io or {}).get("outputs") or [0])
+    if inputs > 1 or outputs > 1:
+        raise EdgekitError(f"inspect compares int8 and fp32 layer by layer on one input; {name} takes {inputs} "
+                           f"input(s) and gives {outputs} output(s): `edgekit validate` on its bundle shows each "
+                           "output's int8 error")
+
+
 def _bundle_targets(bundle: Path, args) -> tuple[list[_Pair], np.ndarray]:
     manifest = Manifest.read(bundle)
+    _refuse_several_io(bundle.name, manifest.model)
     pairs = []
     for artifact in manifest.artifacts:
         if artifact.precision != "int8":
@@ -146,8 +157,10 @@ def _file_preprocessing(path: Path) -> tuple[Preprocessing, int]:
     """What the file's embedded edgekit metadata says (or the bundle manifest beside it)."""
     if (path.parent / MANIFEST_NAME).is_file():
         manifest = Manifest.read(path.parent)
+        _refuse_several_io(path.name, manifest.model)
         return Preprocessing.from_dict(manifest.preprocessing), int(manifest.model["resolution"])
     metadata = backend_for(format_of(path).name).read_metadata(path)
+    _refuse_several_io(path.name, metadata.get("io"))
     if not isinstance(metadata.get("preprocessing"), dict) or "resolution" not in metadata:
         raise EdgekitError(f"{path.name} carries no edgekit metadata (preprocessing, resolution); inspect a file "
                            "exported by edgekit, or its bundle folder")

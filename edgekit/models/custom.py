@@ -177,7 +177,7 @@ def prepare_custom(model: nn.Module, input_shape: tuple[int, ...] | list[tuple[i
 
 def _check_output(output: torch.Tensor, input_shape: tuple[int, ...], source: str, which: str = "") -> None:
     if output.dim() not in (2, 4) or output.shape[0] != input_shape[0]:
-        raise EdgekitError(f"{source} returns {which}shape {list(output.shape)} for input {list(input_shape)}: "
+        raise EdgekitError(f"{source} returns shape {list(output.shape)}{which} for input {list(input_shape)}: "
                            "edgekit exports [N, classes] scores, [N, dim] embeddings or [N, classes, H, W] masks")
 
 
@@ -185,7 +185,7 @@ def _check_task(task: str | None, output: torch.Tensor, which: str = "") -> None
     if task is not None and task not in TASKS:
         raise EdgekitError(f"unknown task {task!r}: choose from {', '.join(TASKS)}")
     if task is not None and (task == "dense") != (output.dim() == 4):
-        raise EdgekitError(f"--task {task} does not fit {which}the output shape {list(output.shape)}: dense is for "
+        raise EdgekitError(f"--task {task} does not fit the output shape {list(output.shape)}{which}: dense is for "
                            "[N, classes, H, W] masks, classifier and embedding for [N, K]")
 
 
@@ -238,7 +238,7 @@ def _prepare_several(model: nn.Module, shapes: list[tuple[int, ...]], names: tup
                            "give one per output, comma-separated (e.g. classifier,embedding)")
     kinds = []
     for k, tensor in enumerate(output):
-        which = f"output {k} " if len(output) > 1 else ""
+        which = f" at output {k}" if len(output) > 1 else ""
         _check_output(tensor, shapes[0], source, which)
         if int(tensor.shape[1]) > MAX_CLASSES:
             raise EdgekitError(f"{source}'s output {k} has {int(tensor.shape[1]):,} values per input, more than "
