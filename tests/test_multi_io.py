@@ -52,7 +52,7 @@ MODELS = textwrap.dedent('''
 
 
     class ScoresAndEmbedding(nn.Module):
-        """One picture: the 1001 ImageNet class scores and an embedding of the same features."""
+        """One picture: the 1000 ImageNet class scores and an embedding of the same features."""
 
         def __init__(self):
             super().__init__()

@@ -1,0 +1,160 @@
+"""Models of several inputs or outputs through edgekit export: each output's parity, and what int8 does to it.
+
+Two models a user might write, on trained weights (the zoo's MobileNet v1 0.25/128 with Google's ImageNet weights,
+imported from its .tflite): a Siamese pair (``forward(left, right)`` -> an L2-normalised embedding of each) and a
+model of two outputs (``forward(image)`` -> the 1000 ImageNet class scores and an embedding of the same features). Both are
+the models of tests/test_multi_io.py. Each goes through ``edgekit.export`` (fp32 and int8, ONNX and TFLite; int8
+calibrated on 128 of the shared ImageNet samples, parity on 16 others). Then every file runs on the ImageNet samples
+neither used: the two-output model's top-1 accuracy on output_0 (labels.csv), and the pair model's same/different
+decision on consecutive held-out pictures (distance between its two outputs at the threshold its manifest records)
+against PyTorch's.
+
+    .venv/bin/python benchmarks/multi_io_parity.py [--work DIR]
+
+Writes benchmarks/results/multi_io_parity.md and .json (figures name the CPU; the machine was shared).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import textwrap
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "benchmarks" / "results"
+DATA = Path(os.environ.get("EDGEKIT_DATA", "../shared/data"))
+sys.path.insert(0, str(ROOT / "tests"))
+
+from test_multi_io import MODELS, V1_SMALL  # noqa: E402  (the same models the tests export)
+
+
+def _load_models(work: Path):
+    import importlib.util
+
+    path = work / "pairs.py"
+    path.write_text(MODELS.format(weights=str((DATA / "tflite" / V1_SMALL).resolve())))
+    spec = importlib.util.spec_from_file_location("multi_io_models", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--work", type=Path, default=None)
+    args = parser.parse_args()
+
+    import torch
+
+    import edgekit
+    from edgekit.cpu import describe, host_cpu
+    from edgekit.images import load_batch, read_labelled_set
+    from edgekit.runtimes import open_runtime
+    from edgekit.types import GOOGLE_QUANT_PREPROCESSING
+
+    torch.set_num_threads(1)
+    work = args.work or Path(tempfile.mkdtemp(prefix="multi_io."))
+    work.mkdir(parents=True, exist_ok=True)
+    labelled = read_labelled_set(DATA / "imagenet-samples")
+    items = sorted(labelled, key=lambda item: item.path.name)
+    # calibration, parity and scoring use disjoint pictures: every other one for calibration, the rest split
+    calib, parity, held_out = items[0::2][:128], items[1::2][:16], items[1::2][16:]
+    for folder, chosen in ((work / "calib", calib), (work / "parity", parity)):
+        folder.mkdir(exist_ok=True)
+        for item in chosen:
+            target = folder / item.path.name
+            if not target.exists():
+                target.symlink_to(item.path.resolve())
+    models = _load_models(work)
+    sample = torch.zeros(1, 3, 128, 128)
+    common = dict(preprocessing="tf", int8=True, calib=work / "calib", data=work / "parity", latency_runs=0,
+                  out=work / "out")
+    exports = {"pair_net": edgekit.export(models.PairNet(), (sample, sample), task="embedding,embedding", **common),
+               "scores_and_embedding": edgekit.export(models.ScoresAndEmbedding(), sample,
+                                                      task="classifier,embedding", **common)}
+    loaded = load_batch([item.path for item in held_out], 128, GOOGLE_QUANT_PREPROCESSING)
+    labels = {item.path.name: item.label for item in held_out}
+    truth = np.array([labels[path.name] for path in loaded.files])  # the zoo drops Google's background class
+    pictures = loaded.nchw.astype(np.float32)
+    left, right = pictures[:-1], pictures[1:]  # consecutive held-out pictures: a pair each
+
+    result = {"cpu": describe(host_cpu()), "held_out_images": len(pictures), "pairs": len(left), "models": {}}
+    for name, manifest in exports.items():
+        bundle = work / "out" / name
+        rows = [{"artifact": p.artifact, "output": p.output, "precision": p.precision, "task": p.metrics.task,
+                 "cosine_mean": p.metrics.cosine_mean, "psnr_db": p.metrics.psnr_db,
+                 "top1_agreement": p.metrics.top1_agreement, "decision_agreement": p.metrics.decision_agreement,
+                 "verdict": p.verdict} for p in manifest.parity]
+        held = []
+        if name == "scores_and_embedding":
+            with torch.no_grad():
+                reference = models.ScoresAndEmbedding().eval()(torch.from_numpy(pictures))[0].numpy()
+            held.append({"artifact": "PyTorch", "top1": float(np.mean(reference.argmax(1) == truth))})
+            for artifact in manifest.artifacts:
+                scores = open_runtime(bundle / artifact.path).run([pictures])[0]
+                held.append({"artifact": artifact.path, "top1": float(np.mean(scores.argmax(1) == truth)),
+                             "top1_agreement_pytorch": float(np.mean(scores.argmax(1) == reference.argmax(1)))})
+        else:
+            threshold = manifest.model["outputs"][0]["task"]["distance_threshold"]
+            model = models.PairNet().eval()
+            with torch.no_grad():
+                a, b = (t.numpy() for t in model(torch.from_numpy(left), torch.from_numpy(right)))
+            same = np.linalg.norm(a - b, axis=1) < threshold
+            held.append({"artifact": "PyTorch", "same_share": float(same.mean()), "threshold": threshold})
+            for artifact in manifest.artifacts:
+                fa, fb = open_runtime(bundle / artifact.path).run([left, right])
+                decided = np.linalg.norm(fa - fb, axis=1) < threshold
+                held.append({"artifact": artifact.path, "decisions_as_pytorch": float(np.mean(decided == same))})
+        result["models"][name] = {"passed": manifest.passed, "parity": rows, "held_out": held}
+        print(name, "passed" if manifest.passed else "FAILED", held)
+    result["load_average"] = os.getloadavg()
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / "multi_io_parity.json").write_text(json.dumps(result, indent=2) + "\n")
+    (RESULTS / "multi_io_parity.md").write_text(render(result))
+    return 0
+
+
+def _share(value) -> str:
+    return "-" if value is None or value != value else f"{value:.1%}"
+
+
+def render(result: dict) -> str:
+    lines = ["# Models of several inputs or outputs: parity per output, fp32 and int8", "",
+             f"CPU: {result['cpu']}; 2 cores shared with other engineers' jobs (load average "
+             f"{result['load_average'][0]:.1f} at the end). Produced by `benchmarks/multi_io_parity.py`.", "",
+             textwrap.fill("Backbone: the zoo's MobileNet v1 0.25/128 with Google's ImageNet weights (imported from "
+                           "mobilenet_v1_0.25_128_quant.tflite). pair_net: forward(left, right) -> an L2-normalised "
+                           "256-d embedding of each; scores_and_embedding: forward(image) -> 1000 ImageNet class scores and "
+                           "the embedding of the same features. int8 calibrated on 128 ImageNet samples, parity on "
+                           "16 others (input K of a sample is the picture K further on) + 4 random; each output is "
+                           "gated on its own task with edgekit's default gates.", 116), "",
+             "## Export parity, one row per file and output", "",
+             "| model | file | output | task | cosine mean | PSNR dB | top-1 agreement | pair decisions | verdict |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for name, model in result["models"].items():
+        for r in model["parity"]:
+            lines.append(f"| {name} | {r['artifact']} | {r['output']} | {r['task']} | {r['cosine_mean']:.4f} | "
+                         f"{r['psnr_db']:.1f} | {_share(r['top1_agreement'])} | {_share(r['decision_agreement'])} | "
+                         f"{r['verdict']} |")
+    lines += ["", f"## On {result['held_out_images']} held-out ImageNet samples (neither calibration nor parity)", "",
+              "scores_and_embedding, output_0: top-1 accuracy against labels.csv, and agreement with PyTorch's top-1.",
+              "", "| file | top-1 | top-1 as PyTorch |", "|---|---|---|"]
+    for r in result["models"]["scores_and_embedding"]["held_out"]:
+        lines.append(f"| {r['artifact']} | {r['top1']:.1%} | {_share(r.get('top1_agreement_pytorch'))} |")
+    pair = result["models"]["pair_net"]["held_out"]
+    lines += ["", f"pair_net: {result['pairs']} pairs of consecutive held-out pictures, same/different at the "
+              f"manifest's threshold {pair[0]['threshold']:.4g} (PyTorch calls {pair[0]['same_share']:.1%} same).", "",
+              "| file | decisions as PyTorch |", "|---|---|"]
+    for r in pair[1:]:
+        lines.append(f"| {r['artifact']} | {r['decisions_as_pytorch']:.1%} |")
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    sys.exit(main())
