@@ -50,7 +50,7 @@ CPU_KERNELS = {"cortex-a53": "NEON", "cortex-a55": "NEON + dotprod", "cortex-a72
                "neoverse-n2": "dotprod + i8mm", "neoverse-v1": "dotprod + i8mm", "max": "dotprod + i8mm"}
 RUNTIMES = ("numpy", "onnxruntime", "ai-edge-litert")  # distributions installed into the emulated Python
 MIN_QEMU = (8, 0)
-LAYOUT = 1  # bump when the environment's layout changes: a new cache key, so old ones are rebuilt
+LAYOUT = 2  # bump when the environment's layout changes: a new cache key, so old ones are rebuilt
 STAMP = "edgekit-emulate.json"
 RESULT_MARK = "EDGEKIT_EMULATED "
 WHEEL_TAGS = ("2_17", "2_24", "2_26", "2_27", "2_28", "2_31", "2_34", "2_35", "2_36")  # pip does not expand tags
@@ -334,6 +334,18 @@ def _extract(deb: Path, target: Path, members: list[str] | None = None) -> None:
                            "and try again")
 
 
+def _compile_stdlib(stdlib: Path, python_version: str) -> str:
+    """Byte-compile the arm64 Python's standard library, which Debian ships as sources (its postinst compiles
+    them): without .pyc files every emulated run compiles what it imports under qemu, 2-3 s per process. The
+    host compiles them when it is the same Python minor version (bytecode is the same on every architecture)."""
+    if python_version != f"{sys.version_info.major}.{sys.version_info.minor}" or not stdlib.is_dir():
+        return ", standard library not byte-compiled (the host's Python is another version)"
+    import compileall
+
+    compileall.compile_dir(stdlib, quiet=2, workers=os.cpu_count() or 1)
+    return ", standard library byte-compiled"
+
+
 def _qemu_version(qemu: Path) -> tuple[int, ...]:
     done = subprocess.run([str(qemu), "--version"], capture_output=True, text=True, stdin=subprocess.DEVNULL)
     match = re.search(r"version (\d+)\.(\d+)", done.stdout)
@@ -444,7 +456,8 @@ def build_environment(root: Path | None = None) -> Environment:
                                    "`edgekit emulate info`")
             python_path = pythons[-1].relative_to(sysroot).as_posix()
             python_version = pythons[-1].name.removeprefix("python")
-            s["detail"] = f"Python {python_version}, {len(arm)} packages"
+            compiled = _compile_stdlib(sysroot / "usr" / "lib" / f"python{python_version}", python_version)
+            s["detail"] = f"Python {python_version}, {len(arm)} packages{compiled}"
         steps["arm64 Python"] = s["seconds"]
         shutil.rmtree(work / "apt")
         with step("emulate: aarch64 wheels of " + ", ".join(f"{n} {versions[n] or '(latest)'}" for n in RUNTIMES)) as s:
