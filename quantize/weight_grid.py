@@ -8,7 +8,7 @@ multiples fit in int8 (|w / s| <= 127), the int8 file takes that channel's own s
 weights are the original file's levels, exactly. Other channels keep the quantizer's scale.
 
 Measured on MobileNet v2 with Google's weights, the int8 ONNX (fine-tuned 7-class head, 330 calibration images, AMD
-EPYC Zen 3, AVX2 only): pooled features 16.6 dB SQNR against PyTorch as quantized before, 23.2 dB with the weights
+EPYC Zen 3, AVX2 only): pooled features 16.6 dB SQNR against PyTorch as quantized before, 22.3 dB with the weights
 kept on their grid (Google's own int8 file: 25.1 dB); benchmarks/results/finetune_groups.md has the accuracy.
 
 Trained float weights are never on such a grid (the check below needs every value of a channel to be a multiple of

@@ -287,7 +287,9 @@ def test_export_bundle_records_the_finetune_and_scores_int8(weights, class_folde
     out = tmp_path / "run"
     code, stdout, stderr = run_cli(finetune_args(weights, class_folders, out, "--epochs", "3", "--export", "--int8",
                                                  "--latency-runs", "0"))
-    assert code in (0, 1), stderr  # 1: a parity gate of the tiny model may fail; the files are still scored
+    # every parity gate passes: with Google's levels kept (quantize/weight_grid.py) the int8 files reach 36.6-37.8 dB
+    # of PSNR here (AMD EPYC Zen 3), against the gate's 32; before, the user's recipe could exit 1
+    assert code == 0, stderr
     bundle = out / "export" / "mobilenet_v1_w0.25_r128"
     manifest = json.loads((bundle / "manifest.json").read_text())
     record_sha = hashlib.sha256((out / "training.json").read_bytes()).hexdigest()
@@ -298,6 +300,19 @@ def test_export_bundle_records_the_finetune_and_scores_int8(weights, class_folde
     calibration = manifest["options"]["calibration"]["used"]
     assert calibration["samples"] == 18 * 5 and not calibration["builtin"]  # 18 pictures + 4 views of each
     assert {a["precision"] for a in manifest["artifacts"]} == {"fp32", "int8"}
+    # the backbone's weights are Google's integer levels: both int8 files keep them exactly (quantize/weight_grid.py);
+    # the new head, trained in float, is not on a grid
+    from edgekit.quantize.tflite_int8 import QUANTIZATION_METADATA
+    from edgekit.tflite_model import TFLiteModel
+
+    import onnx
+
+    int8_tflite = TFLiteModel.from_file(bundle / f"{bundle.name}_int8.tflite")
+    int8_onnx = onnx.load(str(bundle / f"{bundle.name}_int8.onnx"), load_external_data=False)
+    for grid in (json.loads(int8_tflite.metadata[QUANTIZATION_METADATA])["weights_on_source_grid"],
+                 json.loads({p.key: p.value for p in int8_onnx.metadata_props}["quantization"])["weights_on_source_grid"]):
+        head = len(GROUPS)
+        assert 0.9 * (grid["channels"] - head) <= grid["channels_on_grid"] <= grid["channels"] - head, grid
     assert "accuracy on the validation pictures" in stdout and "int8" in stdout
     assert not (out / ".finetune").exists()
     code, stdout, stderr = run_cli(["eval", bundle, "--data", class_folders, "--pytorch", "require", "--formats",
