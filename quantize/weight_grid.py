@@ -25,13 +25,17 @@ _INT8_LEVELS = 127
 _TOLERANCE = 1e-3  # of a step: float32 storage of s * k is exact to ~1e-5 steps for |k| <= 255
 
 
-@dataclass(frozen=True)
+@dataclass
 class GridSummary:
     """How many weight channels the int8 file keeps on their source grid, for the file's quantization record."""
 
     layers: int = 0
     channels: int = 0
     channels_on_grid: int = 0
+
+    def count(self, channels: int, on_grid: int) -> None:
+        self.layers, self.channels, self.channels_on_grid = (self.layers + 1, self.channels + channels,
+                                                             self.channels_on_grid + on_grid)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -83,7 +87,7 @@ def keep_onnx_grid(model, float_weights: dict[str, np.ndarray]) -> GridSummary:
 
     initializers = {i.name: i for i in model.graph.initializer}
     producer = {output: node for node in model.graph.node for output in node.output}
-    layers = channels = total_on = 0
+    summary = GridSummary()
     for node in model.graph.node:
         if node.op_type not in ("Conv", "Gemm", "MatMul") or len(node.input) < 2:
             continue
@@ -100,17 +104,15 @@ def keep_onnx_grid(model, float_weights: dict[str, np.ndarray]) -> GridSummary:
         if original is None or original.shape != stored.shape or stored.dtype != np.int8 \
                 or scales.size != stored.shape[axis]:
             continue
-        layers += 1
-        channels += scales.size
         levels, new_scales, on = on_grid(original, axis, scales)
+        summary.count(scales.size, on)
         if not on:
             continue
-        total_on += on
         initializers[weight_name].CopyFrom(numpy_helper.from_array(levels, weight_name))
         initializers[scale_name].CopyFrom(numpy_helper.from_array(new_scales.astype(np.float32), scale_name))
         if len(node.input) > 2 and node.input[2] in producer:
             _requantize_bias(producer[node.input[2]], initializers, activation_dq, new_scales)
-    return GridSummary(layers, channels, total_on)
+    return summary
 
 
 def keep_tflite_grid(model, float_weights: dict[int, np.ndarray]) -> GridSummary:
@@ -118,7 +120,7 @@ def keep_tflite_grid(model, float_weights: dict[int, np.ndarray]) -> GridSummary
     (``float_weights``: operator position -> array, in the int8 tensor's layout) lie on a grid gets it, its int32
     bias requantized at input scale x weight scale, as TFLite's kernels require."""
     graph = model.subgraphs[0]
-    layers = channels = total_on = 0
+    summary = GridSummary()
     for position, original in float_weights.items():
         op = graph.operators[position]
         source, weight, bias = (graph.tensors[i] for i in op.inputs[:3])
@@ -127,12 +129,10 @@ def keep_tflite_grid(model, float_weights: dict[int, np.ndarray]) -> GridSummary
         axis = q.quantizedDimension
         if original.shape != tuple(weight.shape) or scales.size != weight.shape[axis] or scales.size < 2:
             continue
-        layers += 1
-        channels += scales.size
         levels, new_scales, on = on_grid(original, axis, scales)
+        summary.count(scales.size, on)
         if not on:
             continue
-        total_on += on
         old_bias_scale = np.asarray(bias.quantization.scale, dtype=np.float64)
         stored_bias = np.asarray(model.buffers[bias.buffer].data, dtype=np.uint8).view(np.int32)
         float_bias = stored_bias.astype(np.float64) * old_bias_scale
@@ -142,7 +142,7 @@ def keep_tflite_grid(model, float_weights: dict[int, np.ndarray]) -> GridSummary
         bias.quantization.scale = [float(s) for s in bias_scale]
         model.buffers[bias.buffer].data = np.clip(np.round(float_bias / bias_scale), -2**31 + 1, 2**31 - 1) \
             .astype(np.int32).view(np.uint8)
-    return GridSummary(layers, channels, total_on)
+    return summary
 
 
 def tflite_float_weights(model, fp32) -> dict[int, np.ndarray]:
