@@ -515,9 +515,12 @@ def kernel_check(path: Path, name: str, inputs: np.ndarray, reference: np.ndarra
     tolerance = KERNEL_TOLERANCE_BY_TASK.get(task.kind, KERNEL_TOLERANCE)
     failed = tolerance.failures(host_kernels)
     if failed:
-        cause = ("" if cpu.get("int8_dot_product") else
-                 f"; this CPU has {missing_dot_product(cpu)}, so 8-bit products are added in 16 bits, which can "
-                 "saturate (int8 files edgekit makes limit their weights so that they cannot)")
+        x86 = not (cpu.get("arch") or "").startswith(("arm", "aarch"))
+        if getattr(runner, "SATURATES_WITHOUT_DOT_PRODUCT", False) and x86 and not cpu.get("int8_dot_product"):
+            cause = (f"; this CPU has {missing_dot_product(cpu)}, so 8-bit products are added in 16 bits, which can "
+                     "saturate (int8 files edgekit makes limit their weights so that they cannot)")
+        else:
+            cause = f"; {runner.KERNEL_DIFFERENCE}" if getattr(runner, "KERNEL_DIFFERENCE", None) else ""
         finding = (f"{name}: {runner.HOST_KERNELS} on {describe(cpu)} disagree with "
                    f"{runner.REFERENCE_PATH} ({'; '.join(failed)}){cause}")
     return KernelCheck(runner.REFERENCE_PATH, describe(cpu), compare(reference, portable, real, task), host_kernels,

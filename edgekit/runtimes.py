@@ -69,6 +69,10 @@ class TFLiteRunner:
 
     REFERENCE_PATH = "LiteRT reference kernels"
     HOST_KERNELS = "LiteRT's XNNPACK kernels"
+    # why the two can differ on any CPU; XNNPACK widens 8-bit products to 32-bit sums, so never saturation
+    KERNEL_DIFFERENCE = ("XNNPACK requantizes in float and the reference kernels in fixed point, so a layer's "
+                         "result can differ by a rounding step (not saturation: XNNPACK sums 8-bit products in 32 bits)")
+    SATURATES_WITHOUT_DOT_PRODUCT = False
 
     def __init__(self, path: Path, threads: int | None = None, reference: bool = False):
         from ai_edge_litert.interpreter import Interpreter, OpResolverType
@@ -148,6 +152,9 @@ class OnnxRunner:
 
     REFERENCE_PATH = "ORT float QDQ (optimizations off)"
     HOST_KERNELS = "ONNX Runtime's int8 kernels"
+    KERNEL_DIFFERENCE = ("ONNX Runtime's kernels round each layer's requantization themselves, so a layer's result "
+                         "can differ by a rounding step")
+    SATURATES_WITHOUT_DOT_PRODUCT = True  # its x86 u8s8 kernels add pairs of 8-bit products in 16 bits
 
     def __init__(self, path: Path, threads: int | None = None, reference: bool = False):
         import onnxruntime as ort

@@ -205,6 +205,16 @@ def test_kernel_disagreement_names_what_the_cpu_lacks(mobilenet_v1, monkeypatch)
     monkeypatch.setattr(parity, "host_cpu", lambda: vnni)
     finding = kernel_check(path, "m_int8.onnx", inputs, reference, damaged).finding
     assert "Intel Xeon (x86_64: avx2, avx512f, avx512_vnni)" in finding and "saturate" not in finding
+    assert "rounding step" in finding
+    # XNNPACK sums 8-bit products in 32 bits: a TFLite disagreement is rounding, even without VNNI
+    monkeypatch.setattr(parity, "host_cpu", lambda: avx2)
+    tflite = mobilenet_v1.int8["tflite"]
+    host = open_runtime(tflite)(inputs)
+    damaged = host + np.random.default_rng(0).normal(0, float(np.abs(host).max()) * 0.05, host.shape)
+    finding = kernel_check(tflite, "m_int8.tflite", inputs, reference, damaged).finding
+    assert finding.startswith("m_int8.tflite: LiteRT's XNNPACK kernels on AMD EPYC (x86_64: avx2) disagree with "
+                              "LiteRT reference kernels")
+    assert "rounding step" in finding and "not saturation" in finding and "VNNI" not in finding
 
 
 def test_tflite_is_fully_integer_and_small(quantized):
