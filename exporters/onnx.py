@@ -188,6 +188,7 @@ class OnnxBackend(FormatBackend):
                 "weights": "int8 per-channel, levels limited where int16 pair sums could saturate",
                 "activations": onnx_int8.DEFAULT_ACTIVATION_TYPE,
                 "saturation": onnx_int8.saturation_summary(limits) | {"per_layer": [r.to_dict() for r in limits]},
+                "weights_on_source_grid": json.loads(read_metadata(out)["quantization"]).get("weights_on_source_grid"),
                 "operators": operator_counts(out)}
 
     def int8_summary(self, details: dict) -> str | None:

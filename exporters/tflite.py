@@ -207,8 +207,10 @@ class TFLiteBackend(FormatBackend):
         graph = TFLiteModel(flat, str(out))
         atomic_write_bytes(out, flat)
         # the proof, read back from the finished file's flatbuffer: op types and tensor dtypes
+        record = json.loads(graph.metadata.get(tflite_int8.QUANTIZATION_METADATA) or b"{}")
         return {"calibration_method": tflite_int8.CALIBRATION_METHOD, "io_dtype": spec.io_dtype,
                 "weights": "int8 per-channel", "activations": "int8", "calibration_note": self.calibration_note,
+                "weights_on_source_grid": record.get("weights_on_source_grid"),
                 "operators": dict(sorted(graph.op_counts.items())), "integer": integer_report(graph)}
 
     def read_metadata(self, path: Path) -> dict:

@@ -78,3 +78,7 @@ def test_int8_files_of_googles_weights_hold_the_imported_weights_exactly(v1_int8
         exact, total = exact + found[0], total + found[1]
     # the saturation limit (onnx_saturation) may coarsen a few channels after the grid is kept
     assert record["channels_on_grid"] >= 0.9 * total and exact >= 0.9 * total, (record, exact, total)
+    # the manifest carries each int8 file's count, as the files do
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    grids = {a["path"]: a["details"]["weights_on_source_grid"] for a in manifest["artifacts"] if a["precision"] == "int8"}
+    assert grids[f"{bundle.name}_int8.onnx"] == record and grids[f"{bundle.name}_int8.tflite"]["channels_on_grid"] > 0
