@@ -76,15 +76,22 @@ def resolve_bundle(folder: Path) -> Path:
     return bundles[0]
 
 
-def refuse_several_io(manifest: Manifest, bundle: Path) -> None:
-    """eval scores one picture's class scores: a model of several inputs or outputs is a one-line error naming
-    what it has and what checks it instead."""
-    if several_io(manifest):
-        inputs, outputs = manifest.model.get("inputs") or [{}], manifest.model.get("outputs") or [{}]
-        raise EdgekitError(f"eval scores the class scores of one picture; {bundle.name} takes {len(inputs)} "
-                           f"input{'s' * (len(inputs) > 1)} and gives {len(outputs)} output{'s' * (len(outputs) > 1)} "
-                           f"({', '.join(OutputTask.from_dict(o.get('task')).kind for o in outputs)}): check it "
-                           f"with `edgekit validate {bundle}` (parity against PyTorch, output by output)")
+def scored_output(manifest: Manifest, bundle: Path) -> int:
+    """Which output eval scores: the only one, or, for a one-picture model of several outputs, the classifier
+    output its labels name. Any other model of several inputs or outputs is a one-line error naming what it has
+    and what checks it instead."""
+    if not several_io(manifest):
+        return 0
+    inputs, outputs = manifest.model.get("inputs") or [{}], manifest.model.get("outputs") or [{}]
+    names = [o.get("name") for o in outputs]
+    labelled = manifest.model.get("labelled_output")
+    if len(inputs) == 1 and labelled in names \
+            and OutputTask.from_dict(outputs[names.index(labelled)].get("task")).kind == "classifier":
+        return names.index(labelled)
+    raise EdgekitError(f"eval scores the class scores of one picture; {bundle.name} takes {len(inputs)} "
+                       f"input{'s' * (len(inputs) > 1)} and gives {len(outputs)} output{'s' * (len(outputs) > 1)} "
+                       f"({', '.join(OutputTask.from_dict(o.get('task')).kind for o in outputs)}): check it "
+                       f"with `edgekit validate {bundle}` (parity against PyTorch, output by output)")
 
 
 def open_bundle(folder: Path, *, pytorch: str = "auto", weights: Path | None = None,
@@ -99,7 +106,7 @@ def open_bundle(folder: Path, *, pytorch: str = "auto", weights: Path | None = N
         raise EdgekitError(f"--pytorch must be one of {', '.join(PYTORCH_MODES)}, got {pytorch!r}")
     bundle = resolve_bundle(Path(folder))
     manifest = Manifest.read(bundle)
-    refuse_several_io(manifest, bundle)
+    output = scored_output(manifest, bundle)
     if manifest.status != "complete":
         warn(f"the export of {bundle} failed at step {manifest.failed_step or '?'} ({manifest.error}); scoring the "
              "files it finished")
@@ -125,14 +132,14 @@ def open_bundle(folder: Path, *, pytorch: str = "auto", weights: Path | None = N
         if formats and artifact.format not in formats:
             continue
         opened = file_target(bundle / artifact.path, resolution=resolution, preprocessing=preprocessing,
-                             threads=threads)
+                             threads=threads, output=output)
         targets.append(BundleTarget(artifact.path, artifact.format, artifact.precision, opened.predictor,
                                     {"path": artifact.path, "sha256": artifact.sha256, "bytes": artifact.bytes,
                                      "inputs": [t.to_dict() for t in artifact.inputs]}))
         if artifact.precision == "int8" and Path(artifact.path).suffix.lower() in REFERENCE_PATHS:
             # the same file on its runtime's reference path: quantization error apart from host-kernel error
             portable = file_target(bundle / artifact.path, resolution=resolution, preprocessing=preprocessing,
-                                   threads=threads, reference=True)
+                                   threads=threads, reference=True, output=output)
             targets.append(BundleTarget(f"{artifact.path}{REFERENCE_ROW_SUFFIX}", artifact.format, "int8",
                                         portable.predictor, {"path": artifact.path, "reference_path":
                                                              REFERENCE_PATHS[Path(artifact.path).suffix.lower()]}))

@@ -304,13 +304,18 @@ def model_target(model, preprocessing: Preprocessing | None = None) -> EvalTarge
 
 
 def file_target(path: str | Path, *, resolution: int | None = None, preprocessing: Preprocessing | None = None,
-                threads: int | None = None, reference: bool = False) -> EvalTarget:
+                threads: int | None = None, reference: bool = False, output: int | None = None) -> EvalTarget:
     """An exported .onnx/.tflite file; its input size comes from the file, its preprocessing from the caller, else
     from edgekit's metadata in the file (``edgekit_file_metadata``), else for integer input from the input's
-    quantization (see ``quantized_input_preprocessing``)."""
+    quantization (see ``quantized_input_preprocessing``). ``output`` picks the class scores of a file of several
+    outputs (its bundle's manifest says which); without it such a file is refused."""
 
     path = Path(path)
     runner = open_runtime(path, threads, reference)
+    if output is None and len(runner.outputs) > 1:
+        raise EdgekitError(f"{path.name} gives {len(runner.outputs)} outputs; eval scores one: evaluate its bundle "
+                           "folder, whose manifest names the output its labels belong to")
+    output = output or 0
     spec = runner.inputs[0]
     if spec.layout not in ("NHWC", "NCHW"):
         raise EdgekitError(f"{path.name} takes input {spec.name} of shape {list(spec.shape)}, not an RGB image "
@@ -348,7 +353,10 @@ def file_target(path: str | Path, *, resolution: int | None = None, preprocessin
     if metadata:
         details["edgekit"] = {"producer": metadata.get("producer"), "model": metadata.get("model"),
                               "weights": weights}
-    last = runner.outputs[0].shape[-1] if runner.outputs and runner.outputs[0].shape else None
+    scored = runner.outputs[output] if output < len(runner.outputs) else None
+    last = scored.shape[-1] if scored is not None and scored.shape else None
     outputs = last if isinstance(last, int) and last > 0 else None
     trained = bool(weights["trained"]) if "trained" in weights else None
-    return EvalTarget(path.name, "file", runner, int(resolution), preprocessing, source, details, outputs, trained)
+    predictor = runner if output == 0 else (lambda x: runner.run([x])[output])
+    return EvalTarget(path.name, "file", predictor, int(resolution), preprocessing, source, details, outputs,
+                      trained)

@@ -229,3 +229,42 @@ def test_a_folder_holding_bundles(bundle, tmp_path, labels_csv, capsys):
     shutil.copytree(bundle, one / "other")
     assert main(["eval", str(one), "--data", str(labels_csv), "--limit", "2"]) == 2
     assert "holds 2 bundles" in capsys.readouterr().err
+
+
+def test_a_model_of_several_outputs_is_scored_on_the_output_its_labels_name(full_eval, shared_data, labels_csv,
+                                                                            tmp_path, capsys):
+    """One picture in, an embedding and then the class scores out (Google's v1 0.25 weights): eval scores the
+    output the labels belong to, not the first one, and gets the zoo model's top-1 on the same 250 photos."""
+    import torch
+    from torch import nn
+
+    import edgekit
+
+    net = edgekit.create_model("mobilenet_v1", width=0.25, resolution=128, weights=shared_data / "tflite" / WEIGHTS)
+
+    class EmbeddingAndScores(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.net = net
+
+        def forward(self, image):
+            features = torch.flatten(self.net.avgpool(self.net.features(image)), 1)
+            return features, self.net.classifier(features)
+
+    manifest = edgekit.export(EmbeddingAndScores(), torch.zeros(1, 3, 128, 128),
+                              preprocessing=net.edgekit_config.preprocessing, task=["embedding", "classifier"],
+                              labels=list(net.edgekit_config.labels), formats=("onnx",), out=tmp_path,
+                              latency_runs=0)
+    assert manifest.passed and manifest.model["labelled_output"] == "output_1"
+    report = tmp_path / "eval.json"
+    assert main(["eval", str(tmp_path / "embedding_and_scores"), "--data", str(labels_csv), "--json",
+                 str(report)]) == 0
+    (target,) = json.loads(report.read_text())["targets"]  # the files alone: a user's module is not rebuilt
+    zoo = next(t for t in full_eval[1]["targets"] if t["name"] == "pytorch")
+    assert target["images"] == 250 and target["top1"] == zoo["top1"] and target["top5"] == zoo["top5"]
+    # the file alone does not say which output holds the class scores: one line, pointing at the bundle
+    capsys.readouterr()
+    assert main(["eval", str(tmp_path / "embedding_and_scores" / "embedding_and_scores.onnx"), "--data",
+                 str(labels_csv)]) == 2
+    errors = capsys.readouterr().err.strip().splitlines()
+    assert len(errors) == 1 and "gives 2 outputs" in errors[0] and "bundle" in errors[0], errors

@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import replace
 from pathlib import Path
 
-from ..bundle_eval import PYTORCH_MODES, evaluate_bundle, open_bundle, refuse_several_io, resolve_bundle
+from ..bundle_eval import PYTORCH_MODES, evaluate_bundle, open_bundle, resolve_bundle, scored_output
 from ..console import info, warn
 from ..errors import EdgekitError
 from ..evaluate import (BACKGROUND_MODES, chance_problem, evaluate, file_target, image_batches, model_target,
@@ -137,7 +137,7 @@ def _run_bundle(args, dataset, items, data) -> int:
         raise EdgekitError("--weights rebuilds the PyTorch row, which --pytorch skip leaves out; drop one of them")
     override = _preprocessing_override(args)
     manifest = Manifest.read(resolve_bundle(Path(args.name)))
-    refuse_several_io(manifest, resolve_bundle(Path(args.name)))
+    scored_output(manifest, resolve_bundle(Path(args.name)))  # a model eval cannot score fails first
     if not manifest.weights.get("trained", False):
         _refuse_random(args, f"{manifest.variant} was exported with random (untrained) weights")
     outputs = _manifest_classes(manifest)
