@@ -106,7 +106,6 @@ def run_export(spec: ExportSpec, model=None) -> Manifest:
     config = model.edgekit_config
     bundle = out_root / config.variant
     _check_replaceable(bundle)
-    _check_several_io(model, backends)
     from .models.registry import declared_task  # torch modules: loaded only once a model is exported
 
     labels, labels_source = _resolve_labels(spec, config, embedding=declared_task(model) == "embedding")
@@ -253,16 +252,6 @@ def _build(spec: ExportSpec, backends: list, model, staging: Path, manifest: Man
         _compare_layers(manifest, staging, steps, reference, spec.layer_samples, backends)
     if spec.latency_runs:
         _host_latency(spec, manifest, staging, steps)
-
-
-def _check_several_io(model, backends: list) -> None:
-    """A model of several inputs or outputs, before any work: every back-end asked for must take it."""
-    io = getattr(model, "edgekit_io", None)
-    refused = [b for b in backends if not b.several_io] if io is not None else []
-    if refused:
-        raise EdgekitError(f"{refused[0].format.title} export takes one input and one output; this model has "
-                           f"{len(io.input_names)} inputs and {len(io.output_names)} outputs: leave "
-                           f"{refused[0].name} out of --formats")
 
 
 def _several_reference(model, io, inputs) -> Reference:

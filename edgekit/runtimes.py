@@ -8,6 +8,7 @@ figure never depends on which command produced it. Imports only numpy and the ru
 
 from __future__ import annotations
 
+import json
 import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -208,6 +209,17 @@ class OnnxRunner:
         return [np.asarray(out, dtype=np.float32).reshape(len(out), -1) for out in outputs]
 
 
+PTE_METADATA_METHOD = "edgekit_metadata"  # a .pte program's constant method holding edgekit's metadata (JSON bytes)
+
+
+def program_metadata(program) -> dict:
+    """edgekit's metadata from a loaded ExecuTorch program's constant method; {} for a program without it."""
+    if PTE_METADATA_METHOD not in program.method_names:
+        return {}
+    (payload,) = program.load_method(PTE_METADATA_METHOD).execute([])
+    return json.loads(bytes(payload.numpy().astype(np.uint8)).decode("utf-8"))
+
+
 class PteRunner:
     """An ExecuTorch program (.pte) in ExecuTorch's Python runtime, with the kernels it was lowered to (XNNPACK for
     the files edgekit writes). The delegate's compiled blob has no portable twin, so there is no reference path:
@@ -245,10 +257,17 @@ class PteRunner:
             if not any(notice in line for notice in _EXECUTORCH_NOTICES):
                 warn(f"ExecuTorch: {line}")
         meta = self.method.metadata
-        # a program keeps no tensor names: the first input and output get the names every edgekit file uses
-        self.inputs = [self._spec("image" if i == 0 else f"input_{i}", meta.input_tensor_meta(i))
+        # a program keeps no tensor names: those edgekit's metadata records for a model of several inputs or
+        # outputs, else the first input and output get the names every edgekit file uses
+        try:
+            io = program_metadata(program).get("io") or {}
+        except Exception:  # noqa: BLE001 - unreadable metadata only costs the names
+            io = {}
+        inputs = io.get("inputs") or ["image"]
+        outputs = io.get("outputs") or ["logits"]
+        self.inputs = [self._spec(inputs[i] if i < len(inputs) else f"input_{i}", meta.input_tensor_meta(i))
                        for i in range(meta.num_inputs())]
-        self.outputs = [self._spec("logits" if i == 0 else f"output_{i}", meta.output_tensor_meta(i))
+        self.outputs = [self._spec(outputs[i] if i < len(outputs) else f"output_{i}", meta.output_tensor_meta(i))
                         for i in range(meta.num_outputs())]
 
     _DTYPES = {0: "uint8", 1: "int8", 3: "int32", 4: "int64", 5: "float16", 6: "float32"}  # c10 ScalarType codes

@@ -23,7 +23,6 @@ class FormatBackend:
     calibration_note: str | None = None  # why only those (shown in the export's note and the report)
     io_dtypes: tuple[str, ...] = IO_DTYPES[:1]  # the int8 file's input/output types --io-dtype may choose
     layer_comparison = False  # edgekit.layerwise can compare this format's int8 file with its fp32 file
-    several_io = True  # takes models of several inputs or outputs (edgekit.types.ModelIO)
 
     @property
     def name(self) -> str:

@@ -4,7 +4,8 @@ fp32: ``torch.export`` -> ``to_edge_transform_and_lower`` with ``XnnpackPartitio
 PT2E static quantization with ExecuTorch's ``XNNPACKQuantizer`` (int8 per-channel symmetric weights, int8
 per-tensor activations), calibrated on the same pictures as the other formats, then the same lowering: XNNPACK
 runs the quantized graph with its int8 kernels. Input NCHW float32 ``[1, 3, H, W]`` (the int8 file quantizes
-inside), output float32 logits.
+inside), output float32 logits; a model of several inputs or outputs (``edgekit_io``) takes each input so, in
+forward()'s order, and returns every output in order (their names travel in the metadata's ``io``).
 
 edgekit's metadata (the same JSON every format carries) is a constant method of the program, ``edgekit_metadata``,
 returning the UTF-8 bytes as a uint8 tensor: ExecuTorch has no free-form metadata section, and a constant method
@@ -38,9 +39,10 @@ from ..capture import captured_output, one_line
 from ..errors import EdgekitError
 from ..formats import get_format
 from ..quantize.calibration import input_range
+from ..runtimes import PTE_METADATA_METHOD, program_metadata
 from .backend import FormatBackend
+from .common import sample_inputs
 
-METADATA_METHOD = "edgekit_metadata"  # the program's constant method holding edgekit's metadata (JSON bytes)
 CONVERTER = "torch.export + ExecuTorch XNNPACK delegate"
 CALIBRATION_METHOD = "minmax"  # min/max observers (_quantizer), as the ONNX and TFLite files
 
@@ -56,7 +58,7 @@ def _lower_and_write(exported, out: Path, metadata: dict, seconds: dict) -> dict
     payload = torch.tensor(list(json.dumps(metadata, separators=(",", ":")).encode("utf-8")), dtype=torch.uint8)
     with _timed(seconds, "lower"):
         edge = to_edge_transform_and_lower(exported, partitioner=[XnnpackPartitioner()],
-                                           constant_methods={METADATA_METHOD: payload})
+                                           constant_methods={PTE_METADATA_METHOD: payload})
     delegation = _delegation(get_delegation_info(edge.exported_program().graph_module))
     with _timed(seconds, "serialize"):
         Path(out).write_bytes(edge.to_executorch().buffer)  # the caller's temporary path: renamed once whole
@@ -111,7 +113,7 @@ def torch_to_pte(model, out: Path, *, resolution: int, metadata: dict) -> dict:
             del exir
 
         with _timed(seconds, "torch.export"):
-            exported = torch.export.export(model, (torch.zeros(1, 3, resolution, resolution),))
+            exported = torch.export.export(model, sample_inputs(model, resolution))
         delegation = _lower_and_write(exported, out, metadata, seconds)
     return {"converter": CONVERTER, "delegation": delegation, "operators": _operators(delegation), "seconds": seconds}
 
@@ -121,20 +123,23 @@ CALIBRATION_BATCH = 16
 
 def quantize_pte(model, out: Path, calibration, *, resolution: int, metadata: dict) -> dict:
     """Write ``out``: ``model`` quantized with XNNPACKQuantizer (PT2E, static, per-channel weights), its activation
-    ranges observed on ``calibration``'s pictures, lowered to XNNPACK."""
+    ranges observed on ``calibration``'s pictures (input K of a model of several: the pictures shifted by K),
+    lowered to XNNPACK."""
     seconds: dict[str, float] = {}
     with _converting("int8 quantization"):
         with _timed(seconds, "import"):
             import torch
             from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
 
-        sample = (torch.zeros(1, 3, resolution, resolution),)
+        sample = sample_inputs(model, resolution)
         with _timed(seconds, "prepare"):
             observed, batch = _observable(model, resolution)
+            untied = _untie_shared_weights(observed)
             prepared = prepare_pt2e(observed, _quantizer())
+        arrays = calibration.inputs(len(sample))
         with _timed(seconds, "calibrate"), torch.no_grad():
-            for start in range(0, len(calibration.nchw), batch):
-                prepared(torch.from_numpy(np.ascontiguousarray(calibration.nchw[start:start + batch])))
+            for start in range(0, len(arrays[0]), batch):
+                prepared(*(torch.from_numpy(np.ascontiguousarray(x[start:start + batch])) for x in arrays))
         _observe_full_input_range(prepared, input_range(calibration))
         clamped = _clamp_to_activations(prepared)
         with _timed(seconds, "convert"):
@@ -145,6 +150,7 @@ def quantize_pte(model, out: Path, calibration, *, resolution: int, metadata: di
     return {"converter": CONVERTER, "calibration_method": CALIBRATION_METHOD,
             "weights": "int8 per-channel symmetric", "activations": "int8 per-tensor",
             "quantizer": "XNNPACKQuantizer (PT2E, static)", "activation_ranges_clamped": clamped,
+            "shared_weights_untied": untied,
             "delegation": delegation, "operators": _operators(delegation), "seconds": seconds}
 
 
@@ -156,11 +162,42 @@ def _observable(model, resolution: int):
 
     try:
         batch_dim = torch.export.Dim("batch", min=1, max=CALIBRATION_BATCH)
-        program = torch.export.export(model, (torch.zeros(2, 3, resolution, resolution),),
-                                      dynamic_shapes=({0: batch_dim},))
+        pair = sample_inputs(model, resolution, batch=2)
+        program = torch.export.export(model, pair, dynamic_shapes=tuple({0: batch_dim} for _ in pair))
         return program.module(), CALIBRATION_BATCH
     except Exception:  # noqa: BLE001 - torch.export refuses the dynamic batch: calibrate one picture at a time
-        return torch.export.export(model, (torch.zeros(1, 3, resolution, resolution),)).module(), 1
+        return torch.export.export(model, sample_inputs(model, resolution)).module(), 1
+
+
+def _untie_shared_weights(graph_module) -> int:
+    """Give each further use of a weight that several operators share (a Siamese pair's one backbone applied to
+    both pictures) its own copy, in ``graph_module`` (a graph PT2E will observe); returns how many copies were made.
+
+    XNNPACK cannot compile a quantized weight feeding two operators (measured with ExecuTorch 1.5.1: the lowered
+    program fails to load, ``XNNCompiler::compileModel failed: 0x1``); with a copy each, every use is quantized
+    alike (the same values give the same per-channel scales). The int8 file then holds the weights once per use."""
+    copies = 0
+    for node in list(graph_module.graph.nodes):
+        if node.op != "get_attr" or len(node.users) < 2:
+            continue
+        value = _attribute(graph_module, node.target)
+        for use, user in enumerate(list(node.users)[1:], start=1):
+            name = f"{node.target.replace('.', '_')}_use{use}"
+            graph_module.register_buffer(name, value.detach().clone())
+            with graph_module.graph.inserting_before(user):
+                copy = graph_module.graph.get_attr(name)
+            copy.meta = dict(node.meta)  # the quantizer reads the weight's shape from its fake value
+            user.replace_input_with(node, copy)
+            copies += 1
+    if copies:
+        graph_module.recompile()
+    return copies
+
+
+def _attribute(module, dotted: str):
+    for part in dotted.split("."):
+        module = getattr(module, part)
+    return module
 
 
 # the smallest scale an observer may give; XNNPACK's config uses 2**-12 (get_symmetric_quantization_config in
@@ -192,7 +229,7 @@ def _observers(prepared, node):
 
 
 def _observe_full_input_range(prepared, value_range: tuple[float, float]) -> None:
-    """Give the model input's observer every value the preprocessing can produce, as the other formats do
+    """Give each model input's observer every value the preprocessing can produce, as the other formats do
     (``quantize.calibration.input_range``): a camera frame may be darker or brighter than every calibration
     picture. The first observer may sit behind a zero padding (TF SAME), which changes no range."""
     import torch
@@ -257,11 +294,7 @@ def read_metadata(path: Path) -> dict:
         warnings.simplefilter("ignore")  # the bindings' ExperimentalWarning on import
         from executorch.runtime import Runtime
 
-        program = Runtime.get().load_program(Path(path))
-        if METADATA_METHOD not in program.method_names:
-            return {}
-        (payload,) = program.load_method(METADATA_METHOD).execute([])
-    return json.loads(bytes(payload.numpy().astype(np.uint8)).decode("utf-8"))
+        return program_metadata(Runtime.get().load_program(Path(path)))
 
 
 class PteBackend(FormatBackend):
@@ -270,7 +303,6 @@ class PteBackend(FormatBackend):
     format = get_format("pte")
     calibration_methods = (CALIBRATION_METHOD,)
     calibration_note = "XNNPACKQuantizer with min/max observers, the input range fixed to the preprocessing's"
-    several_io = False  # its export, calibration and metadata feed one picture
 
     def export_fp32(self, model, out: Path, *, spec, resolution: int, metadata: dict) -> dict:
         # the precision travels in the program too: a .pte has no graph to read it from without ExecuTorch
