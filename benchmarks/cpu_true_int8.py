@@ -32,7 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edgekit.cpu import describe, host_cpu
+from edgekit.cpu import describe, file_slug, host_cpu
 from edgekit.parity import compare
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -177,7 +177,7 @@ def main() -> int:
     record["load_after"] = os.getloadavg()
     from edgekit.table import markdown_table
 
-    slug = re.sub(r"\W+", "_", (cpu.get("model") or "unknown").lower()).strip("_") + "_" + "_".join(cpu["features"])
+    slug = file_slug(cpu)
     out = ROOT / "benchmarks" / "results"
     lines = [f"# int8 ONNX on {describe(cpu)}", "",
              f"`.venv/bin/python benchmarks/cpu_true_int8.py`; 200 held-out ImageNet samples, 59 calibration images; "

@@ -20,7 +20,7 @@
     .venv/bin/python benchmarks/int8_benchmark.py [--data ../shared/data] [--runs 40] [--rounds 5]
                                                   [--skip-entropy] [--work DIR]
 
-Writes benchmarks/results/int8.md and int8.json. Other engineers share this machine's 2 cores: timings are
+Writes benchmarks/results/int8_<cpu>.md and .json (one per CPU class). Other engineers share this machine's 2 cores: timings are
 medians over interleaved rounds, and the load average before and after is recorded.
 """
 
@@ -39,7 +39,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edgekit.cpu import describe, host_cpu
+from edgekit.cpu import describe, file_slug, host_cpu
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks" / "results"
@@ -377,8 +377,9 @@ def main(argv: list[str] | None = None) -> int:
         "versions": {m: _version(m) for m in ("onnxruntime", "ai-edge-litert", "ai-edge-quantizer", "litert-torch",
                                                "torch")}}
     RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "int8.json").write_text(json.dumps(results, indent=2, default=_plain) + "\n")
-    (RESULTS / "int8.md").write_text(render(results))
+    slug = file_slug(host_cpu())  # one result per CPU class: int8 speed and exactness differ between them
+    (RESULTS / f"int8_{slug}.json").write_text(json.dumps(results, indent=2, default=_plain) + "\n")
+    (RESULTS / f"int8_{slug}.md").write_text(render(results))
     print(render(results))
     return 0
 

@@ -25,7 +25,7 @@ THREADS = 1  # one core: the figure least disturbed by other work, and the one t
 DEFAULT_RUNS = 25
 WARMUP = 3
 
-# Measured on an Intel Xeon with AVX-512 VNNI and AMX (benchmarks/results/int8.md), MobileNet v1 0.25/128:
+# Measured on an Intel Xeon with AVX-512 VNNI and AMX (benchmarks/results/int8_intel_xeon_vnni_amx.md), MobileNet v1 0.25/128:
 # XNNPACK's int8 convolutions use AMX tiles 64 output channels wide when the CPU has AMX, and the thin first layers
 # then cost up to 6x their float time; with AMX masked the same file ran at 0.80-0.81x of fp32. Said with the
 # slowdown so the user knows what the file will do elsewhere instead of reading "defect" and guessing.

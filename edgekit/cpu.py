@@ -8,6 +8,7 @@ on one CPU class and saturating or no faster than fp32 on another.
 
 from __future__ import annotations
 
+import re
 from functools import lru_cache
 
 from .devices.runner import cpu_info
@@ -27,6 +28,12 @@ def describe(cpu: dict) -> str:
     """``AMD EPYC (x86_64: avx2)``: the model and its int8-relevant features, for tables and notes."""
     features = ", ".join(cpu.get("features") or []) or "no int8 dot-product or wide-vector features"
     return f"{cpu.get('model') or 'unknown CPU'} ({cpu.get('arch') or '?'}: {features})"
+
+
+def file_slug(cpu: dict) -> str:
+    """The CPU class as part of a file name (model and the int8-relevant features): benchmark results are written
+    one file per CPU class, so a run on another CPU adds to the record instead of replacing it."""
+    return re.sub(r"\W+", "_", (cpu.get("model") or "unknown").lower()).strip("_") + "_" + "_".join(cpu["features"])
 
 
 def missing_dot_product(cpu: dict) -> str:

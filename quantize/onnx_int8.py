@@ -27,14 +27,15 @@ from .onnx_saturation import INT16_MAX, LayerLimit, limit_pair_sums
 from .weight_grid import GridSummary, keep_onnx_grid
 ACTIVATION_TYPES = ("uint8", "int8")
 
-# Measured on this x86 CPU (benchmarks/results/int8.md): uint8 activations with int8 weights (U8S8) run
-# MobileNet v2 about 1.7x faster than int8 activations (S8S8), which MLAS serves through slower kernels here.
+# Measured on an Intel Xeon with VNNI and AMX (benchmarks/results/int8_intel_xeon_vnni_amx.md): uint8 activations
+# with int8 weights (U8S8) run MobileNet v2 about 1.7x faster than int8 activations (S8S8), which MLAS serves through
+# slower kernels; on an AMD EPYC (avx2) S8S8 EfficientNet-B0 is 2.7x slower than fp32 (int8_amd_epyc_avx2.md).
 DEFAULT_ACTIVATION_TYPE = "uint8"
 
 # Every op ONNX Runtime can quantize is quantized (op_types=None). Measured on EfficientNet-B0, 1 thread:
 # fp32 12.7 ms; all ops int8 10.9 ms; Sigmoid and Mul (SiLU, squeeze-and-excite) left in float 18.1 ms, slower
 # than fp32, because every SiLU then costs a DequantizeLinear and a QuantizeLinear (6 ms in all) and loses the
-# fused QuickGelu kernel fp32 uses. See benchmarks/results/int8.md.
+# fused QuickGelu kernel fp32 uses. See benchmarks/results/int8_<cpu>.md.
 CALIBRATION_BATCH = 16
 _HISTOGRAM_BINS = 2048  # TensorRT's choice for entropy calibration; ORT's quantize_static passes 128
 _PERCENTILE = 99.999

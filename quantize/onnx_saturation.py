@@ -11,7 +11,7 @@ file gave cosine 0.99 against PyTorch on a VNNI Xeon and 0.93 on an AVX2-only AM
 The fix changes numbers, never operators: for each output channel of a Conv, Gemm or MatMul, the largest pair
 sum its calibrated activations can produce is computed, and where it exceeds int16 that channel's weights get
 fewer levels (a larger per-channel scale, bias requantized to match). Kernels, speed and file layout stay as they
-are on every CPU. Measured on MobileNet v2 with Google's weights (AMD EPYC, AVX2 only; benchmarks/results/int8.md):
+are on every CPU. Measured on MobileNet v2 with Google's weights (AMD EPYC, AVX2 only; benchmarks/results/cpu_true_int8_amd_epyc_avx2.md):
 limiting every layer to 7-bit weights (ORT's ``reduce_range``) gave cosine 0.966; limiting per channel with the
 conservative bound (any two products) 0.988; with the exact pairing of 1x1 convolutions 0.991, equal to the
 float QDQ computation.
