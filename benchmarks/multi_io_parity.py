@@ -1,17 +1,17 @@
 """Models of several inputs or outputs through edgekit export: each output's parity, and what int8 does to it.
 
-Two models a user might write, on trained weights (the zoo's MobileNet v1 0.25/128 with Google's ImageNet weights,
-imported from its .tflite): a Siamese pair (``forward(left, right)`` -> an L2-normalised embedding of each) and a
-model of two outputs (``forward(image)`` -> the 1000 ImageNet class scores and an embedding of the same features). Both are
-the models of tests/test_multi_io.py. Each goes through ``edgekit.export`` (fp32 and int8, ONNX and TFLite; int8
-calibrated on 128 of the shared ImageNet samples, parity on 16 others). Then every file runs on the ImageNet samples
-neither used: the two-output model's top-1 accuracy on output_0 (labels.csv), and the pair model's same/different
-decision on consecutive held-out pictures (distance between its two outputs at the threshold its manifest records)
-against PyTorch's.
+The model of tests/test_multi_io.py, on trained weights (the zoo's MobileNet v1 0.25/128 with Google's ImageNet
+weights, imported from its .tflite): a Siamese pair that also names what the first picture shows,
+``forward(left, right)`` -> the 1000 ImageNet class scores of ``left`` and an L2-normalised embedding of each
+picture. It goes through ``edgekit.export`` (fp32 and int8; ONNX, TFLite and ExecuTorch; int8 calibrated on 128 of
+the shared ImageNet samples, parity on 16 others). Then every file runs on the ImageNet samples neither used, as
+pairs of consecutive pictures: top-1 accuracy of output_0 (labels.csv) and agreement with PyTorch's top-1, and the
+same/different decision (distance between output_1 and output_2 at the threshold the manifest records) against
+PyTorch's.
 
     .venv/bin/python benchmarks/multi_io_parity.py [--work DIR]
 
-Writes benchmarks/results/multi_io_parity.md and .json (figures name the CPU; the machine was shared).
+Writes benchmarks/results/multi_io_parity.md and .json (figures name the CPU and the load average).
 """
 
 from __future__ import annotations
@@ -73,46 +73,42 @@ def main() -> int:
                 target.symlink_to(item.path.resolve())
     models = _load_models(work)
     sample = torch.zeros(1, 3, 128, 128)
-    common = dict(preprocessing="tf", int8=True, calib=work / "calib", data=work / "parity", latency_runs=0,
-                  out=work / "out")
-    exports = {"pair_net": edgekit.export(models.PairNet(), (sample, sample), task="embedding,embedding", **common),
-               "scores_and_embedding": edgekit.export(models.ScoresAndEmbedding(), sample,
-                                                      task="classifier,embedding", **common)}
+    manifest = edgekit.export(models.PairNet(), (sample, sample), task="classifier,embedding,embedding",
+                              preprocessing="tf", int8=True, calib=work / "calib", data=work / "parity",
+                              formats=("onnx", "tflite", "pte"), latency_runs=0, out=work / "out")
+    bundle = work / "out" / "pair_net"
     loaded = load_batch([item.path for item in held_out], 128, GOOGLE_QUANT_PREPROCESSING)
     labels = {item.path.name: item.label for item in held_out}
     truth = np.array([labels[path.name] for path in loaded.files])  # the zoo drops Google's background class
     pictures = loaded.nchw.astype(np.float32)
     left, right = pictures[:-1], pictures[1:]  # consecutive held-out pictures: a pair each
+    threshold = manifest.model["outputs"][1]["task"]["distance_threshold"]
 
-    result = {"cpu": describe(host_cpu()), "held_out_images": len(pictures), "pairs": len(left), "models": {}}
-    for name, manifest in exports.items():
-        bundle = work / "out" / name
-        rows = [{"artifact": p.artifact, "output": p.output, "precision": p.precision, "task": p.metrics.task,
-                 "cosine_mean": p.metrics.cosine_mean, "psnr_db": p.metrics.psnr_db,
-                 "top1_agreement": p.metrics.top1_agreement, "decision_agreement": p.metrics.decision_agreement,
-                 "verdict": p.verdict} for p in manifest.parity]
-        held = []
-        if name == "scores_and_embedding":
-            with torch.no_grad():
-                reference = models.ScoresAndEmbedding().eval()(torch.from_numpy(pictures))[0].numpy()
-            held.append({"artifact": "PyTorch", "top1": float(np.mean(reference.argmax(1) == truth))})
-            for artifact in manifest.artifacts:
-                scores = open_runtime(bundle / artifact.path).run([pictures])[0]
-                held.append({"artifact": artifact.path, "top1": float(np.mean(scores.argmax(1) == truth)),
-                             "top1_agreement_pytorch": float(np.mean(scores.argmax(1) == reference.argmax(1)))})
-        else:
-            threshold = manifest.model["outputs"][0]["task"]["distance_threshold"]
-            model = models.PairNet().eval()
-            with torch.no_grad():
-                a, b = (t.numpy() for t in model(torch.from_numpy(left), torch.from_numpy(right)))
-            same = np.linalg.norm(a - b, axis=1) < threshold
-            held.append({"artifact": "PyTorch", "same_share": float(same.mean()), "threshold": threshold})
-            for artifact in manifest.artifacts:
-                fa, fb = open_runtime(bundle / artifact.path).run([left, right])
-                decided = np.linalg.norm(fa - fb, axis=1) < threshold
-                held.append({"artifact": artifact.path, "decisions_as_pytorch": float(np.mean(decided == same))})
-        result["models"][name] = {"passed": manifest.passed, "parity": rows, "held_out": held}
-        print(name, "passed" if manifest.passed else "FAILED", held)
+    def scored(name: str, scores, a, b) -> dict:
+        return {"artifact": name, "top1": float(np.mean(scores.argmax(1) == truth[:-1])),
+                "same": np.linalg.norm(a - b, axis=1) < threshold, "scores": scores}
+
+    with torch.no_grad():
+        reference = scored("PyTorch", *(t.numpy() for t in models.PairNet().eval()(torch.from_numpy(left),
+                                                                                    torch.from_numpy(right))))
+    held = [reference] + [scored(a.path, *open_runtime(bundle / a.path).run([left, right]))
+                          for a in manifest.artifacts]
+    for row in held:
+        row["top1_agreement_pytorch"] = float(np.mean(row.pop("scores").argmax(1) ==
+                                                      reference["scores"].argmax(1))) if row is not reference else None
+        row["decisions_as_pytorch"] = float(np.mean(row["same"] == reference["same"]))
+    reference.pop("scores")
+    same_share = float(reference["same"].mean())
+    for row in held:
+        row.pop("same")
+    rows = [{"artifact": p.artifact, "output": p.output, "precision": p.precision, "task": p.metrics.task,
+             "cosine_mean": p.metrics.cosine_mean, "psnr_db": p.metrics.psnr_db,
+             "top1_agreement": p.metrics.top1_agreement, "decision_agreement": p.metrics.decision_agreement,
+             "verdict": p.verdict} for p in manifest.parity]
+    result = {"cpu": describe(host_cpu()), "held_out_images": len(pictures), "pairs": len(left),
+              "threshold": threshold, "pytorch_same_share": same_share, "passed": manifest.passed,
+              "parity": rows, "held_out": held}
+    print("pair_net", "passed" if manifest.passed else "FAILED", held)
     result["load_average"] = os.getloadavg()
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "multi_io_parity.json").write_text(json.dumps(result, indent=2) + "\n")
@@ -125,34 +121,31 @@ def _share(value) -> str:
 
 
 def render(result: dict) -> str:
-    lines = ["# Models of several inputs or outputs: parity per output, fp32 and int8", "",
-             f"CPU: {result['cpu']}; 2 cores shared with other engineers' jobs (load average "
-             f"{result['load_average'][0]:.1f} at the end). Produced by `benchmarks/multi_io_parity.py`.", "",
+    lines = ["# A model of several inputs and outputs: parity per output, fp32 and int8, three formats", "",
+             f"CPU: {result['cpu']}; 2 cores (load average {result['load_average'][0]:.1f} at the end). Produced by "
+             "`benchmarks/multi_io_parity.py`.", "",
              textwrap.fill("Backbone: the zoo's MobileNet v1 0.25/128 with Google's ImageNet weights (imported from "
-                           "mobilenet_v1_0.25_128_quant.tflite). pair_net: forward(left, right) -> an L2-normalised "
-                           "256-d embedding of each; scores_and_embedding: forward(image) -> 1000 ImageNet class scores and "
-                           "the embedding of the same features. int8 calibrated on 128 ImageNet samples, parity on "
-                           "16 others (input K of a sample is the picture K further on) + 4 random; each output is "
-                           "gated on its own task with edgekit's default gates.", 116), "",
+                           "mobilenet_v1_0.25_128_quant.tflite). pair_net: forward(left, right) -> output_0, the 1000 "
+                           "ImageNet class scores of left; output_1 and output_2, an L2-normalised 256-d embedding of "
+                           "each picture. int8 calibrated on 128 ImageNet samples, parity on 16 others (input K of a "
+                           "sample is the picture K further on) + 4 random; each output is gated on its own task with "
+                           "edgekit's default gates.", 116), "",
              "## Export parity, one row per file and output", "",
-             "| model | file | output | task | cosine mean | PSNR dB | top-1 agreement | pair decisions | verdict |",
-             "|---|---|---|---|---|---|---|---|---|"]
-    for name, model in result["models"].items():
-        for r in model["parity"]:
-            lines.append(f"| {name} | {r['artifact']} | {r['output']} | {r['task']} | {r['cosine_mean']:.4f} | "
-                         f"{r['psnr_db']:.1f} | {_share(r['top1_agreement'])} | {_share(r['decision_agreement'])} | "
-                         f"{r['verdict']} |")
-    lines += ["", f"## On {result['held_out_images']} held-out ImageNet samples (neither calibration nor parity)", "",
-              "scores_and_embedding, output_0: top-1 accuracy against labels.csv, and agreement with PyTorch's top-1.",
-              "", "| file | top-1 | top-1 as PyTorch |", "|---|---|---|"]
-    for r in result["models"]["scores_and_embedding"]["held_out"]:
-        lines.append(f"| {r['artifact']} | {r['top1']:.1%} | {_share(r.get('top1_agreement_pytorch'))} |")
-    pair = result["models"]["pair_net"]["held_out"]
-    lines += ["", f"pair_net: {result['pairs']} pairs of consecutive held-out pictures, same/different at the "
-              f"manifest's threshold {pair[0]['threshold']:.4g} (PyTorch calls {pair[0]['same_share']:.1%} same).", "",
-              "| file | decisions as PyTorch |", "|---|---|"]
-    for r in pair[1:]:
-        lines.append(f"| {r['artifact']} | {r['decisions_as_pytorch']:.1%} |")
+             "| file | output | task | cosine mean | PSNR dB | top-1 agreement | pair decisions | verdict |",
+             "|---|---|---|---|---|---|---|---|"]
+    for r in result["parity"]:
+        lines.append(f"| {r['artifact']} | {r['output']} | {r['task']} | {r['cosine_mean']:.4f} | "
+                     f"{r['psnr_db']:.1f} | {_share(r['top1_agreement'])} | {_share(r['decision_agreement'])} | "
+                     f"{r['verdict']} |")
+    lines += ["", f"## On {result['pairs']} pairs of consecutive held-out ImageNet samples (neither calibration nor "
+              "parity)", "",
+              f"output_0: top-1 accuracy of the left picture against labels.csv, and agreement with PyTorch's top-1. "
+              f"Pair decisions: same/different at the manifest's threshold {result['threshold']:.4g} (PyTorch calls "
+              f"{result['pytorch_same_share']:.1%} of the pairs same), as PyTorch decides them.", "",
+              "| file | top-1 | top-1 as PyTorch | pair decisions as PyTorch |", "|---|---|---|---|"]
+    for r in result["held_out"]:
+        lines.append(f"| {r['artifact']} | {r['top1']:.1%} | {_share(r.get('top1_agreement_pytorch'))} | "
+                     f"{r['decisions_as_pytorch']:.1%} |")
     return "\n".join(lines) + "\n"
 
 
