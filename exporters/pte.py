@@ -39,6 +39,7 @@ from ..capture import captured_output, one_line
 from ..errors import EdgekitError
 from ..formats import get_format
 from ..quantize.calibration import input_range
+from ..quantize.weight_grid import INT8_LEVELS, GridSummary, channel_step
 from ..runtimes import PTE_METADATA_METHOD, program_metadata
 from .backend import FormatBackend
 from .common import sample_inputs
@@ -142,6 +143,7 @@ def quantize_pte(model, out: Path, calibration, *, resolution: int, metadata: di
                 prepared(*(torch.from_numpy(np.ascontiguousarray(x[start:start + batch])) for x in arrays))
         _observe_full_input_range(prepared, input_range(calibration))
         clamped = _clamp_to_activations(prepared)
+        grid = _keep_weight_grid(prepared)
         with _timed(seconds, "convert"):
             quantized = convert_pt2e(prepared)
         with _timed(seconds, "torch.export"):
@@ -150,7 +152,7 @@ def quantize_pte(model, out: Path, calibration, *, resolution: int, metadata: di
     return {"converter": CONVERTER, "calibration_method": CALIBRATION_METHOD,
             "weights": "int8 per-channel symmetric", "activations": "int8 per-tensor",
             "quantizer": "XNNPACKQuantizer (PT2E, static)", "activation_ranges_clamped": clamped,
-            "shared_weights_untied": untied,
+            "shared_weights_untied": untied, "weights_on_source_grid": grid.to_dict(),
             "delegation": delegation, "operators": _operators(delegation), "seconds": seconds}
 
 
@@ -247,6 +249,30 @@ def _observe_full_input_range(prepared, value_range: tuple[float, float]) -> Non
                 observer.max_val = torch.tensor(max(high, 0.0))
             if not watched:  # a layout op or padding in front of the first observer
                 frontier += [u for u in current.users if u.op == "call_function"]
+
+
+def _keep_weight_grid(prepared) -> GridSummary:
+    """Give each weight channel that is already on an int8 grid (Google's quantization-aware weights, see
+    ``quantize/weight_grid.py``) that step as its scale, as the ONNX and TFLite files do: its weight observer's
+    range becomes +-127 steps, so the symmetric scale, max / ((127 - -127) / 2), is the step itself and the int8
+    weights are the source file's levels. convert_pt2e then derives each bias scale from it."""
+    import torch
+
+    summary = GridSummary()
+    for node in prepared.graph.nodes:
+        if node.op != "get_attr":
+            continue
+        for _, observer in _observers(prepared, node):
+            if not hasattr(observer, "ch_axis") or observer.min_val.numel() < 2:
+                continue  # a per-tensor observer: no weight of a convolution or linear layer
+            weights = np.moveaxis(_attribute(prepared, node.target).detach().double().numpy(), observer.ch_axis, 0)
+            steps = [channel_step(channel) for channel in weights]
+            summary.count(len(steps), sum(step is not None for step in steps))
+            for channel, step in enumerate(steps):
+                if step is not None:
+                    observer.min_val[channel] = torch.tensor(-INT8_LEVELS * step)
+                    observer.max_val[channel] = torch.tensor(INT8_LEVELS * step)
+    return summary
 
 
 def _clamp_to_activations(prepared) -> int:

@@ -21,7 +21,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-_INT8_LEVELS = 127
+INT8_LEVELS = 127
 _TOLERANCE = 1e-3  # of a step: float32 storage of s * k is exact to ~1e-5 steps for |k| <= 255
 
 
@@ -52,7 +52,7 @@ def channel_step(values: np.ndarray) -> float | None:
         return None
     step = float(gaps.min())
     multiples = values / step
-    if np.abs(multiples).max() > _INT8_LEVELS or np.abs(multiples - np.round(multiples)).max() > _TOLERANCE:
+    if np.abs(multiples).max() > INT8_LEVELS or np.abs(multiples - np.round(multiples)).max() > _TOLERANCE:
         return None
     # one gap of two float32 values is a step to ~1e-6; the least-squares step over every value is as exact as
     # the values themselves
@@ -72,7 +72,7 @@ def on_grid(weights: np.ndarray, axis: int, scales: np.ndarray) -> tuple[np.ndar
         if step is not None:
             scales[channel] = step
             on += 1
-    levels = np.clip(np.round(moved / scales.reshape(-1, *[1] * (moved.ndim - 1))), -_INT8_LEVELS, _INT8_LEVELS)
+    levels = np.clip(np.round(moved / scales.reshape(-1, *[1] * (moved.ndim - 1))), -INT8_LEVELS, INT8_LEVELS)
     return np.ascontiguousarray(np.moveaxis(levels, 0, axis)).astype(np.int8), scales, on
 
 

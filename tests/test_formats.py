@@ -170,6 +170,10 @@ def test_pte_bundle_exports_with_parity_and_validates(pte_bundle):
     assert int8["bytes"] < files[f"{V1_SMALL_VARIANT}.pte"]["bytes"] / 2  # int8 weights
     delegation = int8["details"]["delegation"]
     assert delegation["share_delegated"] > 0.9 and delegation["operators_delegated"] > 50
+    # Google's weights keep their int8 levels, as in the ONNX and TFLite files (quantize/weight_grid.py)
+    grid = int8["details"]["weights_on_source_grid"]
+    assert grid["layers"] == 28 and grid["channels_on_grid"] >= 0.9 * grid["channels"], grid
+    assert parity[f"{V1_SMALL_VARIANT}_int8.pte"]["metrics"]["cosine_mean"] >= 0.99
     # the same metadata every format carries, read back from the program
     meta = backend_for("pte").read_metadata(bundle / f"{V1_SMALL_VARIANT}_int8.pte")
     assert meta["variant"] == V1_SMALL_VARIANT and meta["precision"] == "int8" and len(meta["labels"]) == 1000
