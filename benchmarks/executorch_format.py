@@ -101,12 +101,13 @@ def main() -> int:
     result = {"cpu": cpu, "cores": os.cpu_count(), "python": platform.python_version(), "phases_s": phases,
               "pte_export_phases_s": inside,
               "files": rows, "delegation": {"fp32": fp32["delegation"], "int8": int8["delegation"]},
-              "note": "timed while other jobs shared the 2 cores; latency 1 thread, batch 1, same process"}
+              "load_average_after": os.getloadavg(), "note": "latency 1 thread, batch 1, same process"}
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "executorch_format.json").write_text(json.dumps(result, indent=2) + "\n")
     share = {k: v["share_delegated"] for k, v in result["delegation"].items()}
     lines = ["# ExecuTorch (.pte) as edgekit's third format: MobileNet v2, Google's weights", "",
-             f"CPU: {cpu}, {os.cpu_count()} cores; other jobs shared the cores (figures are indicative). Parity on "
+             f"CPU: {cpu}, {os.cpu_count()} cores, load average {result['load_average_after'][0]:.1f} at the end (above "
+             "1, other jobs shared the cores and the timings are indicative). Parity on "
              f"{len(scored)} ImageNet photos; int8 calibrated on {len(calibration)}; latency 1 thread, batch 1, "
              f"{args.runs} runs, in one process.", "",
              "| step | seconds |", "|---|---|"] + [f"| {k} | {v} |" for k, v in phases.items()] + [
