@@ -266,10 +266,12 @@ class PteSession:
         portable_lib._unsafe_reset_threadpool(threads)  # the only thread knob its Python API has
         started = time.perf_counter()
         try:
-            self.method = Runtime.get().load_program(path).load_method("forward")
+            program = Runtime.get().load_program(path)
+            self.method = program.load_method("forward")
         except (RuntimeError, ValueError) as e:
             problem("load_failed", "the runtime cannot load the model: %s" % str(e).strip().splitlines()[0][:300])
         self.load_ms = (time.perf_counter() - started) * 1000.0
+        names = self._input_names(program, np)
         meta = self.method.metadata
         self.feeds, self.inputs = [], []
         for i in range(meta.num_inputs()):
@@ -279,7 +281,21 @@ class PteSession:
                 problem("unsupported_input", "input %d has type %s, which the runner cannot fill" % (i, tensor.dtype()))
             shape = tuple(int(d) for d in tensor.sizes())
             self.feeds.append(torch.from_numpy(random_array(rng, np, shape, dtype)))
-            self.inputs.append({"name": "input_%d" % i, "shape": list(shape), "dtype": dtype})
+            self.inputs.append({"name": names[i] if i < len(names) else "input_%d" % i, "shape": list(shape),
+                                "dtype": dtype})
+
+    @staticmethod
+    def _input_names(program, np):
+        """The input names edgekit's metadata method records (edgekit.runtimes.program_metadata; a program keeps
+        no tensor names of its own); [] for a program without them."""
+        try:
+            if "edgekit_metadata" not in program.method_names:
+                return []
+            (payload,) = program.load_method("edgekit_metadata").execute([])
+            record = json.loads(bytes(payload.numpy().astype(np.uint8)).decode("utf-8"))
+            return list((record.get("io") or {}).get("inputs") or ["image"])
+        except Exception:  # unreadable metadata only costs the names
+            return []
 
     def run(self):
         self.method.execute(self.feeds)
