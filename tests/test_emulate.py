@@ -115,6 +115,10 @@ def test_emulate_info_describes_the_environment(environment, tmp_path):
     assert record["built"] and int(record["stamp"]["qemu"].split(".")[0]) >= 8
     assert set(record["stamp"]["versions"]) == set(emulate.RUNTIMES)
     assert {"cortex-a72", "cortex-a76", "max"} <= set(record["stamp"]["cpus"])
+    if record["stamp"]["python_version"] == f"{sys.version_info.major}.{sys.version_info.minor}":
+        # byte-compiled at build, so no emulated run compiles the standard library under qemu again
+        stdlib = environment.sysroot / "usr" / "lib" / f"python{record['stamp']['python_version']}"
+        assert (stdlib / "__pycache__").is_dir() and any((stdlib / "json" / "__pycache__").glob("*.pyc"))
     # versions match the host's, or the difference is said
     assert record["differences"] == environment.version_differences()
     for name in emulate.RUNTIMES:
