@@ -78,6 +78,21 @@ def test_embedding_decisions_at_the_threshold():
     assert math.isnan(metrics.top1_agreement)
 
 
+def _with_middle_gap(gap: float) -> np.ndarray:
+    """Three unit embeddings on a circle whose three pair distances are 1.0 - gap/2, 1.0 + gap/2 and 1.73: the two
+    middle ones (of 3 pairs, index 0 and 1) differ by ``gap``."""
+    angles = [0.0, 2 * np.arcsin((1.0 - gap / 2) / 2)]
+    angles.append(angles[0] - 2 * np.arcsin((1.0 + gap / 2) / 2))
+    return np.stack([[np.cos(a), np.sin(a)] for a in angles])
+
+
+def test_a_trained_embeddings_narrow_but_real_gap_still_gets_a_threshold():
+    """Measured: the zoo's Siamese on Google's v1 0.25 features has a middle gap of 8e-5 of its norm on 16 photos
+    (a real decision), untrained networks 0.6-2.6e-8 (every picture one point); float rounding is ~1e-6."""
+    assert embedding_task(_with_middle_gap(8e-5)).distance_threshold is not None
+    assert embedding_task(_with_middle_gap(2e-8)).distance_threshold is None
+
+
 def test_embedding_threshold_declared_by_the_model_is_kept():
     task = embedding_task(np.eye(3), threshold=0.7)
     assert task.distance_threshold == 0.7 and task.threshold_source == "declared by the model"
