@@ -28,7 +28,7 @@ from ..fileio import atomic_write_bytes
 from ..formats import IO_DTYPES
 from ..tflite_model import REQUIRED_INT8_OPS, TFLiteModel, integer_report, pack_model, schema, unpack_model
 from .calibration import CalibrationSet, input_range
-from .weight_grid import keep_tflite_grid, tflite_float_weights
+from .weight_grid import GridSummary, on_grid
 
 __all__ = ["CALIBRATION_METHOD", "IO_DTYPES", "REQUIRED_INT8_OPS", "integer_report", "quantize_tflite",
            "quantized_tflite"]
@@ -203,7 +203,7 @@ def _finish_graph(buffer: bytes, io_dtype: str, fp32: TFLiteModel, record: dict)
     tfl = schema()
     model = unpack_model(buffer)
     _repair_dead_channels(model, fp32)
-    grid = keep_tflite_grid(model, tflite_float_weights(model, fp32))  # after the repair: dead channels stay
+    grid = _keep_weight_grid(model, fp32)  # after the repair: dead channels stay
     record["weights_on_source_grid"] = grid.to_dict()
     relaxed = _relax_unreachable_relu6(model)
     if relaxed:
@@ -244,6 +244,42 @@ def _finish_graph(buffer: bytes, io_dtype: str, fp32: TFLiteModel, record: dict)
 _WEIGHTED_OPS = ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED")
 
 
+def _weighted_ops(model, fp32: TFLiteModel):
+    """Each convolution or fully connected op of an unpacked int8 ``model`` with int8 per-channel weights and an
+    int32 bias: (input tensor, weight tensor, bias tensor, the fp32 file's same op or None), the fp32 op found by
+    its output tensor name, which the quantizer keeps."""
+    tfl = schema()
+    op_names = {v: k for k, v in vars(tfl.BuiltinOperator).items() if not k.startswith("_")}
+    fp32_by_output = {fp32.tensors[op.outputs[0]].name: op for op in fp32.operators if op.opcode in _WEIGHTED_OPS}
+    graph = model.subgraphs[0]
+    for op in graph.operators:
+        code = model.operatorCodes[op.opcodeIndex]
+        if op_names.get(max(code.builtinCode, code.deprecatedBuiltinCode)) not in _WEIGHTED_OPS or len(op.inputs) < 3 \
+                or op.inputs[2] < 0:
+            continue
+        source, weight, bias = (graph.tensors[i] for i in op.inputs[:3])
+        if weight.type != tfl.TensorType.INT8 or bias.type != tfl.TensorType.INT32 or weight.quantization is None \
+                or np.size(weight.quantization.scale) < 2:
+            continue
+        name = graph.tensors[op.outputs[0]].name
+        yield source, weight, bias, fp32_by_output.get(name.decode() if isinstance(name, bytes) else name)
+
+
+def _set_scales(model, source, weight, bias, weight_scales: np.ndarray, bias_values: np.ndarray) -> None:
+    """New per-channel weight scales, with the int32 bias at input scale x weight scale as TFLite's kernels require:
+    ``bias_values`` (float, at that scale) rounded and kept within int32."""
+    bias_scale = float(source.quantization.scale[0]) * weight_scales
+    weight.quantization.scale = [float(s) for s in weight_scales]
+    bias.quantization.scale = [float(s) for s in bias_scale]
+    model.buffers[bias.buffer].data = np.clip(np.round(bias_values / bias_scale), -2**31 + 1, 2**31 - 1) \
+        .astype(np.int32).view(np.uint8)
+
+
+def _stored_bias(model, bias) -> np.ndarray:
+    return np.asarray(model.buffers[bias.buffer].data, dtype=np.uint8).view(np.int32).astype(np.float64) \
+        * np.asarray(bias.quantization.scale, dtype=np.float64)
+
+
 def _repair_dead_channels(model, fp32: TFLiteModel) -> int:
     """Give all-zero weight channels a usable scale and re-quantize their bias; returns channels repaired.
 
@@ -255,46 +291,47 @@ def _repair_dead_channels(model, fp32: TFLiteModel) -> int:
     relu6(huge) instead of relu6(bias). Any scale is exact for zero weights, so we take the layer's median
     and quantize the fp32 bias with it (ONNX Runtime uses scale 1.0 for such channels for the same reason).
     """
-    tfl = schema()
-    op_names = {v: k for k, v in vars(tfl.BuiltinOperator).items() if not k.startswith("_")}
-    fp32_by_output = {fp32.tensors[op.outputs[0]].name: op for op in fp32.operators if op.opcode in _WEIGHTED_OPS}
-    graph = model.subgraphs[0]
     repaired = 0
-
-    def name_of(tensor) -> str:
-        return tensor.name.decode() if isinstance(tensor.name, bytes) else tensor.name
-
-    for op in graph.operators:
-        code = model.operatorCodes[op.opcodeIndex]
-        if op_names.get(max(code.builtinCode, code.deprecatedBuiltinCode)) not in _WEIGHTED_OPS or len(op.inputs) < 3 \
-                or op.inputs[2] < 0:
-            continue
-        source, weight, bias = (graph.tensors[i] for i in op.inputs[:3])
-        if weight.type != tfl.TensorType.INT8 or bias.type != tfl.TensorType.INT32 or weight.quantization is None:
-            continue
+    for source, weight, bias, reference in _weighted_ops(model, fp32):
         w_scale = np.asarray(weight.quantization.scale, dtype=np.float64)
-        if w_scale.size < 2:
-            continue
         axis = weight.quantization.quantizedDimension
         w = np.asarray(model.buffers[weight.buffer].data, dtype=np.uint8).view(np.int8).reshape(weight.shape)
         dead = np.flatnonzero(np.abs(np.moveaxis(w, axis, 0).reshape(w.shape[axis], -1)).max(axis=1) == 0)
         if dead.size == 0:
             continue
-        reference = fp32_by_output.get(name_of(graph.tensors[op.outputs[0]]))
         if reference is None or fp32.tensors[reference.inputs[2]].data is None:
             continue  # cannot recover the float bias: leave the quantizer's result alone
-        fp32_bias = fp32.tensors[reference.inputs[2]].data.astype(np.float64)
         live = np.setdiff1d(np.arange(w_scale.size), dead)
         w_scale[dead] = np.median(w_scale[live]) if live.size else 1.0
-        in_scale = float(source.quantization.scale[0])
-        b_scale = in_scale * w_scale
-        q_bias = np.asarray(model.buffers[bias.buffer].data, dtype=np.uint8).view(np.int32).copy()
-        q_bias[dead] = np.clip(np.round(fp32_bias[dead] / b_scale[dead]), -2**31 + 1, 2**31 - 1).astype(np.int32)
-        weight.quantization.scale = [float(s) for s in w_scale]
-        bias.quantization.scale = [float(s) for s in b_scale]
-        model.buffers[bias.buffer].data = q_bias.view(np.uint8)
+        # the live channels keep their int32 values exactly: their scales do not change
+        values = np.asarray(model.buffers[bias.buffer].data, dtype=np.uint8).view(np.int32).astype(np.float64) \
+            * float(source.quantization.scale[0]) * w_scale
+        values[dead] = fp32.tensors[reference.inputs[2]].data.astype(np.float64)[dead]
+        _set_scales(model, source, weight, bias, w_scale, values)
         repaired += int(dead.size)
     return repaired
+
+
+def _keep_weight_grid(model, fp32: TFLiteModel) -> GridSummary:
+    """Each weighted op whose fp32 weights lie on an int8 grid (``weight_grid``) gets that grid: its int8 weights
+    become the source's levels, its bias is requantized at the new scales."""
+    summary = GridSummary()
+    for source, weight, bias, reference in _weighted_ops(model, fp32):
+        if reference is None or fp32.tensors[reference.inputs[1]].data is None:
+            continue
+        original = np.asarray(fp32.tensors[reference.inputs[1]].data, dtype=np.float32)
+        scales = np.asarray(weight.quantization.scale, dtype=np.float64)
+        axis = weight.quantization.quantizedDimension
+        if original.shape != tuple(weight.shape) or scales.size != weight.shape[axis]:
+            continue
+        levels, new_scales, on = on_grid(original, axis, scales)
+        summary.count(scales.size, on)
+        if not on:
+            continue
+        values = _stored_bias(model, bias)
+        model.buffers[weight.buffer].data = levels.reshape(-1).view(np.uint8)
+        _set_scales(model, source, weight, bias, new_scales, values)
+    return summary
 
 
 # LiteRT's kernels quantize a fused activation's bounds to int32 when they prepare an op (kernel_util.cc

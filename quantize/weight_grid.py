@@ -13,6 +13,9 @@ kept on their grid (Google's own int8 file: 25.1 dB); benchmarks/results/finetun
 
 Trained float weights are never on such a grid (the check below needs every value of a channel to be a multiple of
 the smallest gap between its values, with at most 127 multiples either side of zero), so they are left alone.
+
+Here: the grid test and the ONNX edit. The TFLite edit is in ``tflite_int8`` (it walks the weighted ops as that
+module's dead-channel repair does), the ExecuTorch one in ``exporters/pte.py`` (PT2E weight observers).
 """
 
 from __future__ import annotations
@@ -113,58 +116,3 @@ def keep_onnx_grid(model, float_weights: dict[str, np.ndarray]) -> GridSummary:
         if len(node.input) > 2 and node.input[2] in producer:
             _requantize_bias(producer[node.input[2]], initializers, activation_dq, new_scales)
     return summary
-
-
-def keep_tflite_grid(model, float_weights: dict[int, np.ndarray]) -> GridSummary:
-    """Edit an unpacked int8 TFLite model (tflite_model.unpack_model) in place: each weighted op whose fp32 weights
-    (``float_weights``: operator position -> array, in the int8 tensor's layout) lie on a grid gets it, its int32
-    bias requantized at input scale x weight scale, as TFLite's kernels require."""
-    graph = model.subgraphs[0]
-    summary = GridSummary()
-    for position, original in float_weights.items():
-        op = graph.operators[position]
-        source, weight, bias = (graph.tensors[i] for i in op.inputs[:3])
-        q = weight.quantization
-        scales = np.asarray(q.scale, dtype=np.float64)
-        axis = q.quantizedDimension
-        if original.shape != tuple(weight.shape) or scales.size != weight.shape[axis] or scales.size < 2:
-            continue
-        levels, new_scales, on = on_grid(original, axis, scales)
-        summary.count(scales.size, on)
-        if not on:
-            continue
-        old_bias_scale = np.asarray(bias.quantization.scale, dtype=np.float64)
-        stored_bias = np.asarray(model.buffers[bias.buffer].data, dtype=np.uint8).view(np.int32)
-        float_bias = stored_bias.astype(np.float64) * old_bias_scale
-        bias_scale = float(source.quantization.scale[0]) * new_scales
-        model.buffers[weight.buffer].data = levels.reshape(-1).view(np.uint8)
-        q.scale = [float(s) for s in new_scales]
-        bias.quantization.scale = [float(s) for s in bias_scale]
-        model.buffers[bias.buffer].data = np.clip(np.round(float_bias / bias_scale), -2**31 + 1, 2**31 - 1) \
-            .astype(np.int32).view(np.uint8)
-    return summary
-
-
-def tflite_float_weights(model, fp32) -> dict[int, np.ndarray]:
-    """The fp32 weights of each weighted op of an unpacked int8 TFLite ``model``, found in the fp32 file
-    (``TFLiteModel``) by the op's output tensor name, which the quantizer keeps."""
-    from ..tflite_model import schema
-
-    tfl = schema()
-    weighted = {tfl.BuiltinOperator.CONV_2D, tfl.BuiltinOperator.DEPTHWISE_CONV_2D, tfl.BuiltinOperator.FULLY_CONNECTED}
-    by_output = {fp32.tensors[op.outputs[0]].name: op for op in fp32.operators
-                 if op.opcode in ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED")}
-    graph = model.subgraphs[0]
-    found = {}
-    for position, op in enumerate(graph.operators):
-        code = model.operatorCodes[op.opcodeIndex]
-        if max(code.builtinCode, code.deprecatedBuiltinCode) not in weighted or len(op.inputs) < 3 or op.inputs[2] < 0:
-            continue
-        weight, bias = graph.tensors[op.inputs[1]], graph.tensors[op.inputs[2]]
-        if weight.type != tfl.TensorType.INT8 or bias.type != tfl.TensorType.INT32 or weight.quantization is None:
-            continue
-        name = graph.tensors[op.outputs[0]].name
-        reference = by_output.get(name.decode() if isinstance(name, bytes) else name)
-        if reference is not None and fp32.tensors[reference.inputs[1]].data is not None:
-            found[position] = np.asarray(fp32.tensors[reference.inputs[1]].data, dtype=np.float32)
-    return found
