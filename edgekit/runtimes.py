@@ -181,18 +181,14 @@ class OnnxRunner:
         self._fixed_batch = isinstance(self.inputs[0].shape[0], int)
 
     def __call__(self, x_nchw: np.ndarray) -> np.ndarray:
-        name = self.inputs[0].name
-        x = x_nchw.astype(self.inputs[0].dtype, copy=False)
-        try:
-            if self._fixed_batch:
-                return np.concatenate([self.session.run(None, {name: s[None]})[0] for s in x]).astype(np.float32)
-            return self.session.run(None, {name: x})[0].astype(np.float32)
-        except Exception as e:  # ORT's own exception classes: a file that loads but cannot run
-            raise EdgekitError(f"ONNX Runtime cannot run {self.path} ({_first_line(e)}); the file is corrupt or not "
-                               "a model edgekit can run") from None
+        return self._outputs([x_nchw])[0]
 
     def run(self, inputs: list[np.ndarray]) -> list[np.ndarray]:
         """Every input (NCHW float32, in the graph's input order) -> every output, float32 [N, values] each."""
+        return [out.reshape(len(out), -1) for out in self._outputs(inputs)]
+
+    def _outputs(self, inputs: list[np.ndarray]) -> list[np.ndarray]:
+        """Every output as the graph gives it (a per-pixel output keeps its NCHW shape), float32."""
         _check_count(self.path, len(inputs), len(self.inputs))
         feeds = [x.astype(spec.dtype, copy=False) for x, spec in zip(inputs, self.inputs)]
         names = [spec.name for spec in self.inputs]
@@ -206,7 +202,7 @@ class OnnxRunner:
         except Exception as e:  # ORT's own exception classes: a file that loads but cannot run
             raise EdgekitError(f"ONNX Runtime cannot run {self.path} ({_first_line(e)}); the file is corrupt or not "
                                "a model edgekit can run") from None
-        return [np.asarray(out, dtype=np.float32).reshape(len(out), -1) for out in outputs]
+        return [np.asarray(out, dtype=np.float32) for out in outputs]
 
 
 PTE_METADATA_METHOD = "edgekit_metadata"  # a .pte program's constant method holding edgekit's metadata (JSON bytes)
@@ -278,15 +274,7 @@ class PteRunner:
         return TensorSpec(name, shape, cls._DTYPES.get(int(meta.dtype()), str(meta.dtype())), _layout(shape))
 
     def __call__(self, x_nchw: np.ndarray) -> np.ndarray:
-        results = []
-        for sample in x_nchw.astype(np.float32, copy=False):  # programs are exported with batch 1
-            try:
-                (out,) = self.method.execute([self._torch.from_numpy(np.ascontiguousarray(sample[None]))])[:1]
-            except Exception as e:  # the runtime's own errors: a program that loads but cannot run
-                raise EdgekitError(f"ExecuTorch cannot run {self.path} ({_first_line(e)}); the file is corrupt or "
-                                   "not a model edgekit can run") from None
-            results.append(out.numpy().astype(np.float32).reshape(1, -1))
-        return np.concatenate(results)
+        return self.run([x_nchw])[0]
 
     def run(self, inputs: list[np.ndarray]) -> list[np.ndarray]:
         """Every input (NCHW float32, in the program's input order) -> every output, float32 [N, values] each."""
