@@ -163,8 +163,6 @@ def run_export(spec: ExportSpec, model=None) -> Manifest:
 
 def _build(spec: ExportSpec, backends: list, model, staging: Path, manifest: Manifest, steps: _Steps,
            parity_images: list[Path], labels: tuple[str, ...]) -> None:
-    import torch  # deferred: only the export needs it
-
     config = model.edgekit_config
     variant = config.variant
     metadata = edgekit_metadata(config, labels, author=spec.author, license=spec.license)
@@ -180,19 +178,11 @@ def _build(spec: ExportSpec, backends: list, model, staging: Path, manifest: Man
         inputs = build_inputs(parity_images, config.preprocessing, config.resolution, spec.parity_samples,
                               spec.parity_random, spec.seed)
         if io is None:
-            chunks = np.array_split(inputs.nchw, math.ceil(len(inputs.nchw) / _REFERENCE_BATCH))
-            # Untrained networks drive activations into denormal floats, which run ~20x slower on x86; values
-            # below 1e-38 change no figure parity reports, so they are flushed to zero for this step only.
-            flush = torch.set_flush_denormal(True)
-            try:
-                with torch.no_grad():
-                    outputs = np.concatenate([model.eval()(torch.from_numpy(chunk)).numpy() for chunk in chunks])
-            finally:
-                if flush:
-                    torch.set_flush_denormal(False)
-            reference = Reference(inputs.nchw, outputs.astype(np.float32), inputs.sources)
-        else:
-            reference = _several_reference(model, io, inputs)
+            reference = Reference(inputs.nchw, _pytorch_outputs(model, [inputs.nchw])[0], inputs.sources)
+        else:  # input K of each sample a different picture than input 0, every output kept
+            arrays, sources = paired_inputs(inputs, len(io.input_names))
+            outputs = _pytorch_outputs(model, arrays)
+            reference = Reference(arrays[0], outputs[0], sources, arrays[1:], outputs[1:])
         manifest.reference = reference.write(staging) | {"skipped": inputs.skipped[:20]}
         from .models.registry import model_task  # classifier, dense or embedding: which figures parity gates
 
@@ -254,26 +244,28 @@ def _build(spec: ExportSpec, backends: list, model, staging: Path, manifest: Man
         _host_latency(spec, manifest, staging, steps)
 
 
-def _several_reference(model, io, inputs) -> Reference:
-    """The PyTorch reference of a model of several inputs or outputs: input K of each sample a different picture
-    than input 0 (``paired_inputs``), every output kept."""
+def _pytorch_outputs(model, arrays: list[np.ndarray]) -> list[np.ndarray]:
+    """``model``'s outputs (every one, float32) on ``arrays``, one array per forward() argument, in batches."""
     import torch
 
-    arrays, sources = paired_inputs(inputs, len(io.input_names))
-    collected: list[list[np.ndarray]] = [[] for _ in io.output_names]
-    flush = torch.set_flush_denormal(True)  # as for one input: untrained networks' denormals cost time only
+    count = len(arrays[0])
+    batches = np.array_split(np.arange(count), math.ceil(count / _REFERENCE_BATCH))
+    collected: list[list[np.ndarray]] = []
+    # Untrained networks drive activations into denormal floats, which run ~20x slower on x86; values below 1e-38
+    # change no figure parity reports, so they are flushed to zero for this step only.
+    flush = torch.set_flush_denormal(True)
     try:
         with torch.no_grad():
-            for start in range(0, len(arrays[0]), _REFERENCE_BATCH):
-                found = model.eval()(*(torch.from_numpy(x[start:start + _REFERENCE_BATCH]) for x in arrays))
+            for batch in batches:
+                found = model.eval()(*(torch.from_numpy(x[batch[0]:batch[-1] + 1]) for x in arrays))
                 found = found if isinstance(found, (tuple, list)) else (found,)
+                collected = collected or [[] for _ in found]
                 for output, kept in zip(found, collected):
                     kept.append(output.numpy())
     finally:
         if flush:
             torch.set_flush_denormal(False)
-    outputs = [np.concatenate(kept).astype(np.float32) for kept in collected]
-    return Reference(arrays[0], outputs[0], sources, arrays[1:], outputs[1:])
+    return [np.concatenate(kept).astype(np.float32) for kept in collected]
 
 
 def _output_tasks(io, reference: Reference, manifest: Manifest, spec: ExportSpec) -> list:
