@@ -597,33 +597,33 @@ def check_artifact(path: Path, name: str, precision: str, inputs: np.ndarray, re
                    task: OutputTask = CLASSIFIER) -> ParityResult:
     """Run one exported file on ``inputs`` and judge it against ``reference``; an int8 file also runs on its
     runtime's reference path, so that host-kernel error is told apart from quantization error."""
-    outputs = open_runtime(path, threads=threads)(inputs)
-    # a runtime without a portable reference path (an ExecuTorch program's delegate blob) has no kernel split
-    split = precision == "int8" and runner_class(path).REFERENCE_PATH is not None
-    kernels = kernel_check(path, name, inputs, reference, outputs, threads, real, task) if split else None
-    return _judge(name, precision, reference, outputs, gates, gated, note, real, task, kernels)
+    (result,) = check_outputs(path, name, precision, [inputs], [reference], [gates], gated, note, threads, real,
+                              [task])
+    return result
 
 
 def check_outputs(path: Path, name: str, precision: str, inputs: list[np.ndarray], references: list[np.ndarray],
                   gates: list[ParityGates], gated: bool = True, note: str | None = None,
                   threads: int | None = None, real: np.ndarray | None = None,
                   tasks: list[OutputTask] | None = None, outputs: list[str] | None = None) -> list[ParityResult]:
-    """``check_artifact`` for a model of several inputs or outputs: the file runs once on every input, and each
-    output is judged against its own reference with its own task and gates, one result per output (the file
-    passes only if all do)."""
+    """The file run once on every input (one array per input), each output judged against its own reference with
+    its own task and gates: one result per output (the file passes only if all do), labelled with ``outputs``'
+    names for a model of several. An int8 file also runs on its runtime's reference path, so that host-kernel
+    error is told apart from quantization error."""
     tasks = tasks or [CLASSIFIER] * len(references)
     found = open_runtime(path, threads=threads).run(inputs)
     if len(found) != len(references):
         raise EdgekitError(f"{name} has {len(found)} outputs, the reference {len(references)}; the file was exported "
                            "for another model")
+    # a runtime without a portable reference path (an ExecuTorch program's delegate blob) has no kernel split
     split = precision == "int8" and runner_class(path).REFERENCE_PATH is not None
     portable = open_runtime(path, threads=threads, reference=True).run(inputs) if split else [None] * len(found)
     results = []
     for k, (reference, candidate, task) in enumerate(zip(references, found, tasks)):
-        kernels = kernel_check(path, name, inputs[0], reference, candidate, threads, real, task,
-                               np.reshape(portable[k], np.shape(reference))) if split else None
+        kernels = kernel_check(path, name, inputs[0], reference, candidate, threads, real, task, portable[k]) \
+            if split else None
         results.append(replace(_judge(name, precision, reference, candidate, gates[k], gated, note, real, task,
-                                      kernels), output=outputs[k] if outputs else f"output_{k}"))
+                                      kernels), output=outputs[k] if outputs else None))
     return results
 
 
