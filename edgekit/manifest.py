@@ -23,7 +23,7 @@ from .cpu import host_cpu
 from .errors import EdgekitError, GateFailure
 from .fileio import atomic_path, atomic_write_text, sha256_file
 from .formats import FORMATS, SUFFIXES
-from .parity import (DEFAULT_GATES, GateTable, OutputTask, ParityResult, check_artifact, check_outputs,
+from .parity import (DEFAULT_GATES, GateTable, OutputTask, ParityResult, check_outputs,
                      gates_for_task, is_gated, is_real)
 from .runtimes import TensorSpec, open_runtime
 
@@ -426,29 +426,21 @@ def validate_bundle(bundle: Path, gates: GateTable | None = None, threads: int |
     else:
         table = gates
     trained = bool(manifest.weights.get("trained", False))
-    several = several_io(manifest)
+    if several_io(manifest):  # each output judged with its own task, against the gates the export recorded for it
+        outputs = manifest.model["outputs"]
+        tasks = [OutputTask.from_dict(o.get("task")) for o in outputs]
+        tables, names = [output_gates(table, o, gates is None) for o in outputs], [o["name"] for o in outputs]
+    else:
+        tasks, tables, names = [OutputTask.from_dict(manifest.model.get("task"))], [table], None
     for artifact in manifest.artifacts:
         if check.checked.get(artifact.path) != "sha256 matches":
             continue
         check.checked[artifact.path] = "sha256 matches, parity re-run"
         gated, note = is_gated(artifact.precision, trained)
-        if several:  # each output judged with its own task, against the gates the export recorded for it
-            outputs = manifest.model["outputs"]
-            tasks = [OutputTask.from_dict(o.get("task")) for o in outputs]
-            try:
-                results += check_outputs(bundle / artifact.path, artifact.path, artifact.precision,
-                                         reference.all_inputs, reference.all_outputs,
-                                         [output_gates(table, o, gates is None).for_precision(artifact.precision)
-                                          for o in outputs], gated, note, threads, is_real(reference.sources),
-                                         tasks, [o["name"] for o in outputs])
-            except EdgekitError as e:
-                problems.append(f"{artifact.path}: {e}")
-            continue
         try:
-            results.append(check_artifact(bundle / artifact.path, artifact.path, artifact.precision,
-                                          reference.inputs, reference.outputs,
-                                          table.for_precision(artifact.precision), gated, note, threads,
-                                          is_real(reference.sources), OutputTask.from_dict(manifest.model.get("task"))))
+            results += check_outputs(bundle / artifact.path, artifact.path, artifact.precision, reference.all_inputs,
+                                     reference.all_outputs, [t.for_precision(artifact.precision) for t in tables],
+                                     gated, note, threads, is_real(reference.sources), tasks, names)
         except EdgekitError as e:
             problems.append(f"{artifact.path}: {e}")
     return check

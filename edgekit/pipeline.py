@@ -37,7 +37,7 @@ from .labels import default_labels, read_labels
 from .layerwise import compare_layers
 from .manifest import (FAILED_SUFFIX, LABELS_NAME, MANIFEST_NAME, REPORT_NAME, Artifact, Manifest, Reference,
                        StepRecord, is_edgekit_bundle, output_gates)
-from .parity import (OutputTask, build_inputs, check_artifact, check_outputs, embedding_task, gates_for_task,
+from .parity import (OutputTask, build_inputs, check_outputs, embedding_task, gates_for_task,
                      is_gated, is_real, paired_inputs, spread)
 from .quantize.calibration import CalibrationSet
 from .report import render_report
@@ -217,20 +217,18 @@ def _build(spec: ExportSpec, backends: list, model, staging: Path, manifest: Man
     if spec.int8:
         _build_int8(spec, backends, ready, config, staging, manifest, steps, fp32_files, metadata)
 
+    if io is None:
+        tasks, tables, names = [task], [manifest.gates], None
+    else:  # one row per output, each with its own task and gates
+        tables = [output_gates(spec.gates, o) for o in manifest.model["outputs"]]
+        names = list(io.output_names)
     with steps.run("parity", f"parity of {len(manifest.artifacts)} files on {len(reference.inputs)} inputs") as outcome:
         for artifact in manifest.artifacts:
             gated, note = is_gated(artifact.precision, config.weights.trained)
-            if io is not None:  # one row per output, each with its own task and gates
-                manifest.parity += check_outputs(
-                    staging / artifact.path, artifact.path, artifact.precision, reference.all_inputs,
-                    reference.all_outputs, [output_gates(spec.gates, o).for_precision(artifact.precision)
-                                            for o in manifest.model["outputs"]],
-                    gated, note, real=is_real(reference.sources), tasks=tasks, outputs=list(io.output_names))
-                continue
-            manifest.parity.append(check_artifact(
-                staging / artifact.path, artifact.path, artifact.precision, reference.inputs, reference.outputs,
-                manifest.gates.for_precision(artifact.precision), gated, note, real=is_real(reference.sources),
-                task=task))
+            manifest.parity += check_outputs(
+                staging / artifact.path, artifact.path, artifact.precision, reference.all_inputs,
+                reference.all_outputs, [t.for_precision(artifact.precision) for t in tables], gated, note,
+                real=is_real(reference.sources), tasks=tasks, outputs=names)
         failed = [p.label for p in manifest.parity if not p.passed]
         outcome["detail"] = f"FAILED: {', '.join(failed)}" if failed else "all gates pass"
     for result in manifest.parity:
