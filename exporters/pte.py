@@ -39,7 +39,7 @@ from ..capture import captured_output, one_line
 from ..errors import EdgekitError
 from ..formats import get_format
 from ..quantize.calibration import input_range
-from ..quantize.weight_grid import INT8_LEVELS, GridSummary, channel_step
+from ..quantize.weight_grid import INT8_LEVELS, GridSummary, channel_steps
 from ..runtimes import PTE_METADATA_METHOD, program_metadata
 from .backend import FormatBackend
 from .common import sample_inputs
@@ -265,8 +265,7 @@ def _keep_weight_grid(prepared) -> GridSummary:
         for _, observer in _observers(prepared, node):
             if not hasattr(observer, "ch_axis") or observer.min_val.numel() < 2:
                 continue  # a per-tensor observer: no weight of a convolution or linear layer
-            weights = np.moveaxis(_attribute(prepared, node.target).detach().double().numpy(), observer.ch_axis, 0)
-            steps = [channel_step(channel) for channel in weights]
+            steps = channel_steps(_attribute(prepared, node.target).detach().double().numpy(), observer.ch_axis)
             summary.count(len(steps), sum(step is not None for step in steps))
             for channel, step in enumerate(steps):
                 if step is not None:

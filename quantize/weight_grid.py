@@ -63,18 +63,22 @@ def channel_step(values: np.ndarray) -> float | None:
     return float(values @ whole / (whole @ whole))
 
 
+def channel_steps(weights: np.ndarray, axis: int) -> list[float | None]:
+    """``channel_step`` of each channel along ``axis``."""
+    return [channel_step(channel) for channel in np.moveaxis(np.asarray(weights, dtype=np.float64), axis, 0)]
+
+
 def on_grid(weights: np.ndarray, axis: int, scales: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:
     """Per-channel int8 weights and scales along ``axis`` with every channel that ``channel_step`` finds on a grid
     given that step as its scale; other channels keep ``scales`` and their rounding. Returns (int8 weights, float
     scales, channels on the grid)."""
     moved = np.moveaxis(np.asarray(weights, dtype=np.float64), axis, 0)
     scales = np.asarray(scales, dtype=np.float64).reshape(-1).copy()
-    on = 0
-    for channel in range(moved.shape[0]):
-        step = channel_step(moved[channel])
+    steps = channel_steps(weights, axis)
+    on = sum(step is not None for step in steps)
+    for channel, step in enumerate(steps):
         if step is not None:
             scales[channel] = step
-            on += 1
     levels = np.clip(np.round(moved / scales.reshape(-1, *[1] * (moved.ndim - 1))), -INT8_LEVELS, INT8_LEVELS)
     return np.ascontiguousarray(np.moveaxis(levels, 0, axis)).astype(np.int8), scales, on
 
