@@ -152,27 +152,58 @@ def prepare_custom(model: nn.Module, input_shape: tuple[int, ...] | list[tuple[i
         given = " and ".join(",".join(map(str, shape)) for shape in shapes)
         raise EdgekitError(f"{source} rejects input shape{'s' * (len(shapes) > 1)} {given}: {one_line(e)}; pass "
                            "the shape it takes with --input-shape N,C,H,W") from None
-    if len(shapes) > 1 or isinstance(output, (tuple, list)):
-        return _prepare_several(model, shapes, names, output, preprocessing, name, source, labels, task)
-    if not isinstance(output, torch.Tensor):
-        raise EdgekitError(f"{source} returns {type(output).__name__}, not a tensor or a tuple of tensors; return "
-                           "the tensor the app reads (several outputs: a tuple, in a fixed order)")
-    if isinstance(task, (list, tuple)):
-        task = ",".join(task)
-    if task is not None and "," in task:
-        raise EdgekitError(f"--task {task} names {len(task.split(','))} tasks, but {source} returns one tensor; "
-                           "give one task")
-    _check_output(output, shapes[0], source)
-    outputs = int(output.shape[1])
-    if outputs > MAX_CLASSES:
-        raise EdgekitError(f"{source} has {outputs:,} outputs, more than edgekit's {MAX_CLASSES:,}")
-    _check_task(task, output)
-    if labels is not None and len(labels) != outputs:
-        raise EdgekitError(f"{len(labels)} labels for {outputs} outputs; give one name per output")
-    model.edgekit_config = _config(model, name, height, outputs, preprocessing, source, labels)
-    if task is not None:
-        model.edgekit_task = task
+    several = len(shapes) > 1 or isinstance(output, (tuple, list))  # a model of several inputs or outputs
+    kinds, labelled, classes = _output_kinds(output, shapes[0], source, labels, task, several)
+    model.edgekit_config = _config(model, name, height, classes, preprocessing, source, labels)
+    if several:
+        names = names if len(names) > 1 else ("image",)  # one input: the name every edgekit file gives it
+        tensors = output if isinstance(output, (tuple, list)) else (output,)
+        outputs = ("logits",) if len(kinds) == 1 else tuple(f"output_{k}" for k in range(len(kinds)))
+        model.edgekit_io = ModelIO(names, shapes[0], outputs, tuple(tuple(int(d) for d in t.shape) for t in tensors),
+                                   tuple(kinds))
+        model.edgekit_task = kinds[labelled]
+    elif task is not None:
+        model.edgekit_task = kinds[0]
     return model
+
+
+def _output_kinds(output, input_shape: tuple[int, ...], source: str, labels: tuple[str, ...] | None,
+                  task: str | list[str] | None, several: bool) -> tuple[list[str], int, int]:
+    """Each output checked (a tensor of 2 or 4 dims, batch first, a task that fits its shape): the task of each,
+    which output labels.txt names (the first classifier output, else the first) and its class count. ``several``
+    (a model of several inputs or outputs) words the errors for one output among several."""
+    tensors = tuple(output) if isinstance(output, (tuple, list)) else (output,)
+    if not tensors or not all(isinstance(t, torch.Tensor) for t in tensors):
+        kinds = ", ".join(type(t).__name__ for t in tensors) or "nothing" if isinstance(output, (tuple, list)) \
+            else type(output).__name__
+        raise EdgekitError(f"{source} returns {kinds}, not a tensor or a tuple of tensors; "
+                           + ("return the outputs as a tuple of tensors, in a fixed order" if several else
+                              "return the tensor the app reads (several outputs: a tuple, in a fixed order)"))
+    tasks = task.split(",") if isinstance(task, str) else list(task) if task is not None else None
+    if tasks is not None and len(tasks) != len(tensors):
+        raise EdgekitError(f"--task {','.join(tasks)} names {len(tasks)} tasks, but {source} returns one tensor; give "
+                           "one task" if not several else
+                           f"--task names {len(tasks)} task{'s' * (len(tasks) != 1)} for {len(tensors)} outputs; "
+                           "give one per output, comma-separated (e.g. classifier,embedding)")
+    kinds = []
+    for k, tensor in enumerate(tensors):
+        which = f" at output {k}" if len(tensors) > 1 else ""
+        _check_output(tensor, input_shape, source, which)
+        values = int(tensor.shape[1])
+        if values > MAX_CLASSES:
+            what = f"{source}'s output {k} has {values:,} values per input" if several else \
+                f"{source} has {values:,} outputs"
+            raise EdgekitError(f"{what}, more than edgekit's {MAX_CLASSES:,}")
+        declared = None if tasks is None else tasks[k].strip() if several else tasks[k]
+        _check_task(declared, tensor, which)
+        kinds.append(declared or ("dense" if tensor.dim() == 4 else "classifier"))
+    labelled = kinds.index("classifier") if "classifier" in kinds else 0
+    classes = int(tensors[labelled].shape[1])
+    if labels is not None and len(labels) != classes:
+        raise EdgekitError(f"{len(labels)} labels for the {classes} classes of output {labelled}; give one name per "
+                           "class" if several else
+                           f"{len(labels)} labels for {classes} outputs; give one name per output")
+    return kinds, labelled, classes
 
 
 def _check_output(output: torch.Tensor, input_shape: tuple[int, ...], source: str, which: str = "") -> None:
@@ -217,49 +248,6 @@ def _argument_names(model: nn.Module, count: int, source: str) -> tuple[str, ...
                            "order (--input-shape repeated, or a tuple of example inputs)")
     names = [p.name for p in positional[:count]]
     return tuple(names + [f"input_{k}" for k in range(len(names), count)])
-
-
-def _prepare_several(model: nn.Module, shapes: list[tuple[int, ...]], names: tuple[str, ...], output,
-                     preprocessing: Preprocessing, name: str | None, source: str,
-                     labels: tuple[str, ...] | None, task: str | list[str] | None) -> nn.Module:
-    """A model of several inputs or outputs: checked like a one-output model, output by output, with one task per
-    output; its ``edgekit_io`` records the names, shapes and tasks."""
-    if isinstance(output, torch.Tensor):
-        output = (output,)
-    if not isinstance(output, (tuple, list)) or not output or \
-            not all(isinstance(t, torch.Tensor) for t in output):
-        kinds = type(output).__name__ if not isinstance(output, (tuple, list)) else \
-            ", ".join(type(t).__name__ for t in output) or "nothing"
-        raise EdgekitError(f"{source} returns {kinds}, not a tensor or a tuple of tensors; return the outputs as a "
-                           "tuple of tensors, in a fixed order")
-    tasks = task.split(",") if isinstance(task, str) else list(task) if task is not None else None
-    if tasks is not None and len(tasks) != len(output):
-        raise EdgekitError(f"--task names {len(tasks)} task{'s' * (len(tasks) != 1)} for {len(output)} outputs; "
-                           "give one per output, comma-separated (e.g. classifier,embedding)")
-    kinds = []
-    for k, tensor in enumerate(output):
-        which = f" at output {k}" if len(output) > 1 else ""
-        _check_output(tensor, shapes[0], source, which)
-        if int(tensor.shape[1]) > MAX_CLASSES:
-            raise EdgekitError(f"{source}'s output {k} has {int(tensor.shape[1]):,} values per input, more than "
-                               f"edgekit's {MAX_CLASSES:,}")
-        declared = tasks[k].strip() if tasks is not None else None
-        _check_task(declared, tensor, which)
-        kinds.append(declared or ("dense" if tensor.dim() == 4 else "classifier"))
-    # labels.txt names the first classifier output's classes (an embedding's dimensions when there is none)
-    labelled = kinds.index("classifier") if "classifier" in kinds else 0
-    classes = int(output[labelled].shape[1])
-    if labels is not None and len(labels) != classes:
-        raise EdgekitError(f"{len(labels)} labels for the {classes} classes of output {labelled}; give one name "
-                           "per class")
-    single = len(output) == 1
-    names = names if len(names) > 1 else ("image",)  # one input: the name every edgekit file gives it
-    model.edgekit_config = _config(model, name, shapes[0][2], classes, preprocessing, source, labels)
-    model.edgekit_io = ModelIO(names, shapes[0],
-                               ("logits",) if single else tuple(f"output_{k}" for k in range(len(output))),
-                               tuple(tuple(int(d) for d in t.shape) for t in output), tuple(kinds))
-    model.edgekit_task = kinds[labelled]
-    return model
 
 
 def _with_channels(preprocessing: Preprocessing, channels: int) -> Preprocessing:
