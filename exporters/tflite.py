@@ -23,7 +23,7 @@ from ..quantize import tflite_int8
 from ..tflite_model import TFLiteModel, integer_report, pack_model, schema, unpack_model
 from ..tflite_metadata import ModelFacts, append_associated_files, set_standard_metadata
 from .backend import FormatBackend
-from .common import INPUT_NAME, OUTPUT_NAME, input_channels, io_names
+from .common import INPUT_NAME, OUTPUT_NAME, input_channels, sample_inputs
 from .locate import locate_unconvertible
 
 METADATA_NAME = "edgekit"  # the file's metadata entry: JSON, read back with TFLiteModel(...).metadata
@@ -43,10 +43,11 @@ def torch_to_tflite(model, out: Path, *, resolution: int, metadata: dict) -> dic
 
     litert_torch.config.show_progress = False  # edgekit prints its own progress per step
     channels = input_channels(model)
-    inputs = len(io_names(model)[0])
-    sample = tuple(torch.zeros(1, resolution, resolution, channels) for _ in range(inputs))
+    nchw = sample_inputs(model, resolution)
+    inputs = len(nchw)
+    sample = tuple(x.permute(0, 2, 3, 1).contiguous() for x in nchw)  # what the NHWC wrapper takes
     with torch.no_grad():  # a per-pixel output (U-Net's [N, classes, H, W]) also goes channels-last: no TRANSPOSE
-        outputs = model(*(x.permute(0, 3, 1, 2) for x in sample))
+        outputs = model(*nchw)
     outputs = outputs if isinstance(outputs, (tuple, list)) else (outputs,)
     dense = [k for k, output in enumerate(outputs) if output.dim() == 4]
     nhwc = litert_torch.to_channel_last_io(model, args=list(range(inputs)), outputs=dense or None).eval()
