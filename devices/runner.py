@@ -247,6 +247,33 @@ class OnnxSession:
         self.session.run(None, self.feeds)
 
 
+class _without_executorch_compiler(object):
+    """ExecuTorch's runtime bindings import ``executorch.exir`` for one warning class, and that package's
+    ``__init__`` loads the whole compiler: about 3 s of every .pte measurement process. While the runtime
+    imports, ``executorch.exir`` is an empty package over the same folder, so its submodules load and its
+    ``__init__`` does not; a process that later wants the compiler imports it whole."""
+
+    def __enter__(self):
+        import types
+
+        self.placed = None
+        if "executorch.exir" not in sys.modules:
+            try:
+                import executorch
+
+                package = types.ModuleType("executorch.exir")
+                package.__path__ = [os.path.join(path, "exir") for path in executorch.__path__]
+                sys.modules["executorch.exir"] = self.placed = package
+            except ImportError:
+                pass
+        return self
+
+    def __exit__(self, *exc):
+        if self.placed is not None and sys.modules.get("executorch.exir") is self.placed:
+            del sys.modules["executorch.exir"]
+        return False
+
+
 class PteSession:
     """An ExecuTorch program (.pte) in ExecuTorch's Python runtime (``executorch.runtime``), which takes torch
     tensors: this is the one runtime that brings PyTorch into the measuring process. ``execute`` is timed."""
@@ -257,8 +284,13 @@ class PteSession:
     def __init__(self, path, threads, np, rng, preferred):
         try:
             import torch
-            from executorch.extension.pybindings import portable_lib
-            from executorch.runtime import Runtime
+            try:
+                with _without_executorch_compiler():
+                    from executorch.extension.pybindings import portable_lib
+                    from executorch.runtime import Runtime
+            except ImportError:  # bindings that need more of the compiler package: import it whole
+                from executorch.extension.pybindings import portable_lib
+                from executorch.runtime import Runtime
         except ImportError:
             problem("no_runtime", "no ExecuTorch runtime in this Python", install="executorch")
         self.runtime = {"name": "executorch", "version": module_version("executorch", None)}
