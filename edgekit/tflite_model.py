@@ -18,6 +18,7 @@ from .errors import EdgekitError
 # Ops that must compute on int8 tensors with int8 weights in a file called fully integer.
 REQUIRED_INT8_OPS = ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "ADD")
 # Constant operands that are integers by nature, not quantized values: biases, shapes, axes, paddings.
+EDGEKIT_METADATA = "edgekit"  # the metadata entry every edgekit export embeds: JSON (exporters/tflite.py)
 _INDEX_DTYPES = ("INT32", "INT64")
 _FLOAT_DTYPES = ("FLOAT32", "FLOAT16", "FLOAT64", "BFLOAT16")
 

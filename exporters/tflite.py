@@ -20,13 +20,13 @@ from ..errors import EdgekitError
 from ..fileio import atomic_write_bytes
 from ..formats import IO_DTYPES, get_format
 from ..quantize import tflite_int8
-from ..tflite_model import TFLiteModel, integer_report, pack_model, schema, unpack_model
+from ..tflite_model import EDGEKIT_METADATA, TFLiteModel, integer_report, pack_model, schema, unpack_model
 from ..tflite_metadata import ModelFacts, append_associated_files, set_standard_metadata
 from .backend import FormatBackend
 from .common import INPUT_NAME, OUTPUT_NAME, input_channels, sample_inputs
 from .locate import locate_unconvertible
 
-METADATA_NAME = "edgekit"  # the file's metadata entry: JSON, read back with TFLiteModel(...).metadata
+METADATA_NAME = EDGEKIT_METADATA  # the file's metadata entry: JSON, read back with TFLiteModel(...).metadata
 CONVERTER = "litert-torch"
 
 

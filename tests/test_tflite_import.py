@@ -315,16 +315,28 @@ def test_padding_that_is_not_tf_same_is_refused(tflite_dir, tmp_path):
 
 
 @pytest.mark.slow
-def test_reimports_a_float_tflite_converted_from_pytorch(imported, tmp_path, capsys):
-    """A float file with MEAN + FULLY_CONNECTED head and 1000 classes (litert-torch's layout of our own model)
-    imports back to the same weights; its float input says nothing about preprocessing, and the import says so."""
-    import litert_torch
+def test_reimports_a_float_tflite_converted_from_pytorch(imported, v1_fp32_bundle, tmp_path, capsys):
+    """Our own float export of the small file (MEAN + FULLY_CONNECTED head, 1000 classes: litert-torch's layout,
+    the session's bundle, conftest.v1_fp32_bundle) imports back to the same weights, with the preprocessing
+    and labels the export recorded. Stripped of that metadata, its float input says nothing about
+    preprocessing, and the import says so."""
+    from edgekit.tflite_model import pack_model, unpack_model
 
+    assert v1_fp32_bundle["code"] == 0, v1_fp32_bundle["stderr"]
     model = imported(SMALL)
-    nhwc = litert_torch.to_channel_last_io(model, args=[0])
+    exported = v1_fp32_bundle["bundle"] / f"{model.edgekit_config.variant}.tflite"
+    bare = unpack_model(exported.read_bytes())
+    bare.metadata = None  # litert-torch's file as it leaves the converter: no metadata, no packed labels
     path = tmp_path / "mobilenet_v1_float.tflite"
-    litert_torch.convert(nhwc, (torch.zeros(1, 128, 128, 3),)).export(str(path))
+    path.write_bytes(pack_model(bare))
     capsys.readouterr()
+
+    recorded = edgekit.create_model("mobilenet_v1", weights=exported)
+    cfg = recorded.edgekit_config
+    assert (cfg.width, cfg.resolution, cfg.labels) == (0.25, 128, model.edgekit_config.labels)
+    assert cfg.preprocessing == model.edgekit_config.preprocessing and "edgekit metadata" in cfg.weights.note
+    assert "float input" not in capsys.readouterr().err
+
     again = edgekit.create_model("mobilenet_v1", weights=path)
     cfg = again.edgekit_config
     assert (cfg.width, cfg.resolution, cfg.num_classes, cfg.labels) == (0.25, 128, 1000, None)
@@ -332,3 +344,4 @@ def test_reimports_a_float_tflite_converted_from_pytorch(imported, tmp_path, cap
     assert "float input" in capsys.readouterr().err
     for key, value in model.state_dict().items():
         torch.testing.assert_close(again.state_dict()[key], value, rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(recorded.state_dict()[key], value, rtol=1e-5, atol=1e-6)

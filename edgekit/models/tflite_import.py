@@ -12,6 +12,7 @@ and state-dict keys.
 
 from __future__ import annotations
 
+import json
 import zipfile
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -23,7 +24,7 @@ from torch import nn
 from ..console import warn
 from ..errors import EdgekitError
 from ..fileio import sha256_file
-from ..tflite_model import TFLiteModel
+from ..tflite_model import EDGEKIT_METADATA, TFLiteModel
 from ..types import TF_SLIM_PREPROCESSING, Preprocessing, WeightsInfo, quantized_input_preprocessing
 from .blocks import tf_same_padding
 from .registry import build_model, get_spec, resolve_config
@@ -79,6 +80,7 @@ class TFLiteWeights:
     resolution: int
     preprocessing: Preprocessing | None
     labels: list[str] | None
+    preprocessing_source: str | None = None  # "input quantization" or "edgekit metadata"
 
     @property
     def convolutions(self) -> list[FileLayer]:
@@ -129,7 +131,21 @@ def read_tflite_weights(path: Path) -> TFLiteWeights:
     preprocessing = (quantized_input_preprocessing(inputs[0].dtype, float(q.scale[0]),
                                                    int(q.zero_point[0]) if q.zero_point.size else 0)
                      if q is not None else None)
-    return TFLiteWeights(Path(path), layers, residual_adds, int(height), preprocessing, _embedded_labels(path))
+    source = "input quantization" if preprocessing is not None else None
+    if preprocessing is None:  # a float file edgekit exported says how it was fed
+        preprocessing = _recorded_preprocessing(tfl)
+        source = "edgekit metadata" if preprocessing is not None else None
+    return TFLiteWeights(Path(path), layers, residual_adds, int(height), preprocessing, _embedded_labels(path),
+                         source)
+
+
+def _recorded_preprocessing(tfl: TFLiteModel) -> Preprocessing | None:
+    """The preprocessing in the ``edgekit`` metadata entry every edgekit export embeds, if the file has one."""
+    try:
+        record = json.loads(tfl.metadata.get(EDGEKIT_METADATA) or "{}").get("preprocessing")
+        return Preprocessing.from_dict(record) if record else None
+    except (ValueError, TypeError, KeyError, AttributeError):  # someone else's entry of that name: not ours
+        return None
 
 
 def _scope(tensor_name: str) -> str:
@@ -390,6 +406,8 @@ def import_tflite(path: str | Path, name: str, *, width: float | None = None, re
 
     preprocessing = weights.preprocessing
     notes = []
+    if weights.preprocessing_source == "edgekit metadata":
+        notes.append("float input: preprocessing from the file's edgekit metadata")
     if preprocessing is None:
         preprocessing = TF_SLIM_PREPROCESSING
         notes.append("float input: assumed TF-slim preprocessing (mean 127.5, std 127.5)")
