@@ -116,3 +116,30 @@ def v1_fp32_bundle(shared_data, tmp_path_factory) -> dict:
          "--out", str(out), "--data", str(shared_data / "imagenet-samples" / "images"),
          "--parity-samples", "6", "--parity-random", "2", "--latency-runs", "0"]))
     return result | {"out": out, "bundle": out / V1_SMALL_VARIANT}
+
+
+@pytest.fixture(scope="session")
+def v2_imagenet_logits(shared_data, tmp_path_factory):
+    """Google's MobileNet v2 1.0/224 imported, in PyTorch, on the 250 shared ImageNet images in labels.csv order
+    ([250, 1000] float32): one forward pass per run, read by test_tflite_import.py (the import against its source
+    file) and test_quantize.py (the fp32 reference its int8 files are judged against)."""
+    import numpy as np
+
+    def make(folder: Path) -> dict:
+        import edgekit
+        from edgekit.evaluate import image_batches
+        from edgekit.images import read_labelled_set
+
+        model = edgekit.create_model("mobilenet_v2", weights=shared_data / "tflite" / V2_QUANT).eval()
+        config = model.edgekit_config
+        items = read_labelled_set(shared_data / "imagenet-samples" / "labels.csv")
+        with torch.inference_mode():
+            logits = [model(torch.from_numpy(batch.inputs)).numpy()
+                      for batch in image_batches(items, config.resolution, config.preprocessing, batch_size=50)]
+        logits = np.concatenate(logits)
+        assert len(logits) == len(items) == 250  # every image read: row i is labels.csv's row i
+        np.save(folder / "logits.npy", logits)
+        return {"path": str(folder / "logits.npy")}
+
+    record, _ = _once_per_run(tmp_path_factory, "v2_imagenet_logits", make)
+    return np.load(record["path"])

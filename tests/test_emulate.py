@@ -73,8 +73,11 @@ def test_missing_package_tools_are_one_line_and_exit_2(tmp_path):
 @pytest.mark.skipif(not shutil.which("apt-get"), reason="needs apt-get (Debian)")
 @pytest.mark.slow  # apt-get gives up on an unreachable archive only after its retries
 def test_no_route_to_the_archive_names_where_to_point_apt_and_leaves_nothing(tmp_path):
-    # apt honours http_proxy; a closed local port stands for a machine with no route to the archive
-    env = dict(os.environ, XDG_CACHE_HOME=str(tmp_path / "cache"), http_proxy="http://127.0.0.1:9")
+    # apt honours http_proxy; a closed local port stands for a machine with no route to the archive. Without
+    # retries (APT_CONFIG, apt's own settings file), apt says so at once instead of after its 7 s of back-off.
+    (tmp_path / "apt.conf").write_text('Acquire::Retries "0";\n')
+    env = dict(os.environ, XDG_CACHE_HOME=str(tmp_path / "cache"), http_proxy="http://127.0.0.1:9",
+               APT_CONFIG=str(tmp_path / "apt.conf"))
     done = _cli(["emulate", "setup"], env)
     assert done.returncode == 2
     error = [line for line in done.stderr.splitlines() if line.startswith("edgekit: error")]

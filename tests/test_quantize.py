@@ -51,6 +51,9 @@ class Quantized:
 # The fp32 files come from the session's export bundles (tests/conftest.py), which test_export.py and
 # test_validate.py check: the same exporters, called the same way, so they are not exported a second time here.
 FP32_BUNDLES = {"mobilenet_v2_1.0_224": "v2_fp16_export", "mobilenet_v1_0.25_128": "v1_fp32_bundle"}
+# v2's PyTorch outputs on the 250 images come from the session's one pass (conftest.v2_imagenet_logits, which
+# test_tflite_import.py reads too); v1 0.25/128 is cheap enough to run here
+SHARED_REFERENCE = {"mobilenet_v2_1.0_224": "v2_imagenet_logits"}
 
 
 def _fp32_files(export: dict, variant: str) -> dict[str, Path]:
@@ -66,7 +69,9 @@ def build(shared_data, tmp_path_factory, request):
 
     def get(key: str) -> Quantized:
         if key not in cache:
-            cache[key] = _build(key, shared_data, tmp_path_factory, request.getfixturevalue(FP32_BUNDLES[key]))
+            shared = request.getfixturevalue(SHARED_REFERENCE[key]) if key in SHARED_REFERENCE else None
+            cache[key] = _build(key, shared_data, tmp_path_factory, request.getfixturevalue(FP32_BUNDLES[key]),
+                                shared)
         return cache[key]
 
     return get
@@ -82,7 +87,7 @@ def mobilenet_v1(build) -> Quantized:
     return build("mobilenet_v1_0.25_128")
 
 
-def _build(key: str, shared_data: Path, tmp_path_factory, export: dict) -> Quantized:
+def _build(key: str, shared_data: Path, tmp_path_factory, export: dict, all_logits: np.ndarray | None) -> Quantized:
     import torch
 
     import edgekit
@@ -105,8 +110,11 @@ def _build(key: str, shared_data: Path, tmp_path_factory, export: dict) -> Quant
     quantize_tflite(fp32["tflite"], int8["tflite"], calibration)
 
     inputs = np.stack([preprocess_file(item.path, config.resolution, config.preprocessing) for item in scored])
-    with torch.inference_mode():
-        reference = torch.cat([model(torch.from_numpy(chunk)) for chunk in np.array_split(inputs, 4)]).numpy()
+    if all_logits is not None:  # PyTorch's outputs on every image, in labels.csv order
+        reference = all_logits[[i for i in range(len(items)) if i % CALIBRATION_STRIDE]]
+    else:
+        with torch.inference_mode():
+            reference = torch.cat([model(torch.from_numpy(chunk)) for chunk in np.array_split(inputs, 4)]).numpy()
     return Quantized(key, fp32, int8, inputs, np.array([item.label for item in scored]), reference,
                      calibration, limits)
 
