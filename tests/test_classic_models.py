@@ -221,12 +221,13 @@ def test_every_model_builds_and_runs():
 
 
 # fp32 export through the whole pipeline (export-ready copy, ONNX and TFLite, parity against PyTorch) at small
-# resolutions. A TFLite conversion takes 4-16 s per model here, so ResNet-50/152, VGG-16-BN and the Siamese
-# network are converted to ONNX only: their blocks reach TFLite through ResNet-18, VGG-16 (test_classic_export.py,
-# fp32 parity gated, with its int8 file) and the trained Siamese of test_nonclassifier_parity.py.
-EXPORTS = [("alexnet", 64, ("onnx", "tflite")), ("vgg16", 64, ("onnx",)), ("vgg16_bn", 64, ("onnx",)),
-           ("resnet18", 64, ("onnx", "tflite")), ("resnet50", 64, ("onnx",)), ("resnet152", 64, ("onnx",)),
-           ("googlenet", 64, ("onnx", "tflite")), ("siamese", 96, ("onnx",))]
+# resolutions. A TFLite conversion takes 4-16 s per model here, so ResNet-50, VGG-16 and the Siamese network are
+# converted to ONNX only: their blocks reach TFLite through ResNet-18, VGG-16 in test_classic_export.py (fp32
+# parity gated, with its int8 file) and the trained Siamese of test_nonclassifier_parity.py. VGG-16-BN and
+# ResNet-152 add no operator to VGG-16 and ResNet-50 (their sizes and checkpoint layouts are checked above on
+# the meta device); exporting their 140 M and 60 M parameters only costs 8-10 s each.
+EXPORTS = [("alexnet", 64, ("onnx", "tflite")), ("vgg16", 64, ("onnx",)), ("resnet18", 64, ("onnx", "tflite")),
+           ("resnet50", 64, ("onnx",)), ("googlenet", 64, ("onnx", "tflite")), ("siamese", 96, ("onnx",))]
 
 
 @pytest.mark.slow
