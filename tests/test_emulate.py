@@ -17,6 +17,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import V1_SMALL_VARIANT as VARIANT
 from devices_helpers import MISSING_OPENSSH, NO_OPENSSH_REASON, keygen, start_sshd
 
 from edgekit import emulate
@@ -176,12 +177,14 @@ def test_validate_emulate_cpu_usage_errors(environment, bundle, capsys):
 
 @pytest.mark.slow  # Python and the runtimes under qemu: seconds per file
 def test_validate_emulate_fails_a_file_that_fails_its_gate_on_arm(environment, bundle, tmp_path, capsys):
-    # the same gates as the host's: a gate no int8 file can meet fails the ARM rows too (exit 1, no crash)
+    # the same gates as the host's: a gate no int8 file can meet fails the ARM rows too (exit 1, no crash);
+    # --formats chooses the files on ARM as on the host
     report = tmp_path / "v.json"
-    code = main(["validate", str(bundle), "--emulate", "aarch64", "--emulate-cpus", "cortex-a76",
-                 "--gate", "int8.psnr_db=90", "--json", str(report)])
+    code = main(["validate", str(bundle), "--formats", "tflite", "--emulate", "aarch64", "--emulate-cpus",
+                 "cortex-a76", "--gate", "int8.psnr_db=90", "--json", str(report)])
     assert code == 1
     rows = json.loads(report.read_text())[0]["emulation"]["rows"]
+    assert sorted(r["artifact"] for r in rows) == [f"{VARIANT}.tflite", f"{VARIANT}_int8.tflite"]
     assert {r["passed"] for r in rows if r["precision"] == "int8"} == {False}
     assert all(r["passed"] for r in rows if r["precision"] == "fp32")
 

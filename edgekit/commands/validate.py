@@ -132,8 +132,10 @@ def run(args) -> int:
             for problem in check.problems:
                 print(f"  problem: {problem}")
             if args.emulate and check.manifest is not None and check.manifest.status == "complete":
+                chosen = ([a.path for a in check.manifest.artifacts if a.format in args.formats] if args.formats
+                          else None)  # --formats holds for the emulated runs too
                 emulated[check.bundle] = emulate.check_bundle(environment, check.bundle, cpus, manifest_gates,
-                                                              args.threads or 1)
+                                                              args.threads or 1, files=chosen)
                 emulate.print_check(emulated[check.bundle])
                 emulate.record_in_manifest(check.bundle, emulated[check.bundle])
             print()
