@@ -42,13 +42,11 @@ _PERCENTILE = 99.999
 
 
 class _Reader:
-    """ORT's CalibrationDataReader protocol over an array of NCHW images, a few images per run."""
+    """ORT's CalibrationDataReader protocol over NCHW images, one array per model input, a few images per run."""
 
-    def __init__(self, input_name: str | list[str], nchw: np.ndarray | list[np.ndarray], batch: int):
-        # a model of several inputs: one name and one array per input
-        self.names = input_name if isinstance(input_name, list) else [input_name]
-        self.arrays = nchw if isinstance(nchw, list) else [nchw]
-        self.nchw, self.batch = self.arrays[0], batch
+    def __init__(self, names: list[str], arrays: list[np.ndarray], batch: int):
+        self.names, self.arrays = names, arrays
+        self.nchw, self.batch = arrays[0], batch
         self.position = 0
 
     def get_next(self):
@@ -85,8 +83,7 @@ def quantize_onnx(fp32_onnx: Path, out: Path, calibration: CalibrationSet, metho
     except Exception as e:  # protobuf's DecodeError and friends
         raise EdgekitError(f"{fp32_onnx} is not a readable ONNX model ({one_line(e)}); export it again") from None
     weights = {i.name for i in source.graph.initializer}
-    names = [i.name for i in source.graph.input if i.name not in weights]
-    input_name = names[0] if len(names) == 1 else names  # a model of several inputs: each is a picture
+    input_names = [i.name for i in source.graph.input if i.name not in weights]  # several: each a picture
     outputs = {o.name for o in source.graph.output}
     metadata = {p.key: p.value for p in source.metadata_props}
     del source
@@ -99,7 +96,7 @@ def quantize_onnx(fp32_onnx: Path, out: Path, calibration: CalibrationSet, metho
     log: list[str] = []
     try:
         with captured_output() as log:  # ORT logs reminders and prints histogram progress on stdout
-            return _quantize(fp32_onnx, out, calibration, method, activation_type, op_types, input_name, outputs,
+            return _quantize(fp32_onnx, out, calibration, method, activation_type, op_types, input_names, outputs,
                              metadata, calibrate_method, options, limit_saturation, finish)
     except EdgekitError:
         raise
@@ -109,7 +106,7 @@ def quantize_onnx(fp32_onnx: Path, out: Path, calibration: CalibrationSet, metho
 
 
 def _quantize(fp32_onnx: Path, out: Path, calibration: CalibrationSet, method: str, activation_type: str,
-              op_types, input_name: str | list[str], outputs: set[str], metadata: dict[str, str], calibrate_method,
+              op_types, input_names: list[str], outputs: set[str], metadata: dict[str, str], calibrate_method,
               calibrator_options: dict, limit_saturation: bool, finish: Callable | None) -> list[LayerLimit]:
     from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.calibrate import create_calibrator, save_tensors_data
@@ -122,16 +119,15 @@ def _quantize(fp32_onnx: Path, out: Path, calibration: CalibrationSet, method: s
         calibrator = create_calibrator(prepared, list(op_types) if op_types else None,
                                        augmented_model_path=str(work / "augmented.onnx"),
                                        calibrate_method=calibrate_method, extra_options=calibrator_options)
-        names = input_name if isinstance(input_name, list) else [input_name]
-        arrays = calibration.inputs(len(names))
+        arrays = calibration.inputs(len(input_names))
         # one batch per call: the histogram collectors stack a call's outputs and need equal batch sizes
         for start in range(0, len(calibration.nchw), CALIBRATION_BATCH):
             chunks = [x[start:start + CALIBRATION_BATCH] for x in arrays]
-            calibrator.collect_data(_Reader(names, chunks, len(chunks[0])))
+            calibrator.collect_data(_Reader(input_names, chunks, len(chunks[0])))
         ranges = calibrator.compute_data()
         if method != "minmax":
             _clip_to_observed(ranges, calibrator.collector.histogram_dict, outputs)
-        for name in names:
+        for name in input_names:
             if name in ranges.data:
                 low, high = input_range(calibration)
                 ranges.data[name].lowest = np.asarray(low, dtype=np.float32)
@@ -146,10 +142,10 @@ def _quantize(fp32_onnx: Path, out: Path, calibration: CalibrationSet, method: s
             activation_type=QuantType.QUInt8 if activation_type == "uint8" else QuantType.QInt8,
             weight_type=QuantType.QInt8, calibrate_method=calibrate_method, calibration_cache_path=str(cache))
         model = onnx.load(str(quantized))
-        grid = keep_onnx_grid(model, {i.name: onnx.numpy_helper.to_array(i)
-                                      for i in onnx.load(str(prepared)).graph.initializer})
-        limits = _limit_saturation(model, prepared, calibration, activation_type, len(names)) \
-            if limit_saturation else []
+        # the fp32 weights by name, read once: the grid and the saturation limit requantize from them
+        float_weights = {i.name: onnx.numpy_helper.to_array(i) for i in onnx.load(str(prepared)).graph.initializer}
+        grid = keep_onnx_grid(model, float_weights)
+        limits = _limit_saturation(model, float_weights, arrays, activation_type) if limit_saturation else []
         _record_metadata(model, metadata, method, activation_type, calibration, limits, grid)
         if finish is not None:
             finish(model)
@@ -158,16 +154,13 @@ def _quantize(fp32_onnx: Path, out: Path, calibration: CalibrationSet, method: s
     return limits
 
 
-def _limit_saturation(model, prepared: Path, calibration: CalibrationSet, activation_type: str,
-                      inputs: int = 1) -> list[LayerLimit]:
+def _limit_saturation(model, float_weights: dict[str, np.ndarray], calibration_inputs: list[np.ndarray],
+                      activation_type: str) -> list[LayerLimit]:
     """uint8 activations meet int8 weights in ORT's U8S8 kernels, which saturate on x86 without VNNI
     (``onnx_saturation``); int8 activations go through other kernels this module does not model."""
     if activation_type != "uint8":
         return []
-    from onnx import numpy_helper
-
-    float_weights = {i.name: numpy_helper.to_array(i) for i in onnx.load(str(prepared)).graph.initializer}
-    return limit_pair_sums(model, float_weights, calibration.nchw if inputs == 1 else calibration.inputs(inputs))
+    return limit_pair_sums(model, float_weights, calibration_inputs)
 
 
 def _clip_to_observed(ranges, histograms: dict, outputs: set[str]) -> None:
