@@ -49,6 +49,12 @@ def _several_io_rows(model: dict) -> list[list[str]]:
         [["labels.txt names", f"output {model['labelled_output']}"]] if model.get("labelled_output") else [])
 
 
+def _gates_lines(gates: GateTable, kind: str, results: list[ParityResult]) -> list[str]:
+    """The gates of each precision among ``results``, in the words of the output's ``kind``."""
+    return ["Gates: " + "; ".join(f"{precision}: {gates.for_precision(precision).describe(kind)}"
+                                  for precision in sorted({r.precision for r in results})), ""]
+
+
 def _seconds(value: float | None) -> str:
     return f"{value:.1f} s" if value is not None else "-"
 
@@ -311,14 +317,11 @@ def render_report(manifest: Manifest, bundle: Path | None = None) -> str:
                 lines += task_section(output.get("task"), rows)
                 gates = GateTable.from_dict(output["gates"]) if output.get("gates") else manifest.gates
                 if gates:
-                    lines += ["Gates: " + "; ".join(
-                        f"{precision}: {gates.for_precision(precision).describe(output_kind)}"
-                        for precision in sorted({r.precision for r in rows})), ""]
+                    lines += _gates_lines(gates, output_kind, rows)
         else:
             lines += task_section(manifest.model.get("task"), manifest.parity)  # a mask's or an embedding's figures
-        if manifest.gates and len(m.get("outputs") or ()) <= 1:
-            lines += ["Gates: " + "; ".join(f"{precision}: {manifest.gates.for_precision(precision).describe(kind)}"
-                                            for precision in sorted({r.precision for r in manifest.parity})), ""]
+            if manifest.gates:
+                lines += _gates_lines(manifest.gates, kind, manifest.parity)
         notes = sorted({r.note for r in manifest.parity if r.note})
         if any(r.precision == "int8" and r.gated for r in manifest.parity):
             notes.append(INT8_GATES_SOURCE if kind == "classifier" else

@@ -136,8 +136,9 @@ def _run_bundle(args, dataset, items, data) -> int:
     if weights is not None and args.pytorch == "skip":
         raise EdgekitError("--weights rebuilds the PyTorch row, which --pytorch skip leaves out; drop one of them")
     override = _preprocessing_override(args)
-    manifest = Manifest.read(resolve_bundle(Path(args.name)))
-    scored_output(manifest, resolve_bundle(Path(args.name)))  # a model eval cannot score fails first
+    bundle = resolve_bundle(Path(args.name))
+    manifest = Manifest.read(bundle)
+    scored_output(manifest, bundle)  # a model eval cannot score fails first
     if not manifest.weights.get("trained", False):
         _refuse_random(args, f"{manifest.variant} was exported with random (untrained) weights")
     outputs = _manifest_classes(manifest)
