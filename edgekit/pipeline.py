@@ -277,7 +277,7 @@ def _output_tasks(io, reference: Reference, manifest: Manifest, spec: ExportSpec
         output["task"] = task.to_dict()
         output["gates"] = gates_for_task(spec.gates, task).to_dict()
     manifest.model |= record
-    labelled = io.output_tasks.index("classifier") if "classifier" in io.output_tasks else 0
+    labelled = io.labelled
     manifest.model["task"] = tasks[labelled].to_dict()  # the output labels.txt names
     manifest.model["labelled_output"] = io.output_names[labelled]
     manifest.gates = spec.gates

@@ -146,9 +146,21 @@ class ModelIO:
     output_shapes: tuple[tuple[int, ...], ...]
     output_tasks: tuple[str, ...]
 
+    @property
+    def labelled(self) -> int:
+        """The output labels.txt names."""
+        return labelled_output(self.output_tasks)
+
     def to_dict(self) -> dict:
         """The manifest's ``model.inputs`` and ``model.outputs`` (the export adds each output's full task)."""
         return {"inputs": [{"name": name, "shape": list(self.input_shape), "layout": "NCHW"}
                            for name in self.input_names],
                 "outputs": [{"name": name, "shape": list(shape), "task": {"kind": task}}
                             for name, shape, task in zip(self.output_names, self.output_shapes, self.output_tasks)]}
+
+
+def labelled_output(tasks) -> int:
+    """Which of a model's outputs (their tasks, in order) its labels name: the first classifier output, else the
+    first."""
+    tasks = list(tasks)
+    return tasks.index("classifier") if "classifier" in tasks else 0

@@ -21,7 +21,7 @@ from torch import nn
 from ..capture import one_line
 from ..errors import EdgekitError
 from ..parity import TASKS
-from ..types import ModelConfig, ModelIO, Preprocessing, WeightsInfo
+from ..types import ModelConfig, ModelIO, Preprocessing, WeightsInfo, labelled_output
 from .registry import MAX_CLASSES
 
 CUSTOM_FAMILY = "custom"
@@ -197,7 +197,7 @@ def _output_kinds(output, input_shape: tuple[int, ...], source: str, labels: tup
         declared = None if tasks is None else tasks[k].strip() if several else tasks[k]
         _check_task(declared, tensor, which)
         kinds.append(declared or ("dense" if tensor.dim() == 4 else "classifier"))
-    labelled = kinds.index("classifier") if "classifier" in kinds else 0
+    labelled = labelled_output(kinds)
     classes = int(tensors[labelled].shape[1])
     if labels is not None and len(labels) != classes:
         raise EdgekitError(f"{len(labels)} labels for the {classes} classes of output {labelled}; give one name per "
