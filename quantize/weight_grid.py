@@ -47,25 +47,24 @@ class GridSummary:
 def channel_step(values: np.ndarray) -> float | None:
     """The step s of which every value is an integer multiple, at most 127 of them (so int8 holds them exactly),
     or None: a channel of trained float weights, one whose levels do not fit, or an all-zero one."""
-    values = np.asarray(values, dtype=np.float64).ravel()
-    distinct = np.unique(values)
-    gaps = np.diff(distinct)
-    gaps = gaps[gaps > 0]
-    if not gaps.size:
-        return None
-    step = float(gaps.min())
-    multiples = values / step
-    if np.abs(multiples).max() > INT8_LEVELS or np.abs(multiples - np.round(multiples)).max() > _TOLERANCE:
-        return None
-    # one gap of two float32 values is a step to ~1e-6; the least-squares step over every value is as exact as
-    # the values themselves
-    whole = np.round(multiples)
-    return float(values @ whole / (whole @ whole))
+    return channel_steps(np.asarray(values).reshape(1, -1), 0)[0]
 
 
 def channel_steps(weights: np.ndarray, axis: int) -> list[float | None]:
-    """``channel_step`` of each channel along ``axis``."""
-    return [channel_step(channel) for channel in np.moveaxis(np.asarray(weights, dtype=np.float64), axis, 0)]
+    """``channel_step`` of each channel along ``axis``, all channels at once: one sort of the whole tensor instead
+    of a ``np.unique`` per channel (MobileNet v2 has 18,000 channels; 1 s per quantized file before)."""
+    rows = np.moveaxis(np.asarray(weights, dtype=np.float64), axis, 0)
+    rows = rows.reshape(rows.shape[0], -1)
+    gaps = np.diff(np.sort(rows, axis=1), axis=1)  # the gaps between a channel's distinct values, and zeros
+    steps = np.where(gaps > 0, gaps, np.inf).min(axis=1, initial=np.inf)
+    found = np.isfinite(steps)
+    multiples = rows / np.where(found, steps, 1.0)[:, None]
+    whole = np.round(multiples)
+    found &= (np.abs(multiples).max(axis=1, initial=0) <= INT8_LEVELS) \
+        & (np.abs(multiples - whole).max(axis=1, initial=0) <= _TOLERANCE)
+    # one gap of two float32 values is a step to ~1e-6; the least-squares step over every value is as exact as
+    # the values themselves
+    return [float(row @ levels / (levels @ levels)) if ok else None for row, levels, ok in zip(rows, whole, found)]
 
 
 def on_grid(weights: np.ndarray, axis: int, scales: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:
