@@ -82,18 +82,9 @@ def export_ready(model, resolution: int):
     gives every exporter the same graph; parity against the unfolded original proves the folding.
     """
     from torch import nn
-    from torch.nn.utils.fusion import fuse_conv_bn_eval
 
     ready = copy.deepcopy(model).eval()
-    for parent in list(ready.modules()):
-        if not isinstance(parent, nn.Sequential):
-            continue  # only a Sequential's order is its execution order
-        names = list(parent._modules)
-        for name, next_name in zip(names, names[1:]):
-            conv, norm = parent._modules[name], parent._modules[next_name]
-            if isinstance(conv, nn.Conv2d) and isinstance(norm, nn.BatchNorm2d):
-                parent._modules[name] = fuse_conv_bn_eval(conv, norm)  # keeps TFSameConv2d's padding
-                parent._modules[next_name] = nn.Identity()
+    _fold_batch_norm(ready)
     for parent in list(ready.modules()):
         for name, child in list(parent.named_children()):
             if isinstance(child, nn.modules.dropout._DropoutNd):
@@ -106,6 +97,65 @@ def export_ready(model, resolution: int):
     # what was changed beyond the routine steps above, for the manifest and report.md
     ready.edgekit_prepared = [change for change in (folded, flattened) if change]
     return ready
+
+
+def _fold_batch_norm(model) -> None:
+    """Fold each BatchNorm2d into the convolution that alone feeds it, in place: the conv takes the BN's scale and
+    shift, the BN becomes an Identity, module names stay.
+
+    The converters fold BN too, but a graph without it converts about twice as fast (litert-torch, AMD EPYC Zen 3:
+    GoogLeNet at 64 px 15.0 s -> 7.9 s, ResNet-18 7.7 s -> 3.3 s; same operators). The pairs come from an fx trace
+    of the model (ResNet's ``bn1`` after ``conv1`` is no Sequential); a model fx cannot trace gets the pairs
+    adjacent in a Sequential, whose order is its execution order."""
+    from torch import nn
+    from torch.nn.utils.fusion import fuse_conv_bn_eval
+
+    def foldable(conv, norm) -> bool:
+        return (isinstance(conv, nn.Conv2d) and type(norm) is nn.BatchNorm2d and norm.running_mean is not None
+                and norm.num_features == conv.out_channels)
+
+    pairs = _traced_conv_norm_pairs(model)
+    if pairs is None:
+        pairs = [(f"{prefix}.{a}".lstrip("."), f"{prefix}.{b}".lstrip("."))
+                 for prefix, parent in model.named_modules() if isinstance(parent, nn.Sequential)
+                 for a, b in zip(list(parent._modules), list(parent._modules)[1:])]
+    for conv_name, norm_name in pairs:
+        conv, norm = model.get_submodule(conv_name), model.get_submodule(norm_name)
+        if foldable(conv, norm):
+            _replace_module(model, conv_name, fuse_conv_bn_eval(conv, norm))  # keeps TFSameConv2d's padding
+            _replace_module(model, norm_name, nn.Identity())
+
+
+def _traced_conv_norm_pairs(model) -> list[tuple[str, str]] | None:
+    """(conv, BN) module names where the BN's only input is the conv's output, used by nothing else, and each module
+    runs once per forward; None when fx cannot trace ``model`` (data-dependent control flow)."""
+    import torch
+    from torch import nn
+
+    class Tracer(torch.fx.Tracer):
+        def is_leaf_module(self, module, name) -> bool:  # TFSameConv2d computes its padding from the input size
+            return isinstance(module, (nn.Conv2d, nn.BatchNorm2d)) or super().is_leaf_module(module, name)
+
+    try:
+        graph = Tracer().trace(model)
+    except Exception:  # fx raises whatever the model's Python raises on a Proxy
+        return None
+    calls: dict[str, int] = {}
+    for node in graph.nodes:
+        if node.op == "call_module":
+            calls[node.target] = calls.get(node.target, 0) + 1
+    pairs = []
+    for node in graph.nodes:
+        source = node.args[0] if node.op == "call_module" and len(node.args) == 1 and not node.kwargs else None
+        if (isinstance(source, torch.fx.Node) and source.op == "call_module" and len(source.users) == 1
+                and calls[source.target] == calls[node.target] == 1):
+            pairs.append((source.target, node.target))
+    return pairs
+
+
+def _replace_module(model, name: str, module) -> None:
+    parent_name, _, child = name.rpartition(".")
+    setattr(model.get_submodule(parent_name) if parent_name else model, child, module)
 
 
 def _flatten_channels_last(model, resolution: int) -> str | None:
@@ -165,8 +215,7 @@ def _static_tf_padding(model, resolution: int) -> None:
                           bias=conv.bias is not None)
         plain.load_state_dict(conv.state_dict())
         replacement = plain if symmetric else nn.Sequential(nn.ZeroPad2d((left, right, top, bottom)), plain)
-        parent_name, _, child = name.rpartition(".")
-        setattr(model.get_submodule(parent_name) if parent_name else model, child, replacement.eval())
+        _replace_module(model, name, replacement.eval())
 
 
 def _adaptive_pool_matrix(size: int, bins: int):

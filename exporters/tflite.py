@@ -1,5 +1,6 @@
 """PyTorch -> TFLite with litert-torch: NHWC float32 input ``[1, H, W, 3]`` named ``image``, output ``logits``,
-no TRANSPOSE operator, BN folded and activations fused by the converter, edgekit's metadata embedded.
+no TRANSPOSE operator, activations fused by the converter (batch norm is folded before, by ``export_ready``),
+edgekit's metadata embedded.
 
 The NHWC input comes from ``litert_torch.to_channel_last_io``: the wrapper's permute meets the converter's
 own NCHW->NHWC layout pass and both cancel, so the graph holds no transpose at all (checked after every

@@ -208,6 +208,46 @@ def test_grid_pool_folds_exactly_into_the_classifier():
     assert isinstance(model.avgpool, torch.nn.AdaptiveAvgPool2d)  # the original is untouched
 
 
+def test_batch_norm_folds_wherever_a_convolution_alone_feeds_it():
+    """ResNet's bn1 after conv1 is no Sequential, yet every BN is folded (found by an fx trace), names kept and
+    outputs unchanged: a graph with BN converts about twice as slowly. A conv whose output is also read elsewhere
+    and a BN run twice stay; a model fx cannot trace gets the Sequential pairs only."""
+    from torch import nn
+
+    torch.manual_seed(0)
+    model = edgekit.create_model("resnet18", resolution=32, num_classes=10)
+    for norm in (m for m in model.modules() if isinstance(m, nn.BatchNorm2d)):  # not the identity statistics
+        norm.running_mean.uniform_(-0.5, 0.5)
+        norm.running_var.uniform_(0.5, 2.0)
+    ready = export_ready(model, 32)
+    assert not any(isinstance(m, nn.BatchNorm2d) for m in ready.modules())
+    assert isinstance(ready.layer1[0].bn1, nn.Identity) and isinstance(ready.layer2[0].downsample[1], nn.Identity)
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(ready(x), model(x), rtol=1e-4, atol=1e-4)
+
+    class Shared(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.read_twice, self.norm = nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4)
+            self.other, self.run_twice = nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4)
+            self.block = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4))
+            self.conv, self.bn = nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4)
+
+        def forward(self, x):
+            y = self.read_twice(x)
+            return (self.norm(y) + y + self.run_twice(self.other(x)) + self.run_twice(y) + self.block(x)
+                    + self.bn(self.conv(x)))
+
+    class Untraceable(Shared):
+        def forward(self, x):
+            return super().forward(x) if x.sum() > 0 else super().forward(-x)  # control flow on a value
+
+    for cls, folded in ((Shared, {"block.1", "bn"}), (Untraceable, {"block.1"})):
+        ready = export_ready(cls().eval(), 8)
+        assert {n for n, m in ready.named_modules() if isinstance(m, nn.Identity)} == folded, cls.__name__
+
+
 def test_every_model_builds_and_runs():
     """Each new model at its smallest sensible input, on a batch of two (VGG-16 and ResNet-152 are built in the
     export tests: their random initialisation alone takes seconds)."""
