@@ -13,6 +13,7 @@ import sys
 import traceback
 
 from . import __version__
+from .allocator import keep_freed_memory
 from .console import set_quiet, set_verbose
 from .errors import EdgekitError, Terminated
 
@@ -41,6 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    keep_freed_memory()  # a command's batches reuse freed memory instead of faulting it in again (allocator.py)
     parser = build_parser()
     args = parser.parse_args(argv)
     set_quiet(args.quiet)

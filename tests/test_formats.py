@@ -53,7 +53,7 @@ def test_the_pipeline_names_no_format():
 
 # Core modules, then the layers above them: a module imports only from its own layer or below.
 LAYERS = [
-    ("errors", "console", "capture", "fileio", "cpu", "table", "formats", "types", "images", "tflite_model",
+    ("errors", "allocator", "console", "capture", "fileio", "cpu", "table", "formats", "types", "images", "tflite_model",
      "runtimes", "parity", "manifest", "labels", "sample_images", "layerwise", "tflite_metadata", "snippets"),
     ("models",),
     ("exporters", "quantize"),
