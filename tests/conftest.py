@@ -132,16 +132,15 @@ def v2_imagenet_logits(shared_data, tmp_path_factory):
 
     def make(folder: Path) -> dict:
         import edgekit
-        from edgekit.evaluate import image_batches
+        from edgekit.evaluate import image_batches, torch_predictor
         from edgekit.images import read_labelled_set
 
         model = edgekit.create_model("mobilenet_v2", weights=shared_data / "tflite" / V2_QUANT).eval()
         config = model.edgekit_config
         items = read_labelled_set(shared_data / "imagenet-samples" / "labels.csv")
-        with torch.inference_mode():
-            logits = [model(torch.from_numpy(batch.inputs)).numpy()
-                      for batch in image_batches(items, config.resolution, config.preprocessing, batch_size=50)]
-        logits = np.concatenate(logits)
+        predict = torch_predictor(model)  # as `edgekit eval` runs it
+        logits = np.concatenate([predict(batch.inputs) for batch in image_batches(
+            items, config.resolution, config.preprocessing, batch_size=50)])
         assert len(logits) == len(items) == 250  # every image read: row i is labels.csv's row i
         np.save(folder / "logits.npy", logits)
         return {"path": str(folder / "logits.npy")}
