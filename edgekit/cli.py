@@ -9,7 +9,9 @@ from __future__ import annotations
 import argparse
 import importlib
 import os
+import signal
 import sys
+import threading
 import traceback
 
 from . import __version__
@@ -55,11 +57,23 @@ def main(argv: list[str] | None = None) -> int:
         print(f"edgekit: error: {e}", file=sys.stderr)
         return e.exit_code
     except Terminated:
+        _stopping(argv)
         print("edgekit: terminated", file=sys.stderr)
         return Terminated.exit_code
     except KeyboardInterrupt:
+        _stopping(argv)
         print("edgekit: interrupted", file=sys.stderr)
         return 130
+
+
+def _stopping(argv: list[str] | None) -> None:
+    """edgekit stops for a signal and is the process (``argv`` from the command line): a second signal, another
+    Ctrl-C or a native library re-raising the first once it returns, is ignored, so that the exit status stays
+    130 or 143 (seen under load: "edgekit: interrupted" printed, then death by SIGINT). A program that calls
+    ``main([...])`` keeps its handlers."""
+    if argv is None and threading.current_thread() is threading.main_thread():
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, signal.SIG_IGN)
 
 
 def _print_traceback(error: BaseException) -> None:
