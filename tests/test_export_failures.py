@@ -123,6 +123,7 @@ def run(args):
     os.kill(os.getpid(), signal.SIGINT)
 
 models.run = run
+signal.signal(signal.SIGINT, signal.default_int_handler)  # as from a terminal (a pytest-xdist worker ignores it)
 sys.stderr = Stderr(sys.__stderr__)
 sys.argv = ["edgekit", "models"]
 sys.exit(cli.main())
