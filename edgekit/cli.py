@@ -7,6 +7,7 @@ Each sub-command lives in ``edgekit/commands/<name>.py`` with ``add_parser(subpa
 from __future__ import annotations
 
 import argparse
+import ctypes
 import importlib
 import os
 import signal
@@ -67,13 +68,17 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _stopping(argv: list[str] | None) -> None:
-    """edgekit stops for a signal and is the process (``argv`` from the command line): a second signal, another
-    Ctrl-C or a native library re-raising the first once it returns, is ignored, so that the exit status stays
-    130 or 143 (seen under load: "edgekit: interrupted" printed, then death by SIGINT). A program that calls
-    ``main([...])`` keeps its handlers."""
+    """edgekit stops for a signal, and the exit status must stay 130 or 143. When edgekit is the process (``argv``
+    from the command line), a second signal (another Ctrl-C while it prints its line) is ignored; a program
+    that calls ``main([...])`` keeps its handlers."""
     if argv is None and threading.current_thread() is threading.main_thread():
         for sig in (signal.SIGINT, signal.SIGTERM):
             signal.signal(sig, signal.SIG_IGN)
+    # The interrupt may have passed through Python code that a library ran from C (PyRun_String, during an import
+    # inside litert-torch's conversion): that leaves CPython's "unhandled KeyboardInterrupt" flag set although
+    # edgekit caught it, and `python -m edgekit.cli` then kills itself with SIGINT after returning 130 (seen
+    # under load). Every PyRun_String clears the flag as it starts.
+    ctypes.pythonapi.PyRun_SimpleString(b"pass")
 
 
 def _print_traceback(error: BaseException) -> None:

@@ -66,7 +66,7 @@ class _Steps:
         _raise_pending_signal()
         started = time.perf_counter()
         try:
-            with step(label or name) as outcome:
+            with step(label or name) as outcome, _errors_of_a_signal():
                 yield outcome
             _raise_pending_signal()
         except BaseException as e:
@@ -513,7 +513,8 @@ def _terminate_as_interrupt():
     previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGTERM, signal.SIGINT)}
     _pending_signals.clear()
     try:
-        yield
+        with _errors_of_a_signal():
+            yield
     finally:
         for sig, action in previous.items():
             signal.signal(sig, action)
@@ -526,6 +527,18 @@ _pending_signals: list[int] = []  # signals received during the export, re-raise
 def _raise_pending_signal() -> None:
     if _pending_signals:
         raise Terminated() if _pending_signals[0] == signal.SIGTERM else KeyboardInterrupt()
+
+
+@contextmanager
+def _errors_of_a_signal():
+    """An error raised after a signal arrived is the signal's: a library may turn its KeyboardInterrupt into its
+    own error (Python wraps one raised in a class's ``__set_name__``, during an import inside litert-torch's
+    conversion, in a RuntimeError; seen under load), and the export must still stop as interrupted."""
+    try:
+        yield
+    except Exception:
+        _raise_pending_signal()
+        raise
 
 
 def _usual_permissions(folder: Path) -> None:

@@ -3,12 +3,14 @@ failed conversion, and no file that looks finished after a failure or an interru
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import sys
 import time
 
 import pytest
+import torch
 from torch import nn
 
 import edgekit
@@ -100,6 +102,36 @@ def test_a_model_that_cannot_be_converted_fails_with_the_step_recorded(tmp_path,
     assert "export failed at step tflite fp32" in capsys.readouterr().out
 
 
+class _InterruptedInsideALibrary(nn.Module):
+    """Ctrl-C lands while a library defines a class, as it did under load during an import inside litert-torch's
+    conversion: Python 3.11 wraps the KeyboardInterrupt raised in ``__set_name__`` in a RuntimeError."""
+
+    def __init__(self, net):
+        super().__init__()
+        self.net, self.edgekit_config = net, net.edgekit_config
+
+    def forward(self, x):
+        if isinstance(x, torch.Tensor):  # not while prepare's fx trace (which falls back on any error) runs it
+            class Field:
+                def __set_name__(self, owner, name):
+                    os.kill(os.getpid(), signal.SIGINT)
+
+            type("Options", (), {"inner_contexts": Field()})
+        return self.net(x)
+
+
+def test_an_interrupt_that_a_library_turned_into_its_own_error_still_stops_the_export(tmp_path):
+    previous = tmp_path / SMALL_VARIANT
+    previous.mkdir()
+    (previous / "manifest.json").write_text(PREVIOUS_MANIFEST)
+    model = _InterruptedInsideALibrary(edgekit.create_model("mobilenet_v1", width=0.25, resolution=128))
+    spec = ExportSpec("mobilenet_v1", out=tmp_path, parity_samples=2, parity_random=1)
+    with pytest.raises(KeyboardInterrupt):
+        run_export(spec, model=model)
+    assert [p.name for p in tmp_path.iterdir()] == [SMALL_VARIANT]  # no staging folder, no failed bundle
+    assert (previous / "manifest.json").read_text() == PREVIOUS_MANIFEST
+
+
 # A command stopped by Ctrl-C, and a second SIGINT sent while edgekit writes "edgekit: interrupted"
 _SECOND_SIGNAL = """
 import os, signal, sys
@@ -137,6 +169,39 @@ def test_a_second_signal_while_stopping_keeps_the_exit_status():
     assert done.returncode == 130, (done.returncode, done.stderr[-2000:])
     assert done.stderr.strip().splitlines()[-1] == "edgekit: interrupted"
 
+
+
+# `python -m` a module that, like a library evaluating Python from C (PyRun_String), is interrupted inside it
+_INTERRUPT_IN_C_EVAL = """
+import ctypes, signal, sys
+import edgekit.cli as cli
+import edgekit.commands.models as models
+
+ctypes.pythonapi.PyRun_String.restype = ctypes.py_object
+ctypes.pythonapi.PyRun_String.argtypes = [ctypes.c_char_p, ctypes.c_int, ctypes.py_object, ctypes.py_object]
+FILE_INPUT = 257
+
+def run(args):
+    code = b"import os, signal, time\\nos.kill(os.getpid(), signal.SIGINT)\\ntime.sleep(60)"
+    ctypes.pythonapi.PyRun_String(code, FILE_INPUT, {}, {})
+
+models.run = run
+signal.signal(signal.SIGINT, signal.default_int_handler)  # as from a terminal (a pytest-xdist worker ignores it)
+sys.argv = ["edgekit", "models"]
+sys.exit(cli.main())
+"""
+
+
+def test_an_interrupt_inside_python_run_from_c_exits_130_under_python_m(tmp_path):
+    """Seen under load: "edgekit: interrupted" printed, then death by SIGINT (-2). The KeyboardInterrupt had left
+    Python code run by PyRun_String, which sets CPython's "unhandled KeyboardInterrupt" flag; `python -m` checks
+    it at exit and kills itself with SIGINT even though edgekit caught the interrupt and returned 130."""
+    (tmp_path / "interrupt_in_c_eval.py").write_text(_INTERRUPT_IN_C_EVAL)
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(tmp_path), os.environ.get("PYTHONPATH", "")]))
+    done = subprocess.run([sys.executable, "-m", "interrupt_in_c_eval"], capture_output=True, text=True,
+                          timeout=120, env=env)
+    assert done.returncode == 130, (done.returncode, done.stderr[-2000:])
+    assert done.stderr.strip().splitlines()[-1] == "edgekit: interrupted"
 
 # what an earlier edgekit export left (any edgekit manifest is one; a user's own manifest.json is not)
 PREVIOUS_MANIFEST = '{"format_version": 1, "edgekit_version": "0.1.0", "artifacts": [], "previous": true}'
