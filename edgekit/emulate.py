@@ -514,9 +514,22 @@ def build_environment(root: Path | None = None) -> Environment:
     assert env is not None
     info(f"[edgekit] emulate: environment ready in {time.perf_counter() - started:.0f} s, "
          f"{env.stamp['bytes'] / 1e6:.0f} MB at {root}")
+    _remove_superseded_layouts(root)
     for difference in env.version_differences():
         warn(f"emulated runtimes differ from the host's: {difference}")
     return env
+
+
+def _remove_superseded_layouts(built: Path) -> None:
+    """The same runtimes in an older layout are never used again: each is about 270 MB that a CI machine keeping
+    the cache would otherwise carry forever."""
+    same_runtimes = built.name.rsplit("-v", 1)[0] + "-v"
+    for folder in built.parent.glob(same_runtimes + "*"):
+        layout = folder.name[len(same_runtimes):]
+        if folder.is_dir() and layout.isdigit() and int(layout) < LAYOUT:
+            size = _size(folder)
+            shutil.rmtree(folder, ignore_errors=True)
+            info(f"[edgekit] emulate: removed the superseded layout {folder.name} ({size / 1e6:.0f} MB)")
 
 
 def _size(folder: Path) -> int:

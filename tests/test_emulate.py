@@ -99,6 +99,17 @@ def test_clean_removes_every_environment_and_leftover(tmp_path):
     assert "nothing to remove" in _cli(["emulate", "clean"], env).stdout
 
 
+
+def test_a_build_removes_the_same_runtimes_in_older_layouts_only(tmp_path):
+    built = tmp_path / emulate.environment_key()
+    same, other = built.name.rsplit("-v", 1)[0], "aarch64-numpy1.0-onnxruntime1.0-litert1.0"
+    folders = [f"{same}-v{emulate.LAYOUT - 1}", f"{same}-v{emulate.LAYOUT - 2}",  # superseded
+               f"{other}-v{emulate.LAYOUT - 1}", f"{same}-v{emulate.LAYOUT + 1}", built.name]  # another's: kept
+    for name in folders:
+        (tmp_path / name / "site").mkdir(parents=True)
+    emulate._remove_superseded_layouts(built)
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(folders[2:])
+
 def test_emulated_profiles_are_checked(tmp_path):
     path = tmp_path / "devices.toml"
     path.write_text('[devices.arm]\nkind = "emulated"\ncpu = "max,sme=off"\n')
