@@ -247,11 +247,12 @@ class OnnxSession:
         self.session.run(None, self.feeds)
 
 
-class _without_executorch_compiler(object):
+class without_executorch_compiler(object):
     """ExecuTorch's runtime bindings import ``executorch.exir`` for one warning class, and that package's
-    ``__init__`` loads the whole compiler: about 3 s of every .pte measurement process. While the runtime
-    imports, ``executorch.exir`` is an empty package over the same folder, so its submodules load and its
-    ``__init__`` does not; a process that later wants the compiler imports it whole."""
+    ``__init__`` loads the whole compiler: 3-5 s of every process that only runs a .pte (this runner's, and
+    edgekit's validate and eval: edgekit/runtimes.py uses this too). While the runtime imports,
+    ``executorch.exir`` is an empty package over the same folder, so its submodules load and its ``__init__``
+    does not; afterwards both leave ``sys.modules``, so a process that later wants the compiler imports it whole."""
 
     def __enter__(self):
         import types
@@ -271,6 +272,7 @@ class _without_executorch_compiler(object):
     def __exit__(self, *exc):
         if self.placed is not None and sys.modules.get("executorch.exir") is self.placed:
             del sys.modules["executorch.exir"]
+            sys.modules.pop("executorch.exir._warnings", None)
         return False
 
 
@@ -285,7 +287,7 @@ class PteSession:
         try:
             import torch
             try:
-                with _without_executorch_compiler():
+                with without_executorch_compiler():
                     from executorch.extension.pybindings import portable_lib
                     from executorch.runtime import Runtime
             except ImportError:  # bindings that need more of the compiler package: import it whole

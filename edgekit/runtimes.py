@@ -17,6 +17,7 @@ import numpy as np
 
 from .capture import captured_output
 from .console import warn
+from .devices.runner import without_executorch_compiler
 from .errors import EdgekitError
 from .formats import FORMATS, SUFFIXES, format_of
 
@@ -208,6 +209,15 @@ class OnnxRunner:
 PTE_METADATA_METHOD = "edgekit_metadata"  # a .pte program's constant method holding edgekit's metadata (JSON bytes)
 
 
+def executorch_runtime():
+    """ExecuTorch's Python runtime: (``portable_lib``, ``Runtime``), without importing its compiler (5 s of 7 s of
+    imports on an AMD EPYC Zen 3) unless it is already loaded: the runner's way (devices/runner.py)."""
+    with without_executorch_compiler():
+        from executorch.extension.pybindings import portable_lib
+        from executorch.runtime import Runtime
+    return portable_lib, Runtime
+
+
 def program_metadata(program) -> dict:
     """edgekit's metadata from a loaded ExecuTorch program's constant method; {} for a program without it."""
     if PTE_METADATA_METHOD not in program.method_names:
@@ -235,8 +245,8 @@ class PteRunner:
                 # its bindings announce themselves as an ExperimentalWarning on import: a notice, not news
                 warnings.simplefilter("ignore")
                 import torch  # ExecuTorch's Python runtime takes and returns torch tensors
-                from executorch.extension.pybindings import portable_lib
-                from executorch.runtime import Runtime
+
+                portable_lib, Runtime = executorch_runtime()
 
                 if threads:
                     # the only thread knob its Python API has (private: extension/pybindings/pybindings.pyi in

@@ -40,7 +40,7 @@ from ..errors import EdgekitError
 from ..formats import get_format
 from ..quantize.calibration import input_range
 from ..quantize.weight_grid import INT8_LEVELS, GridSummary, channel_steps
-from ..runtimes import PTE_METADATA_METHOD, program_metadata
+from ..runtimes import PTE_METADATA_METHOD, executorch_runtime, program_metadata
 from .backend import FormatBackend
 from .common import sample_inputs
 
@@ -317,9 +317,8 @@ def read_metadata(path: Path) -> dict:
     """edgekit's metadata from the program's constant method; {} for a program without it."""
     with captured_output(), warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the bindings' ExperimentalWarning on import
-        from executorch.runtime import Runtime
-
-        return program_metadata(Runtime.get().load_program(Path(path)))
+        _, runtime = executorch_runtime()
+        return program_metadata(runtime.get().load_program(Path(path)))
 
 
 class PteBackend(FormatBackend):

@@ -54,7 +54,8 @@ def test_the_pipeline_names_no_format():
 # Core modules, then the layers above them: a module imports only from its own layer or below.
 LAYERS = [
     ("errors", "allocator", "console", "capture", "fileio", "cpu", "table", "formats", "types", "images", "tflite_model",
-     "runtimes", "parity", "manifest", "labels", "sample_images", "layerwise", "tflite_metadata", "snippets"),
+     "runtimes", "parity", "manifest", "labels", "sample_images", "layerwise", "tflite_metadata", "snippets",
+     "devices.runner"),  # imports no edgekit module (it is copied alone to boards): a leaf any layer may use
     ("models",),
     ("exporters", "quantize"),
     ("pipeline", "report", "export_spec", "evaluate", "bundle_eval", "devices", "emulate"),
@@ -68,7 +69,7 @@ OWN_MODULES = ["pipeline.py", "report.py", "manifest.py", "runtimes.py", "types.
 
 def _layer(module: str) -> int:
     top = module.split(".")[0]
-    return next(i for i, names in enumerate(LAYERS) if top in names)
+    return next(i for i, names in enumerate(LAYERS) if module in names or top in names)
 
 
 def _edgekit_imports(path: Path, package: list[str]) -> list[tuple[str, int, bool]]:
@@ -182,6 +183,30 @@ def test_pte_bundle_exports_with_parity_and_validates(pte_bundle):
     assert validated.returncode == 0, validated.stdout + validated.stderr
     assert f"{V1_SMALL_VARIANT}_int8.pte" in validated.stdout
 
+
+_RUN_PTE_THEN_COMPILE = """
+import sys
+import numpy as np
+from edgekit.runtimes import open_runtime
+run = open_runtime(sys.argv[1], threads=1)
+(logits,) = run(np.zeros((1, 3, 128, 128), np.float32))
+print(logits.size, "executorch.exir" in sys.modules, "executorch.exir._warnings" in sys.modules)
+from executorch.exir import _warnings, to_edge_transform_and_lower  # the real compiler, whole, afterwards
+print(callable(to_edge_transform_and_lower), _warnings.ExperimentalWarning.__name__)
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not HAS_EXECUTORCH, reason="the edgekit[executorch] extra is not installed")
+def test_running_a_pte_does_not_import_the_compiler_and_the_compiler_still_imports_after(pte_bundle):
+    """ExecuTorch's runtime bindings would import the whole compiler package (5 of 7 s of imports) for one
+    warning class: validate, eval and each bench process only run programs."""
+    assert pte_bundle["code"] == 0, pte_bundle["stdout"] + pte_bundle["stderr"]
+    done = subprocess.run([sys.executable, "-c", _RUN_PTE_THEN_COMPILE,
+                           str(pte_bundle["bundle"] / f"{V1_SMALL_VARIANT}_int8.pte")],
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.splitlines() == ["1000 False False", "True ExperimentalWarning"], done.stdout
 
 @pytest.mark.slow
 @pytest.mark.skipif(not HAS_EXECUTORCH, reason="the edgekit[executorch] extra is not installed")
