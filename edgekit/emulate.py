@@ -559,11 +559,18 @@ def run_in_emulation(env: Environment, cpu: str, files: list[Path], inputs: np.n
 
     with tempfile.TemporaryDirectory(prefix="edgekit-emulate-") as tmp:
         tmp = Path(tmp)
-        stage = tmp / "stage"  # the edgekit package alone on the emulated path (not the checkout's tests etc.)
-        stage.mkdir()
-        (stage / "edgekit").symlink_to(Path(edgekit.__file__).resolve().parent, target_is_directory=True)
-        np.save(tmp / "inputs.npy", np.ascontiguousarray(inputs, dtype=np.float32))
         from .devices import runner as device_runner
+
+        # the edgekit package alone on the emulated path (not the checkout's tests etc.), with edgekit.devices
+        # (the runtimes use its runner), which an editable install keeps in another folder
+        stage = tmp / "stage"
+        package = stage / "edgekit"
+        package.mkdir(parents=True)
+        for entry in Path(edgekit.__file__).resolve().parent.iterdir():
+            (package / entry.name).symlink_to(entry)
+        if not (package / "devices").exists():
+            (package / "devices").symlink_to(Path(device_runner.__file__).resolve().parent)
+        np.save(tmp / "inputs.npy", np.ascontiguousarray(inputs, dtype=np.float32))
 
         job = {"inputs": str(tmp / "inputs.npy"), "threads": threads, "runner": device_runner.__file__,
                "files": [{"path": str(p.resolve()), "output": str(tmp / f"out_{i}.npy")} for i, p in enumerate(files)]}
