@@ -78,7 +78,8 @@ def _stopping(argv: list[str] | None) -> None:
     # inside litert-torch's conversion): that leaves CPython's "unhandled KeyboardInterrupt" flag set although
     # edgekit caught it, and `python -m edgekit.cli` then kills itself with SIGINT after returning 130 (seen
     # under load). Every PyRun_String clears the flag as it starts.
-    ctypes.pythonapi.PyRun_SimpleString(b"pass")
+    if hasattr(ctypes, "pythonapi"):  # CPython's C API; the flag is CPython's too
+        ctypes.pythonapi.PyRun_SimpleString(b"pass")
 
 
 def _print_traceback(error: BaseException) -> None:
