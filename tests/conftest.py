@@ -147,3 +147,20 @@ def v2_imagenet_logits(shared_data, tmp_path_factory):
 
     record, _ = _once_per_run(tmp_path_factory, "v2_imagenet_logits", make)
     return np.load(record["path"])
+
+
+SHARED_EXPORTS = ("v2_fp16_export", "v1_fp32_bundle", "v1_int8_bundle", "v2_imagenet_logits")  # made once per run
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _shared_exports_made_early(request):
+    """Under pytest-xdist, each worker makes its share of the shared exports that the run's tests need before its
+    own first test. Otherwise a worker whose first test needs an export the other worker is making waits idle:
+    about 19 s of the fast lane's 100 s of work went so."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "")
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    if not worker.startswith("gw") or workers < 2:
+        return
+    needed = [name for name in SHARED_EXPORTS if any(name in item.fixturenames for item in request.session.items)]
+    for name in needed[int(worker[2:])::workers]:
+        request.getfixturevalue(name)
