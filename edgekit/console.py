@@ -108,10 +108,11 @@ def step(label: str):
     outcome: dict = {}
     try:
         yield outcome
-    except BaseException:
+    except BaseException as e:
         _steps.pop()
         _clear_live()
-        info(f"[edgekit] {label} FAILED after {time.perf_counter() - started:.1f}s")
+        ended = "stopped" if isinstance(e, KeyboardInterrupt) else "FAILED"  # Ctrl-C or SIGTERM is no failure
+        info(f"[edgekit] {label} {ended} after {time.perf_counter() - started:.1f}s")
         raise
     _steps.pop()
     outcome.setdefault("seconds", time.perf_counter() - started)

@@ -231,6 +231,7 @@ def test_an_interrupted_export_leaves_the_previous_bundle_and_no_partial_file(tm
         proc.kill()
     assert proc.returncode == code, err
     assert said in err
+    assert "FAILED" not in err, err  # the step it landed in "stopped", no failure
     assert [p.name for p in tmp_path.iterdir()] == [SMALL_VARIANT]  # no hidden .partial folder either
     assert [p.name for p in previous.iterdir()] == ["manifest.json"]
     assert (previous / "manifest.json").read_text() == PREVIOUS_MANIFEST
