@@ -15,9 +15,9 @@ import os
 import platform
 import statistics
 import sys
-import tempfile
 import time
 from pathlib import Path
+from scratch import work_folder  # benchmarks/scratch.py, beside this script
 
 
 REPO = Path(__file__).resolve().parents[1]
@@ -76,7 +76,7 @@ def main() -> int:
                                        config.preprocessing, config.resolution).nchw
     with torch.no_grad():
         reference = model.eval()(torch.from_numpy(scored)).numpy()
-    work = Path(tempfile.mkdtemp(prefix="edgekit-pte-bench-"))
+    work = work_folder(None, "edgekit-pte-bench-")
     fp32 = timed("pte fp32 export (first in process)", lambda: torch_to_pte(
         ready, work / "m.pte", resolution=config.resolution, metadata=metadata), phases)
     timed("pte fp32 export (again, same process)", lambda: torch_to_pte(

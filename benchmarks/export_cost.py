@@ -20,9 +20,9 @@ import json
 import os
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
+from scratch import work_folder  # benchmarks/scratch.py, beside this script
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
@@ -63,7 +63,7 @@ def main() -> int:
     parser.add_argument("--work", type=Path, default=None)
     parser.add_argument("--one", default=None, help=argparse.SUPPRESS)  # the child process: one model, JSON out
     args = parser.parse_args()
-    work = args.work or Path(tempfile.mkdtemp(prefix="export_cost."))
+    work = work_folder(args.work, "export_cost.")
     if args.one:
         print("RESULT " + json.dumps(export_one(args.one, args.resolution, work)), flush=True)
         return 0

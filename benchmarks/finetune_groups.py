@@ -25,11 +25,11 @@ import json
 import os
 import platform
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 from edgekit.cpu import describe, host_cpu
+from scratch import work_folder  # benchmarks/scratch.py, beside this script
 
 REPO = Path(__file__).resolve().parents[1]
 WEIGHTS = "tflite/mobilenet_v2_1.0_224_quant.tflite"
@@ -303,7 +303,7 @@ def main() -> None:
     items = photos(args.data)
     splits = folds(items, args.folds)
     weights = args.data / WEIGHTS
-    work = args.work or Path(tempfile.mkdtemp(prefix="finetune_groups."))
+    work = work_folder(args.work, "finetune_groups.")
     work.mkdir(parents=True, exist_ok=True)
     folds_out = []
     for fold, test in enumerate(splits):

@@ -32,7 +32,6 @@ import os
 import platform
 import statistics
 import sys
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -40,6 +39,7 @@ from pathlib import Path
 import numpy as np
 
 from edgekit.cpu import describe, file_slug, host_cpu
+from scratch import work_folder  # benchmarks/scratch.py, beside this script
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks" / "results"
@@ -243,8 +243,7 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(2)
     load_before = os.getloadavg()
     started_all = time.perf_counter()
-    work = args.work or Path(tempfile.mkdtemp(prefix="edgekit-int8-bench-"))
-    work.mkdir(parents=True, exist_ok=True)
+    work = work_folder(args.work, "edgekit-int8-bench-")
     items = read_labelled_set(args.data / "imagenet-samples" / "labels.csv")
     calibration_files = sorted((args.data / "photos").iterdir()) + [it.path for it in items[::CALIBRATION_STRIDE]]
     scored = [it for i, it in enumerate(items) if i % CALIBRATION_STRIDE]

@@ -20,7 +20,6 @@ import argparse
 import json
 import os
 import sys
-import tempfile
 import textwrap
 from pathlib import Path
 
@@ -32,6 +31,7 @@ DATA = Path(os.environ.get("EDGEKIT_DATA", "../shared/data"))
 sys.path.insert(0, str(ROOT / "tests"))
 
 from test_multi_io import MODELS, V1_SMALL  # noqa: E402  (the same models the tests export)
+from scratch import work_folder  # noqa: E402  (benchmarks/scratch.py, beside this script)
 
 
 def _load_models(work: Path):
@@ -59,7 +59,7 @@ def main() -> int:
     from edgekit.types import GOOGLE_QUANT_PREPROCESSING
 
     torch.set_num_threads(1)
-    work = args.work or Path(tempfile.mkdtemp(prefix="multi_io."))
+    work = work_folder(args.work, "multi_io.")
     work.mkdir(parents=True, exist_ok=True)
     labelled = read_labelled_set(DATA / "imagenet-samples")
     items = sorted(labelled, key=lambda item: item.path.name)

@@ -20,7 +20,6 @@ import argparse
 import json
 import os
 import sys
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -29,6 +28,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 
 from trained_tasks import export_bundle, predict, score_files, siamese_on_google_weights  # noqa: E402
+from scratch import work_folder  # noqa: E402  (benchmarks/scratch.py, beside this script)
 
 RESULTS = ROOT / "benchmarks" / "results"
 DATA = Path(os.environ.get("EDGEKIT_DATA", "../shared/data"))
@@ -48,7 +48,7 @@ def main() -> int:
     from edgekit.parity import OutputTask, compare
 
     torch.set_num_threads(1)
-    work = args.work or Path(tempfile.mkdtemp(prefix="siamese."))
+    work = work_folder(args.work, "siamese.")
     images = find_images(DATA / "imagenet-samples" / "images")
     # calibration, parity and scoring use disjoint pictures: every other one for calibration, the rest split
     calib_dir, parity_dir = work / "calib", work / "parity"

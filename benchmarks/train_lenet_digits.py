@@ -21,7 +21,6 @@ import argparse
 import json
 import os
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -32,6 +31,7 @@ sys.path.insert(0, str(ROOT / "tests"))
 
 from trained_tasks import (as_trained, digit_inputs, digit_pictures, digits_split, export_bundle,  # noqa: E402
                            predict, save_images, save_state, score_files, train)
+from scratch import work_folder  # noqa: E402  (benchmarks/scratch.py, beside this script)
 
 RESULTS = ROOT / "benchmarks" / "results"
 
@@ -51,7 +51,7 @@ def main() -> int:
     from edgekit.models import create_model
 
     torch.set_num_threads(1)  # repeatable, and fair to the others sharing this machine
-    work = args.work or Path(tempfile.mkdtemp(prefix="lenet_digits."))
+    work = work_folder(args.work, "lenet_digits.")
     split = digits_split(seed=args.seed)
     torch.manual_seed(args.seed)  # the initial weights too
     model = create_model("lenet5")

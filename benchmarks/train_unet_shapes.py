@@ -22,7 +22,6 @@ import argparse
 import json
 import os
 import sys
-import tempfile
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -32,6 +31,7 @@ sys.path.insert(0, str(ROOT / "tests"))
 
 from trained_tasks import (SHAPE_CLASSES, as_trained, export_bundle, predict, save_images,  # noqa: E402
                            save_state, score_files, segmentation_scores, shapes_split, train)
+from scratch import work_folder  # noqa: E402  (benchmarks/scratch.py, beside this script)
 
 RESULTS = ROOT / "benchmarks" / "results"
 DATA = Path(os.environ.get("EDGEKIT_DATA", "../shared/data"))
@@ -69,7 +69,7 @@ def main() -> int:
     from edgekit.images import normalize
 
     torch.set_num_threads(1)  # repeatable, and fair to the others sharing this machine
-    work = args.work or Path(tempfile.mkdtemp(prefix="unet_shapes."))
+    work = work_folder(args.work, "unet_shapes.")
     split = shapes_split(args.resolution, DATA, train=args.train, test=args.test, seed=args.seed)
     model = build_unet(args.resolution, args.width, args.seed)
     preprocessing = model.edgekit_config.preprocessing
