@@ -165,8 +165,6 @@ def latency(bundle: Path, weights: str, runs: int, rounds: int, threads_list: tu
 
     import edgekit
 
-    manifest = json.loads((bundle / "manifest.json").read_text())
-    resolution = manifest["model"]["resolution"]
     model = edgekit.create_model("mobilenet_v2", weights=weights)
     with np.load(bundle / "reference.npz") as reference:
         x = reference["inputs"][:1]  # a real photo, preprocessed
