@@ -276,6 +276,19 @@ class without_executorch_compiler(object):
         return False
 
 
+def executorch_runtime():
+    """ExecuTorch's Python runtime, (``portable_lib``, ``Runtime``), imported without its compiler where the
+    bindings allow it (this runner and edgekit/runtimes.py)."""
+    try:
+        with without_executorch_compiler():
+            from executorch.extension.pybindings import portable_lib
+            from executorch.runtime import Runtime
+    except ImportError:  # bindings that need more of the compiler package: import it whole
+        from executorch.extension.pybindings import portable_lib
+        from executorch.runtime import Runtime
+    return portable_lib, Runtime
+
+
 class PteSession:
     """An ExecuTorch program (.pte) in ExecuTorch's Python runtime (``executorch.runtime``), which takes torch
     tensors: this is the one runtime that brings PyTorch into the measuring process. ``execute`` is timed."""
@@ -286,13 +299,7 @@ class PteSession:
     def __init__(self, path, threads, np, rng, preferred):
         try:
             import torch
-            try:
-                with without_executorch_compiler():
-                    from executorch.extension.pybindings import portable_lib
-                    from executorch.runtime import Runtime
-            except ImportError:  # bindings that need more of the compiler package: import it whole
-                from executorch.extension.pybindings import portable_lib
-                from executorch.runtime import Runtime
+            portable_lib, Runtime = executorch_runtime()
         except ImportError:
             problem("no_runtime", "no ExecuTorch runtime in this Python", install="executorch")
         self.runtime = {"name": "executorch", "version": module_version("executorch", None)}

@@ -17,7 +17,7 @@ import numpy as np
 
 from .capture import captured_output
 from .console import warn
-from .devices.runner import without_executorch_compiler
+from .devices.runner import executorch_runtime  # without the compiler: 5 s of 7 s of imports
 from .errors import EdgekitError
 from .formats import FORMATS, SUFFIXES, format_of
 
@@ -207,15 +207,6 @@ class OnnxRunner:
 
 
 PTE_METADATA_METHOD = "edgekit_metadata"  # a .pte program's constant method holding edgekit's metadata (JSON bytes)
-
-
-def executorch_runtime():
-    """ExecuTorch's Python runtime: (``portable_lib``, ``Runtime``), without importing its compiler (5 s of 7 s of
-    imports on an AMD EPYC Zen 3) unless it is already loaded: the runner's way (devices/runner.py)."""
-    with without_executorch_compiler():
-        from executorch.extension.pybindings import portable_lib
-        from executorch.runtime import Runtime
-    return portable_lib, Runtime
 
 
 def program_metadata(program) -> dict:
