@@ -85,13 +85,13 @@ def count_zoo(names: list[str] | None = None) -> list[dict]:
     import torch
 
     from ..models import get_spec, list_models
-    from ..models.profile import profile_model
+    from ..models.profile import MetaShapesOnly, profile_model
     from ..models.registry import build_model, resolve_config
 
     rows = []
     for name in names or list_models():
         spec = get_spec(name)
-        with torch.device("meta"):
+        with torch.device("meta"), MetaShapesOnly():
             model = build_model(resolve_config(name))
             prof = profile_model(model, spec.default_resolution, name)
         rows.append({"name": name, "family": spec.family, "params": prof.params, "macs": prof.macs,
