@@ -106,7 +106,7 @@ def main() -> int:
                 entry["google_uint8"] = {}
                 for emulated_cpu in emulate.DEFAULT_CPUS:
                     run = emulate.run_in_emulation(env, emulated_cpu, [google], reference.inputs)
-                    out = run["files"][str(google)]["outputs"]
+                    (out,) = run["files"][str(google)]["outputs"]
                     steps = np.abs(out - host_out).max() / 0.00390625  # the file's output scale (1/256)
                     metrics = compare(host_out, out, real)
                     entry["google_uint8"][emulated_cpu] = {"max_output_steps": float(steps),

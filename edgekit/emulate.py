@@ -551,11 +551,14 @@ def clean_environments() -> tuple[int, int]:
 
 
 # ---------------------------------------------------------------------------------------------- running
-def run_in_emulation(env: Environment, cpu: str, files: list[Path], inputs: np.ndarray, threads: int = 1,
-                     timeout: float = 1800) -> dict:
-    """Each file on ``inputs`` (NCHW float32) in the emulated Python on ``cpu``, through edgekit.runtimes as on
-    the host: {"cpu": cpuinfo there, "versions", "files": {path: {"outputs" | "error", "seconds"}}}."""
+def run_in_emulation(env: Environment, cpu: str, files: list[Path], inputs: np.ndarray | list[np.ndarray],
+                     threads: int = 1, timeout: float = 1800) -> dict:
+    """Each file on ``inputs`` (NCHW float32; a list, one array per input, for a model of several) in the emulated
+    Python on ``cpu``, through edgekit.runtimes as on the host: {"cpu": cpuinfo there, "versions", "files": {path:
+    {"outputs" (a list, one array per output) | "error", "seconds"}}}."""
     import edgekit
+
+    inputs = [inputs] if isinstance(inputs, np.ndarray) else list(inputs)
 
     with tempfile.TemporaryDirectory(prefix="edgekit-emulate-") as tmp:
         tmp = Path(tmp)
@@ -570,10 +573,12 @@ def run_in_emulation(env: Environment, cpu: str, files: list[Path], inputs: np.n
             (package / entry.name).symlink_to(entry)
         if not (package / "devices").exists():
             (package / "devices").symlink_to(Path(device_runner.__file__).resolve().parent)
-        np.save(tmp / "inputs.npy", np.ascontiguousarray(inputs, dtype=np.float32))
+        for k, x in enumerate(inputs):
+            np.save(tmp / f"input_{k}.npy", np.ascontiguousarray(x, dtype=np.float32))
 
-        job = {"inputs": str(tmp / "inputs.npy"), "threads": threads, "runner": device_runner.__file__,
-               "files": [{"path": str(p.resolve()), "output": str(tmp / f"out_{i}.npy")} for i, p in enumerate(files)]}
+        job = {"inputs": [str(tmp / f"input_{k}.npy") for k in range(len(inputs))], "threads": threads,
+               "runner": device_runner.__file__,
+               "files": [{"path": str(p.resolve()), "output": str(tmp / f"out_{i}.npz")} for i, p in enumerate(files)]}
         (tmp / "job.json").write_text(json.dumps(job))
         started = time.perf_counter()
         try:
@@ -592,7 +597,8 @@ def run_in_emulation(env: Environment, cpu: str, files: list[Path], inputs: np.n
         for item, path in zip(job["files"], files):
             record = result["files"].get(item["path"], {})
             if "error" not in record:
-                record["outputs"] = np.load(item["output"])
+                with np.load(item["output"]) as saved:
+                    record["outputs"] = [saved[f"arr_{k}"] for k in range(len(saved.files))]
             result["files"][str(path)] = record
         result["seconds"] = time.perf_counter() - started
         return result
@@ -608,6 +614,7 @@ class EmulatedRow:
     cpu: str
     kernels: str
     features: list[str] = field(default_factory=list)
+    output: str | None = None  # which output of a model of several the row judges (each has its own task, gates)
     parity: object | None = None  # parity.ParityResult against the PyTorch reference
     vs_host: object | None = None  # parity.ParityMetrics, emulated ARM against the x86 host's outputs
     bit_exact: bool | None = None
@@ -621,11 +628,16 @@ class EmulatedRow:
     def passed(self) -> bool:
         return self.error is None and self.parity is not None and self.parity.passed
 
+    @property
+    def label(self) -> str:
+        return self.artifact if self.output is None else f"{self.artifact} [{self.output}]"
+
     def to_dict(self) -> dict:
         def metrics(m):
             return m.to_dict() if m is not None else None
 
-        return {"artifact": self.artifact, "precision": self.precision, "cpu": self.cpu, "kernels": self.kernels,
+        return {"artifact": self.artifact, "precision": self.precision} | (
+            {"output": self.output} if self.output is not None else {}) | {"cpu": self.cpu, "kernels": self.kernels,
                 "features": self.features, "passed": self.passed, "error": self.error, "finding": self.finding,
                 "parity": self.parity.to_dict() if self.parity is not None else None,
                 "vs_host": metrics(self.vs_host), "bit_exact_with_host": self.bit_exact,
@@ -672,26 +684,27 @@ def _finding(row: EmulatedRow, suffix: str, host: str) -> str | None:
     arm = f"ARM {row.cpu} kernels ({row.kernels})"
     x86 = f"x86 kernels on {host}"
     if row.arm_vs_reference_path is None:
-        return f"{row.artifact}: {arm} and {x86} disagree ({differs})"
+        return f"{row.label}: {arm} and {x86} disagree ({differs})"
     arm_off = KERNEL_TOLERANCE.failures(row.arm_vs_reference_path)
     host_off = KERNEL_TOLERANCE.failures(row.host_vs_reference_path)
     reference = REFERENCE_PATHS[suffix]
     if host_off and not arm_off:
-        return (f"{row.artifact}: {x86} disagree with {reference} ({'; '.join(host_off)}), {arm} agree with it: "
+        return (f"{row.label}: {x86} disagree with {reference} ({'; '.join(host_off)}), {arm} agree with it: "
                 "the x86 kernels are the ones that are off")
     if arm_off and not host_off:
-        return f"{row.artifact}: {arm} disagree with {reference} ({'; '.join(arm_off)}), the x86 host agrees with it"
+        return f"{row.label}: {arm} disagree with {reference} ({'; '.join(arm_off)}), the x86 host agrees with it"
     if arm_off and host_off:
-        return f"{row.artifact}: both {arm} and {x86} disagree with {reference} and with each other ({differs})"
-    return f"{row.artifact}: {arm} and {x86} each agree with {reference} but differ from each other ({differs})"
+        return f"{row.label}: both {arm} and {x86} disagree with {reference} and with each other ({differs})"
+    return f"{row.label}: {arm} and {x86} each agree with {reference} but differ from each other ({differs})"
 
 
 def check_bundle(env: Environment, bundle: Path, cpus: tuple[str, ...], gates=None, threads: int = 1,
                  files: list[str] | None = None) -> EmulatedCheck:
     """Every intact .tflite/.onnx/.pte of ``bundle`` on each emulated CPU model, against the stored reference
-    (with ``gates``, default the manifest's) and against the host's outputs."""
-    from .manifest import Manifest, Reference
-    from .parity import DEFAULT_GATES, OutputTask, compare, is_gated, is_real
+    (with ``gates``, default the manifest's) and against the host's outputs. A model of several inputs gets every
+    input, and each of several outputs is judged on its own, with its task and gates, as validate judges it."""
+    from .manifest import Manifest, Reference, judged_outputs
+    from .parity import DEFAULT_GATES, compare, is_gated, is_real
     from .runtimes import open_runtime
 
     host = describe(host_cpu())
@@ -705,7 +718,8 @@ def check_bundle(env: Environment, bundle: Path, cpus: tuple[str, ...], gates=No
     table = gates or (manifest.gates or DEFAULT_GATES).sanitized()[0]
     real = is_real(reference.sources)
     trained = bool(manifest.weights.get("trained", False))
-    task = OutputTask.from_dict(manifest.model.get("task"))  # masks and embeddings get their own figures
+    tasks, tables, names = judged_outputs(manifest, table, recorded=gates is None)  # masks, embeddings: own figures
+    names = names or [None]
     artifacts = [a for a in manifest.artifacts if Path(a.path).suffix.lower() in (".tflite", ".onnx", ".pte")
                  and (files is None or a.path in files) and a.check_file(bundle) is None]
     skipped = [a.path for a in manifest.artifacts if Path(a.path).suffix.lower() == ".pte"]
@@ -713,50 +727,56 @@ def check_bundle(env: Environment, bundle: Path, cpus: tuple[str, ...], gates=No
         check.problems.append(f"{', '.join(skipped)}: .pte files cannot run under emulation yet (no ExecuTorch "
                               "runtime in the environment)")
         artifacts = [a for a in artifacts if a.path not in skipped]
+    inputs, references = reference.all_inputs, reference.all_outputs
     host_out, reference_path = {}, {}
     for a in artifacts:
-        host_out[a.path] = open_runtime(bundle / a.path, threads=threads)(reference.inputs)
+        host_out[a.path] = open_runtime(bundle / a.path, threads=threads).run(inputs)
         if a.precision == "int8":
-            reference_path[a.path] = open_runtime(bundle / a.path, threads=threads, reference=True)(reference.inputs)
+            reference_path[a.path] = open_runtime(bundle / a.path, threads=threads, reference=True).run(inputs)
     paths = [bundle / a.path for a in artifacts]
 
     def one(cpu: str) -> tuple[str, dict]:
         with step(f"emulate: {len(paths)} file(s) on aarch64 {cpu} ({kernels_of(cpu)})"):
-            return cpu, run_in_emulation(env, cpu, paths, reference.inputs, threads)
+            return cpu, run_in_emulation(env, cpu, paths, inputs, threads)
 
     # qemu runs a CPU model on one host core: as many CPU models at once as the host has cores
     with ThreadPoolExecutor(max_workers=max(1, min(len(cpus), os.cpu_count() or 1))) as pool:
         runs = dict(pool.map(one, cpus))
     for a in artifacts:
-        for cpu in cpus:
-            run = runs[cpu]
-            features = (run.get("cpu") or {}).get("features") or []
-            row = EmulatedRow(a.path, a.precision, cpu, kernels_of(cpu), features,
-                              emulation_seconds=run.get("seconds"))
-            record = run.get("files", {}).get(str(bundle / a.path), {})
-            row.error = run.get("error") or record.get("error")
-            if row.error is None:
-                outputs = record["outputs"]
-                gated, note = is_gated(a.precision, trained)
-                row.parity = _judge(a, outputs, reference, table, gated, note, real, task)
-                row.vs_host = compare(host_out[a.path], outputs, real, task)
-                row.bit_exact = bool(np.array_equal(host_out[a.path], outputs))
-                if a.path in reference_path:
-                    row.arm_vs_reference_path = compare(reference_path[a.path], outputs, real, task)
-                    row.host_vs_reference_path = compare(reference_path[a.path], host_out[a.path], real, task)
-                row.finding = _finding(row, Path(a.path).suffix.lower(), host)
-            check.rows.append(row)
+        gated, note = is_gated(a.precision, trained)
+        for k, (task, output_table, name) in enumerate(zip(tasks, tables, names)):
+            for cpu in cpus:
+                run = runs[cpu]
+                features = (run.get("cpu") or {}).get("features") or []
+                row = EmulatedRow(a.path, a.precision, cpu, kernels_of(cpu), features, output=name,
+                                  emulation_seconds=run.get("seconds"))
+                record = run.get("files", {}).get(str(bundle / a.path), {})
+                row.error = run.get("error") or record.get("error")
+                if row.error is None and len(record["outputs"]) != len(references):
+                    row.error = (f"{len(record['outputs'])} outputs under emulation, the reference has "
+                                 f"{len(references)}")
+                if row.error is None:
+                    outputs, on_host = record["outputs"][k], host_out[a.path][k]
+                    row.parity = _judge(a, outputs, references[k], output_table, gated, note, real, task, name)
+                    row.vs_host = compare(on_host, outputs, real, task)
+                    row.bit_exact = bool(np.array_equal(on_host, outputs))
+                    if a.path in reference_path:
+                        portable = reference_path[a.path][k]
+                        row.arm_vs_reference_path = compare(portable, outputs, real, task)
+                        row.host_vs_reference_path = compare(portable, on_host, real, task)
+                    row.finding = _finding(row, Path(a.path).suffix.lower(), host)
+                check.rows.append(row)
     return check
 
 
-def _judge(artifact, outputs, reference, table, gated, note, real, task):
+def _judge(artifact, outputs, expected, table, gated, note, real, task, output=None):
     """The emulated outputs judged like the host's: same metrics, same gates (parity.ParityResult)."""
     from .parity import ParityResult, compare
 
     gates = table.for_precision(artifact.precision)
-    metrics = compare(reference.outputs, outputs, real, task)
+    metrics = compare(expected, outputs, real, task)
     return ParityResult(artifact.path, artifact.precision, metrics, gates, tuple(gates.failures(metrics)), gated,
-                        note)
+                        note, output=output)
 
 
 def _environment_record(env: Environment) -> dict:
@@ -789,14 +809,14 @@ def table_rows(check: EmulatedCheck) -> list[list[str]]:
     rows = []
     for r in check.rows:
         if r.error:
-            rows.append([r.artifact, r.precision, r.cpu, r.kernels, "-", "-", "-", f"ERROR: {r.error}", "-", "-"])
+            rows.append([r.label, r.precision, r.cpu, r.kernels, "-", "-", "-", f"ERROR: {r.error}", "-", "-"])
             continue
         m = r.parity.metrics
         if r.bit_exact:
             host = "bit-exact"
         else:
             host = f"PSNR {_psnr(r.vs_host.psnr_db)}, max {r.vs_host.max_abs_error:.3g}"
-        rows.append([r.artifact, r.precision, r.cpu, r.kernels, f"{m.cosine_mean:.6f}", _psnr(m.psnr_db),
+        rows.append([r.label, r.precision, r.cpu, r.kernels, f"{m.cosine_mean:.6f}", _psnr(m.psnr_db),
                      _share(m.top1_agreement), r.parity.verdict, host,
                      _psnr(r.arm_vs_reference_path.psnr_db) if r.arm_vs_reference_path is not None else "-"])
     return rows

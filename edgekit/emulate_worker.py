@@ -34,13 +34,13 @@ def main(job_path: str) -> int:
     spec = importlib.util.spec_from_file_location("edgekit_device_runner", job["runner"])
     runner = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(runner)
-    inputs = np.load(job["inputs"])
+    inputs = [np.load(path) for path in job["inputs"]]  # one array per model input, in forward()'s order
     files = {}
     for item in job["files"]:
         started = time.perf_counter()
         try:
-            outputs = open_runtime(item["path"], threads=job["threads"])(inputs)
-            np.save(item["output"], outputs)
+            outputs = open_runtime(item["path"], threads=job["threads"]).run(inputs)
+            np.savez(item["output"], *outputs)  # arr_0, arr_1, ...: every output, in the file's order
             files[item["path"]] = {"seconds": time.perf_counter() - started}
         except Exception as e:  # one file's failure is that file's row; the others still run
             files[item["path"]] = {"error": f"{type(e).__name__}: {str(e).strip().splitlines()[0][:300] if str(e).strip() else ''}"}

@@ -426,12 +426,7 @@ def validate_bundle(bundle: Path, gates: GateTable | None = None, threads: int |
     else:
         table = gates
     trained = bool(manifest.weights.get("trained", False))
-    if several_io(manifest):  # each output judged with its own task, against the gates the export recorded for it
-        outputs = manifest.model["outputs"]
-        tasks = [OutputTask.from_dict(o.get("task")) for o in outputs]
-        tables, names = [output_gates(table, o, gates is None) for o in outputs], [o["name"] for o in outputs]
-    else:
-        tasks, tables, names = [OutputTask.from_dict(manifest.model.get("task"))], [table], None
+    tasks, tables, names = judged_outputs(manifest, table, recorded=gates is None)
     for artifact in manifest.artifacts:
         if check.checked.get(artifact.path) != "sha256 matches":
             continue
@@ -449,6 +444,18 @@ def validate_bundle(bundle: Path, gates: GateTable | None = None, threads: int |
 def several_io(manifest: Manifest) -> bool:
     """Whether the bundle holds a model of several inputs or outputs (its manifest lists them)."""
     return len(manifest.model.get("inputs") or ()) > 1 or len(manifest.model.get("outputs") or ()) > 1
+
+
+def judged_outputs(manifest: Manifest, table: GateTable, recorded: bool = True
+                   ) -> tuple[list[OutputTask], list[GateTable], list[str] | None]:
+    """How each output of the bundle's model is judged: its task, its gates, its name (None for a model of one
+    output). A model of several: each output with its own task, against the gates the export recorded for it
+    (``recorded``) or ``table`` with the task's defaults."""
+    if several_io(manifest):
+        outputs = manifest.model["outputs"]
+        return ([OutputTask.from_dict(o.get("task")) for o in outputs],
+                [output_gates(table, o, recorded) for o in outputs], [o["name"] for o in outputs])
+    return [OutputTask.from_dict(manifest.model.get("task"))], [table], None
 
 
 def output_gates(table: GateTable, output: dict, recorded: bool = True) -> GateTable:

@@ -17,9 +17,13 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
+from conftest import V1_SMALL
 from conftest import V1_SMALL_VARIANT as VARIANT
 from devices_helpers import MISSING_OPENSSH, NO_OPENSSH_REASON, keygen, start_sshd
+from pair_models import load_models, write_models
 
+import edgekit
 from edgekit import emulate
 from edgekit.cli import main
 from edgekit.devices.artifacts import load_target
@@ -174,6 +178,43 @@ def test_validate_on_arm_kernels_at_each_cpu_model(environment, bundle, tmp_path
     assert manifest["emulation"]["aarch64"]["rows"] == rows
     assert not list(bundle.glob(".manifest.json.*"))  # written through a temp file, nothing left over
     assert main(["validate", str(bundle)]) == 0
+
+
+@pytest.mark.slow  # an int8 export of a tiny pair model, and its 4 files under qemu on one CPU model
+def test_a_model_of_two_inputs_and_two_outputs_is_checked_on_arm_output_by_output(environment, shared_data,
+                                                                                  tmp_path, capsys):
+    """Random weights (tests/pair_models.py's TinyPair): this is about feeding every input and judging every output
+    under emulation; int8 quality is judged on trained weights."""
+    pair = load_models(write_models(tmp_path, shared_data / "tflite" / V1_SMALL)).TinyPair()
+    manifest = edgekit.export(pair, (torch.zeros(1, 3, 32, 32), torch.zeros(1, 3, 32, 32)),
+                              preprocessing="imagenet", task=["classifier", "embedding"], int8=True,
+                              calib=shared_data / "photos", data=shared_data / "photos", parity_samples=6,
+                              latency_runs=0, out=tmp_path / "out", name="pair")
+    bundle = tmp_path / "out" / "pair"
+    outputs = [o["name"] for o in manifest.model["outputs"]]
+    files = [a.path for a in manifest.artifacts if a.path.endswith((".onnx", ".tflite"))]
+    assert len(outputs) == 2 and len(files) == 4
+    capsys.readouterr()
+    report = tmp_path / "arm.json"
+    code = main(["validate", str(bundle), "--emulate", "aarch64", "--emulate-cpus", "cortex-a76", "--json",
+                 str(report)])
+    out = capsys.readouterr().out
+    assert code == 0, out
+    rows = json.loads(report.read_text())[0]["emulation"]["rows"]
+    assert sorted((r["artifact"], r["output"]) for r in rows) == sorted((f, o) for f in files for o in outputs)
+    host = {(p.artifact, p.output): p for p in manifest.parity}
+    for r in rows:
+        assert r["error"] is None and r["cpu"] == "cortex-a76", r
+        on_host = host[(r["artifact"], r["output"])]
+        # each output judged with its own task and gates, as on the host: the embedding has no top-1
+        assert r["parity"]["gates"] == on_host.gates.to_dict() and r["parity"]["gated"] == on_host.gated
+        assert (r["parity"]["metrics"]["top1_agreement"] is None) == (r["output"] == outputs[1])
+        if r["precision"] == "fp32":
+            assert r["passed"] and r["vs_host"]["cosine_min"] > 0.9999, r
+        else:  # ARM's integer kernels against the runtime's reference path, output by output
+            assert r["arm_vs_reference_path"]["cosine_mean"] >= 0.99, r
+    assert f"pair_int8.tflite [{outputs[1]}]" in out
+    assert json.loads((bundle / "manifest.json").read_text())["emulation"]["aarch64"]["rows"] == rows
 
 
 @pytest.mark.slow  # the emulated environment (built on first use) and an int8 bundle

@@ -7,11 +7,11 @@ covers several inputs and several outputs of two tasks)."""
 from __future__ import annotations
 
 import json
-import textwrap
 
 import numpy as np
 import pytest
 import torch
+from pair_models import load_models, write_models
 from torch import nn
 
 import edgekit
@@ -23,77 +23,12 @@ from edgekit.tflite_model import TFLiteModel
 
 V1_SMALL = "mobilenet_v1_0.25_128_quant.tflite"
 
-# The models as a user writes them: the backbone is the zoo's MobileNet v1 0.25 with Google's ImageNet weights
-MODELS = textwrap.dedent('''
-    import torch
-    from torch import nn
-
-    from edgekit.models import create_model
-
-    WEIGHTS = {weights!r}
-
-
-    def unit(features):
-        # x * rsqrt(sum x^2): MUL, SUM and RSQRT have int8 kernels (F.normalize converts to ABS and POW)
-        return features * torch.rsqrt(torch.sum(features * features, dim=1, keepdim=True).clamp_min(1e-24))
-
-
-    class PairNet(nn.Module):
-        """A Siamese pair that also names what the first picture shows: both pictures through one network, the
-        1000 ImageNet class scores of the left one and an embedding of each."""
-
-        def __init__(self):
-            super().__init__()
-            self.net = create_model("mobilenet_v1", width=0.25, resolution=128, weights=WEIGHTS)
-
-        def features(self, x):
-            return torch.flatten(self.net.avgpool(self.net.features(x)), 1)
-
-        def forward(self, left, right):
-            features = self.features(left)
-            return self.net.classifier(features), unit(features), unit(self.features(right))
-
-
-    class TinyPair(nn.Module):  # random weights: fast checks of the plumbing, not of int8 quality
-        def __init__(self):
-            super().__init__()
-            torch.manual_seed(0)
-            self.body = nn.Sequential(nn.Conv2d(3, 8, 3, stride=2, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1),
-                                      nn.Flatten())
-            self.head = nn.Linear(16, 4)
-
-        def forward(self, left, right):
-            a, b = self.body(left), self.body(right)
-            return self.head(torch.cat([a, b], dim=1)), a - b
-
-
-    class OneInput(nn.Module):
-        def forward(self, x):
-            return x.mean((2, 3))
-
-
-    class ReturnsDict(nn.Module):
-        def forward(self, left, right):
-            return {{"left": left.mean((2, 3)), "right": right.mean((2, 3))}}
-
-
-    class Flat(nn.Module):  # takes 16x16 pictures only
-        def __init__(self):
-            super().__init__()
-            self.fc = nn.Linear(3 * 16 * 16, 4)
-
-        def forward(self, left, right):
-            return self.fc(torch.flatten(left, 1)), self.fc(torch.flatten(right, 1))
-''')
-
 SMALL = ["--input-shape", "1,3,32,32"]
 
 
 @pytest.fixture(scope="module")
 def model_file(shared_data, tmp_path_factory):
-    path = tmp_path_factory.mktemp("multi_io_models") / "pairs.py"
-    path.write_text(MODELS.format(weights=str(shared_data / "tflite" / V1_SMALL)))
-    return path
+    return write_models(tmp_path_factory.mktemp("multi_io_models"), shared_data / "tflite" / V1_SMALL)
 
 
 def _cli(argv: list[str], capsys) -> tuple[int, str]:
@@ -200,11 +135,7 @@ def test_a_pair_model_in_pte_fp32_and_int8_names_feeds_and_gates_every_input_and
 def pair_bundle(model_file, shared_data, tmp_path_factory) -> dict:
     """The Siamese pair through the Python API (a tuple of example inputs), int8 ONNX and TFLite, calibrated on
     ImageNet sample pictures. The command line's repeated --input-shape is checked on TinyPair above."""
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("multi_io_models", model_file)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = load_models(model_file)
     out = tmp_path_factory.mktemp("pair")
     manifest = edgekit.export(module.PairNet(), (torch.zeros(1, 3, 128, 128), torch.zeros(1, 3, 128, 128)),
                               preprocessing="tf", task=["classifier", "embedding", "embedding"], int8=True,

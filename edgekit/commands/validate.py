@@ -17,7 +17,7 @@ from .. import emulate
 from ..errors import EdgekitError
 from ..fileio import check_output_file
 from ..formats import FORMAT_NAMES
-from ..manifest import MANIFEST_NAME, Manifest, find_bundles, several_io, validate_bundle
+from ..manifest import Manifest, find_bundles, validate_bundle
 from ..parity import DEFAULT_GATES
 from ..report import KERNEL_HEADERS, PARITY_HEADERS, kernel_rows, parity_rows
 from ..table import format_table
@@ -72,13 +72,6 @@ def only_formats(check, formats: tuple[str, ...] | None) -> None:
         check.problems.append(f"the bundle holds no {' or '.join(formats)} file; drop --formats or export it")
 
 
-def _several_io(bundle: Path) -> bool:
-    try:
-        return several_io(Manifest.read(bundle))
-    except EdgekitError:
-        return False  # validate_bundle reports the unreadable manifest for this bundle alone
-
-
 def run(args) -> int:
     if args.json and args.json != "-":
         check_output_file(Path(args.json), "--json")
@@ -89,10 +82,6 @@ def run(args) -> int:
         Manifest.read(args.bundle)  # one bundle asked for: an unreadable manifest is unusable input (exit 2)
     emulated = {}
     if args.emulate:  # a usage or environment problem ends the run before any bundle is checked
-        several = next((b for b in bundles if (b / MANIFEST_NAME).is_file() and _several_io(b)), None)
-        if several is not None:
-            raise EdgekitError(f"--emulate runs models of one input and one output; {several.name} has several: "
-                               "validate it without --emulate (the host's parity covers every output)")
         cpus = emulate.parse_cpus(args.emulate_cpus)
         environment = emulate.ensure_environment()
         emulate.check_cpus(environment, cpus)
