@@ -185,22 +185,28 @@ def _loss(tensor: str, producers: dict[str, list[str]], sqnr: dict[str, float]) 
     return before - sqnr[tensor]
 
 
-def compare_layers(int8_path: str | Path, fp32_path: str | Path, inputs_nchw: np.ndarray) -> LayerReport:
-    """Per-layer SQNR and cosine of ``int8_path`` against ``fp32_path`` (same format) on ``inputs_nchw``."""
+def compare_layers(int8_path: str | Path, fp32_path: str | Path,
+                   inputs_nchw: np.ndarray | list[np.ndarray]) -> LayerReport:
+    """Per-layer SQNR and cosine of ``int8_path`` against ``fp32_path`` (same format) on ``inputs_nchw``: one
+    array, or for a model of several inputs a list of them, one per input in the file's order (forward()'s)."""
     int8_path, fp32_path = Path(int8_path), Path(fp32_path)
+    inputs = [inputs_nchw] if isinstance(inputs_nchw, np.ndarray) else list(inputs_nchw)
     for path in (int8_path, fp32_path):
         if not path.is_file():
             raise EdgekitError(f"model file {path} does not exist; check the path")
     if int8_path.suffix.lower() != fp32_path.suffix.lower():
         raise EdgekitError(f"{int8_path.name} and {fp32_path.name} are different formats; compare an int8 file "
                            "with the fp32 file it was made from")
-    if len(inputs_nchw) == 0:
+    if not inputs or len(inputs[0]) == 0:
         raise EdgekitError("no input images to compare layers on")
+    if len({len(x) for x in inputs}) != 1:
+        raise EdgekitError(f"the model's {len(inputs)} inputs got different numbers of pictures "
+                           f"({', '.join(str(len(x)) for x in inputs)}); give each input as many")
     suffix = int8_path.suffix.lower()
     if suffix == ".onnx":
-        return _compare_onnx(int8_path, fp32_path, inputs_nchw)
+        return _compare_onnx(int8_path, fp32_path, inputs)
     if suffix == ".tflite":
-        return _compare_tflite(int8_path, fp32_path, inputs_nchw)
+        return _compare_tflite(int8_path, fp32_path, inputs)
     raise EdgekitError(f"unsupported model file {int8_path.name}: layer comparison reads .onnx and .tflite files")
 
 
@@ -213,7 +219,7 @@ def _report(int8_path: Path, fp32_path: Path, fmt: str, samples: int, order: lis
         if tensor not in stats:
             continue
         path = module_path(label)
-        layer = "input" if op == "input" else path or (tensor if len(tensor) <= 48 else f"{op.lower()} #{index}")
+        layer = label if op == "input" else path or (tensor if len(tensor) <= 48 else f"{op.lower()} #{index}")
         report.layers.append(LayerError(index, layer, op, tensor, tuple(shapes.get(tensor, ())),
                                         sqnr[tensor], stats[tensor].cosine, _loss(tensor, producers, sqnr),
                                         stats[tensor].psnr_db))
@@ -224,13 +230,19 @@ def _report(int8_path: Path, fp32_path: Path, fmt: str, samples: int, order: lis
 
 
 # ------------------------------------------------------------------------------------------------- ONNX
-def _compare_onnx(int8_path: Path, fp32_path: Path, inputs: np.ndarray) -> LayerReport:
+def _input_labels(names: list[str]) -> list[str]:
+    """The rows of the model's inputs: "input", or "input NAME" for each of several."""
+    return ["input"] if len(names) == 1 else [f"input {name}" for name in names]
+
+
+def _compare_onnx(int8_path: Path, fp32_path: Path, inputs: list[np.ndarray]) -> LayerReport:
     import onnx
 
     fp32 = onnx.load(str(fp32_path))
     int8 = onnx.load(str(int8_path))
     produced_by = {out: node for node in fp32.graph.node for out in node.output}
-    graph_input = fp32.graph.input[0].name
+    initializers = {i.name for i in fp32.graph.initializer}
+    graph_inputs = [i.name for i in fp32.graph.input if i.name not in initializers]
     int8_nodes = {out: node for node in int8.graph.node for out in node.output}
     # X -> QuantizeLinear -> DequantizeLinear: map X to the DequantizeLinear output
     dequantized: dict[str, str] = {}
@@ -240,7 +252,7 @@ def _compare_onnx(int8_path: Path, fp32_path: Path, inputs: np.ndarray) -> Layer
         q = int8_nodes.get(node.input[0])
         if q is not None and q.op_type == "QuantizeLinear":
             source = q.input[0]
-            if source in produced_by or source == graph_input:
+            if source in produced_by or source in graph_inputs:
                 dequantized.setdefault(source, node.output[0])
             elif node.output[0] in produced_by:  # a graph output keeps its name on the DequantizeLinear side
                 dequantized.setdefault(node.output[0], node.output[0])
@@ -257,14 +269,14 @@ def _compare_onnx(int8_path: Path, fp32_path: Path, inputs: np.ndarray) -> Layer
             shapes[name] = tuple(ref.shape[1:])
             for r, o in zip(ref, out):  # per image
                 stats[name].add(r, o)
-    order = [(graph_input, "input", "input")]
+    order = [(name, "input", label) for name, label in zip(graph_inputs, _input_labels(graph_inputs))]
     order += [(out, node.op_type, node.name or out) for node in fp32.graph.node for out in node.output]
-    producers = {out: [i for i in node.input if i in produced_by or i == graph_input]
+    producers = {out: [i for i in node.input if i in produced_by or i in graph_inputs]
                  for node in fp32.graph.node for out in node.output}
-    return _report(int8_path, fp32_path, "onnx", len(inputs), order, shapes, stats, producers)
+    return _report(int8_path, fp32_path, "onnx", len(inputs[0]), order, shapes, stats, producers)
 
 
-def _run_onnx_with_outputs(model, names: list[str], inputs: np.ndarray, batch: int = 4):
+def _run_onnx_with_outputs(model, names: list[str], inputs: list[np.ndarray], batch: int = 4):
     import onnx
     import onnxruntime as ort
 
@@ -276,15 +288,17 @@ def _run_onnx_with_outputs(model, names: list[str], inputs: np.ndarray, batch: i
     options = ort.SessionOptions()
     options.log_severity_level = 3
     session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
-    feed = session.get_inputs()[0].name
+    feeds = [i.name for i in session.get_inputs()]
+    if len(feeds) != len(inputs):
+        raise EdgekitError(f"the model takes {len(feeds)} input(s), {len(inputs)} were given")
     fixed = isinstance(session.get_inputs()[0].shape[0], int)
     step = 1 if fixed else batch
-    for start in range(0, len(inputs), step):
-        yield session.run(names, {feed: inputs[start:start + step].astype(np.float32)})
+    for start in range(0, len(inputs[0]), step):
+        yield session.run(names, {feed: x[start:start + step].astype(np.float32) for feed, x in zip(feeds, inputs)})
 
 
 # ----------------------------------------------------------------------------------------------- TFLite
-def _compare_tflite(int8_path: Path, fp32_path: Path, inputs: np.ndarray) -> LayerReport:
+def _compare_tflite(int8_path: Path, fp32_path: Path, inputs: list[np.ndarray]) -> LayerReport:
     from .tflite_model import TFLiteModel
 
     fp32 = TFLiteModel.from_file(fp32_path)
@@ -298,9 +312,10 @@ def _compare_tflite(int8_path: Path, fp32_path: Path, inputs: np.ndarray) -> Lay
                            "quantized from this file?")
     ref_run, out_run = _PreservingInterpreter(fp32_path), _PreservingInterpreter(int8_path)
     stats = {t.name: _Accumulator() for t in matched}
-    for image in np.moveaxis(inputs, 1, -1):
-        ref_run.invoke(image[None])
-        out_run.invoke(image[None])
+    pictures = [np.moveaxis(x, 1, -1) for x in inputs]  # NHWC, as the files take them
+    for k in range(len(pictures[0])):  # TFLite files are exported with batch 1
+        ref_run.invoke([x[k][None] for x in pictures])
+        out_run.invoke([x[k][None] for x in pictures])
         for t in matched:
             reference = ref_run.tensor(fp32_by_name[t.name].index)
             q = t.quantization
@@ -310,15 +325,15 @@ def _compare_tflite(int8_path: Path, fp32_path: Path, inputs: np.ndarray) -> Lay
             values = (out_run.tensor(t.index).astype(np.float64) - q.zero_point.reshape(shape)) \
                 * q.scale.reshape(shape).astype(np.float64)
             stats[t.name].add(reference, values)
-    first_input = fp32.tensors[fp32.inputs[0]].name
-    order = [(first_input, "input", "input")]
+    input_names = [fp32.tensors[i].name for i in fp32.inputs]
+    order = [(name, "input", label) for name, label in zip(input_names, _input_labels(input_names))]
     order += [(fp32.tensors[o].name, op.opcode, fp32.tensors[o].name) for op in fp32.operators for o in op.outputs]
     activations = {t.name for t in fp32.tensors if t.data is None}
     producers = {fp32.tensors[o].name: [fp32.tensors[i].name for i in op.inputs
                                          if i >= 0 and fp32.tensors[i].name in activations]
                  for op in fp32.operators for o in op.outputs}
     shapes = {t.name: t.shape for t in matched}
-    return _report(int8_path, fp32_path, "tflite", len(inputs), order, shapes, stats, producers)
+    return _report(int8_path, fp32_path, "tflite", len(inputs[0]), order, shapes, stats, producers)
 
 
 class _PreservingInterpreter:
@@ -331,16 +346,19 @@ class _PreservingInterpreter:
         self.interpreter = Interpreter(model_path=str(path), experimental_preserve_all_tensors=True,
                                        experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
         self.interpreter.allocate_tensors()
-        detail = self.interpreter.get_input_details()[0]
-        self.input_index = detail["index"]
-        self.dtype = np.dtype(detail["dtype"])
-        self.scale, self.zero_point = detail["quantization"]
+        self.inputs = self.interpreter.get_input_details()
 
-    def invoke(self, x_nhwc: np.ndarray) -> None:
-        if self.dtype.kind in "iu" and self.scale:
-            info = np.iinfo(self.dtype)
-            x_nhwc = np.clip(np.round(x_nhwc / self.scale) + self.zero_point, info.min, info.max)
-        self.interpreter.set_tensor(self.input_index, x_nhwc.astype(self.dtype))
+    def invoke(self, xs_nhwc: list[np.ndarray]) -> None:
+        """One picture per input, in the file's input order."""
+        if len(xs_nhwc) != len(self.inputs):
+            raise EdgekitError(f"the model takes {len(self.inputs)} input(s), {len(xs_nhwc)} were given")
+        for x_nhwc, detail in zip(xs_nhwc, self.inputs):
+            dtype = np.dtype(detail["dtype"])
+            scale, zero_point = detail["quantization"]
+            if dtype.kind in "iu" and scale:
+                info = np.iinfo(dtype)
+                x_nhwc = np.clip(np.round(x_nhwc / scale) + zero_point, info.min, info.max)
+            self.interpreter.set_tensor(detail["index"], x_nhwc.astype(dtype))
         self.interpreter.invoke()
 
     def tensor(self, index: int) -> np.ndarray:

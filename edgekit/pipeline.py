@@ -236,7 +236,7 @@ def _build(spec: ExportSpec, backends: list, model, staging: Path, manifest: Man
             _warn(manifest, result.kernels.finding + ("" if config.weights.trained else
                   " (untrained weights amplify rounding: judge kernels on trained weights)"))
 
-    if spec.int8 and spec.layer_samples and io is None:  # per-layer comparison feeds one input
+    if spec.int8 and spec.layer_samples:
         _compare_layers(manifest, staging, steps, reference, spec.layer_samples, backends)
     if spec.latency_runs:
         _host_latency(spec, manifest, staging, steps)
@@ -292,14 +292,14 @@ def _compare_layers(manifest: Manifest, staging: Path, steps: _Steps, reference:
     """Per-layer error of each int8 file against its fp32 file, on the real parity photos. A diagnosis, not a
     gate: whatever goes wrong is recorded in the manifest and never fails the export."""
     real = is_real(reference.sources)
-    inputs = (reference.inputs[real] if real.any() else reference.inputs)[:samples]
+    inputs = [(x[real] if real.any() else x)[:samples] for x in reference.all_inputs]  # each input's pictures
     comparable = {b.name for b in backends if b.layer_comparison}
     pairs = [(a, next((f for f in manifest.artifacts if f.format == a.format and f.precision == "fp32"), None))
              for a in manifest.artifacts if a.precision == "int8" and a.format in comparable]
     if not pairs:
         return
     what = "photos" if real.any() else "inputs"
-    with steps.run("layers", f"per-layer int8 error on {len(inputs)} {what}") as outcome:
+    with steps.run("layers", f"per-layer int8 error on {len(inputs[0])} {what}") as outcome:
         worst = []
         for int8, fp32 in pairs:
             if fp32 is None:

@@ -36,6 +36,13 @@ def input_range(calibration: "CalibrationSet") -> tuple[float, float]:
     return (min((0.0 - m) / s for m, s in zip(p.mean, p.std)), max((255.0 - m) / s for m, s in zip(p.mean, p.std)))
 
 
+def per_input(nchw: np.ndarray, count: int) -> list[np.ndarray]:
+    """Pictures for a model of ``count`` picture inputs: input K sees them shifted by K, so every input gets a
+    different picture than input 0 (a pair model sees pairs), each with the same preprocessing. One input: the
+    pictures as they are."""
+    return [nchw] + [np.roll(nchw, -k, axis=0) for k in range(1, count)]
+
+
 @dataclass
 class CalibrationSet:
     """Preprocessed calibration images, ``nchw`` float32 [N, 3, H, W], and where they came from."""
@@ -62,10 +69,8 @@ class CalibrationSet:
         return len(self.nchw)
 
     def inputs(self, count: int) -> list[np.ndarray]:
-        """What a model of ``count`` picture inputs is calibrated on: input K sees the pictures shifted by K, so
-        every input gets a different picture than input 0 (a pair model sees pairs), each with the same
-        preprocessing. One input: the pictures as they are."""
-        return [self.nchw] + [np.roll(self.nchw, -k, axis=0) for k in range(1, count)]
+        """What a model of ``count`` picture inputs is calibrated on (``per_input``)."""
+        return per_input(self.nchw, count)
 
     def to_dict(self) -> dict:
         """What the manifest records: enough to tell which pictures set the int8 ranges."""

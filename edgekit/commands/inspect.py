@@ -24,7 +24,7 @@ from ..images import find_images, load_batch
 from ..layerwise import LAYER_HEADERS, compare_layers, layer_rows, summary
 from ..manifest import MANIFEST_NAME, Manifest, Reference, integrity_problems
 from ..parity import is_real
-from ..quantize.calibration import CalibrationSet
+from ..quantize.calibration import CalibrationSet, per_input
 from ..sample_images import sample_image_paths
 from ..table import format_table
 from ..types import Preprocessing
@@ -95,7 +95,7 @@ def _integer_line(report: dict) -> str:
     return f"fully integer: NO ({'; '.join(report['problems'][:3])})"
 
 
-def _targets(args) -> tuple[list[_Pair], np.ndarray]:
+def _targets(args) -> tuple[list[_Pair], list[np.ndarray]]:
     path: Path = args.path
     if path.is_dir():
         return _bundle_targets(path, args)
@@ -109,23 +109,18 @@ def _targets(args) -> tuple[list[_Pair], np.ndarray]:
         raise EdgekitError(f"cannot tell which fp32 file {path.name} was made from; pass --fp32 FILE")
     if not fp32.is_file():
         raise EdgekitError(f"fp32 file {fp32} not found beside {path.name}; pass --fp32 FILE")
-    preprocessing, resolution = _file_preprocessing(path)
-    return [_Pair(path, fp32)], _images(args, preprocessing, resolution, None)
+    preprocessing, resolution, count = _file_preprocessing(path)
+    return [_Pair(path, fp32)], _images(args, preprocessing, resolution, None, count)
 
 
-def _refuse_several_io(name: str, io: dict | None) -> None:
-    """The per-layer comparison feeds one picture: a model of several inputs or outputs (its ``io`` record: the
-    manifest's model entry or the file's metadata, each listing ``inputs`` and ``outputs``) is a one-line error."""
-    inputs, outputs = len((io or {}).get("inputs") or [0]), len((io or {}).get("outputs") or [0])
-    if inputs > 1 or outputs > 1:
-        raise EdgekitError(f"inspect compares int8 and fp32 layer by layer on one input; {name} takes {inputs} "
-                           f"input(s) and gives {outputs} output(s): `edgekit validate` on its bundle shows each "
-                           "output's int8 error")
+def _input_count(io: dict | None) -> int:
+    """How many pictures the model takes at once: its ``io`` record (the manifest's model entry or the file's
+    metadata) lists the inputs of a model of several; anything else takes one."""
+    return len((io or {}).get("inputs") or [0])
 
 
-def _bundle_targets(bundle: Path, args) -> tuple[list[_Pair], np.ndarray]:
+def _bundle_targets(bundle: Path, args) -> tuple[list[_Pair], list[np.ndarray]]:
     manifest = Manifest.read(bundle)
-    _refuse_several_io(bundle.name, manifest.model)
     pairs = []
     for artifact in manifest.artifacts:
         if artifact.precision != "int8":
@@ -146,28 +141,33 @@ def _bundle_targets(bundle: Path, args) -> tuple[list[_Pair], np.ndarray]:
     preprocessing = Preprocessing.from_dict(manifest.preprocessing)
     resolution = int(manifest.model["resolution"])
     stored = None
-    if args.images is None:
+    if args.images is None:  # the parity pictures, each input's own
         reference = Reference.read(bundle, manifest.reference.get("sha256"))
         real = is_real(reference.sources)
-        stored = reference.inputs[real] if real.any() else reference.inputs
-    return pairs, _images(args, preprocessing, resolution, stored)
+        stored = [x[real] if real.any() else x for x in reference.all_inputs]
+    return pairs, _images(args, preprocessing, resolution, stored, _input_count(manifest.model))
 
 
-def _file_preprocessing(path: Path) -> tuple[Preprocessing, int]:
-    """What the file's embedded edgekit metadata says (or the bundle manifest beside it)."""
+def _file_preprocessing(path: Path) -> tuple[Preprocessing, int, int]:
+    """What the file's embedded edgekit metadata says (or the bundle manifest beside it): preprocessing,
+    resolution and how many picture inputs the model takes."""
     if (path.parent / MANIFEST_NAME).is_file():
         manifest = Manifest.read(path.parent)
-        _refuse_several_io(path.name, manifest.model)
-        return Preprocessing.from_dict(manifest.preprocessing), int(manifest.model["resolution"])
+        return (Preprocessing.from_dict(manifest.preprocessing), int(manifest.model["resolution"]),
+                _input_count(manifest.model))
     metadata = backend_for(format_of(path).name).read_metadata(path)
-    _refuse_several_io(path.name, metadata.get("io"))
     if not isinstance(metadata.get("preprocessing"), dict) or "resolution" not in metadata:
         raise EdgekitError(f"{path.name} carries no edgekit metadata (preprocessing, resolution); inspect a file "
                            "exported by edgekit, or its bundle folder")
-    return Preprocessing.from_dict(metadata["preprocessing"]), int(metadata["resolution"])
+    return (Preprocessing.from_dict(metadata["preprocessing"]), int(metadata["resolution"]),
+            _input_count(metadata.get("io")))
 
 
-def _images(args, preprocessing: Preprocessing, resolution: int, stored: np.ndarray | None) -> np.ndarray:
+def _images(args, preprocessing: Preprocessing, resolution: int, stored: list[np.ndarray] | None,
+            count: int) -> list[np.ndarray]:
+    """The pictures to compare on, one array per model input: --images, else the bundle's parity pictures, else
+    edgekit's built-in photos; a model of several inputs takes its own pictures as calibration does
+    (``per_input``: input K sees them shifted by K)."""
     if args.images is not None:
         candidates = find_images(args.images)
         if not candidates:
@@ -179,9 +179,9 @@ def _images(args, preprocessing: Preprocessing, resolution: int, stored: np.ndar
         if not len(loaded.nchw):
             raise EdgekitError(f"none of the {len(candidates)} pictures in --images {args.images} could be read "
                                f"(first: {loaded.skipped[0]}); give valid jpg/png/bmp pictures")
-        return loaded.nchw
-    if stored is not None and len(stored):
-        return stored[:args.samples]
+        return per_input(loaded.nchw, count)
+    if stored is not None and len(stored[0]):
+        return [x[:args.samples] for x in stored]
     info("comparing on edgekit's built-in photos; --images DIR compares on your own pictures")
     return CalibrationSet.from_files(sample_image_paths()[:args.samples], preprocessing, resolution,
-                                     source="builtin sample photos").nchw
+                                     source="builtin sample photos").inputs(count)
