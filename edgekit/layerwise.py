@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import EdgekitError
+from .runtimes import quantize
 
 
 @dataclass
@@ -230,6 +231,11 @@ def _report(int8_path: Path, fp32_path: Path, fmt: str, samples: int, order: lis
 
 
 # ------------------------------------------------------------------------------------------------- ONNX
+def _check_inputs(takes: int, given: int) -> None:
+    if takes != given:
+        raise EdgekitError(f"the model takes {takes} input(s), {given} were given")
+
+
 def _input_labels(names: list[str]) -> list[str]:
     """The rows of the model's inputs: "input", or "input NAME" for each of several."""
     return ["input"] if len(names) == 1 else [f"input {name}" for name in names]
@@ -289,8 +295,7 @@ def _run_onnx_with_outputs(model, names: list[str], inputs: list[np.ndarray], ba
     options.log_severity_level = 3
     session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
     feeds = [i.name for i in session.get_inputs()]
-    if len(feeds) != len(inputs):
-        raise EdgekitError(f"the model takes {len(feeds)} input(s), {len(inputs)} were given")
+    _check_inputs(len(feeds), len(inputs))
     fixed = isinstance(session.get_inputs()[0].shape[0], int)
     step = 1 if fixed else batch
     for start in range(0, len(inputs[0]), step):
@@ -350,14 +355,12 @@ class _PreservingInterpreter:
 
     def invoke(self, xs_nhwc: list[np.ndarray]) -> None:
         """One picture per input, in the file's input order."""
-        if len(xs_nhwc) != len(self.inputs):
-            raise EdgekitError(f"the model takes {len(self.inputs)} input(s), {len(xs_nhwc)} were given")
+        _check_inputs(len(self.inputs), len(xs_nhwc))
         for x_nhwc, detail in zip(xs_nhwc, self.inputs):
             dtype = np.dtype(detail["dtype"])
             scale, zero_point = detail["quantization"]
             if dtype.kind in "iu" and scale:
-                info = np.iinfo(dtype)
-                x_nhwc = np.clip(np.round(x_nhwc / scale) + zero_point, info.min, info.max)
+                x_nhwc = quantize(x_nhwc, scale, zero_point, dtype)
             self.interpreter.set_tensor(detail["index"], x_nhwc.astype(dtype))
         self.interpreter.invoke()
 

@@ -260,6 +260,11 @@ class Reference:
     def all_outputs(self) -> list[np.ndarray]:
         return [self.outputs, *self.more_outputs]
 
+    def real_inputs(self) -> list[np.ndarray]:
+        """Each input's real pictures, the random inputs left out (all of them where none is real)."""
+        real = is_real(self.sources)
+        return [x[real] if real.any() else x for x in self.all_inputs]
+
     def write(self, bundle: Path) -> dict:
         path = bundle / REFERENCE_NAME
         more = {f"input_{k}": x for k, x in enumerate(self.more_inputs, 1)} | \

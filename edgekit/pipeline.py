@@ -292,7 +292,7 @@ def _compare_layers(manifest: Manifest, staging: Path, steps: _Steps, reference:
     """Per-layer error of each int8 file against its fp32 file, on the real parity photos. A diagnosis, not a
     gate: whatever goes wrong is recorded in the manifest and never fails the export."""
     real = is_real(reference.sources)
-    inputs = [(x[real] if real.any() else x)[:samples] for x in reference.all_inputs]  # each input's pictures
+    inputs = [x[:samples] for x in reference.real_inputs()]
     comparable = {b.name for b in backends if b.layer_comparison}
     pairs = [(a, next((f for f in manifest.artifacts if f.format == a.format and f.precision == "fp32"), None))
              for a in manifest.artifacts if a.precision == "int8" and a.format in comparable]

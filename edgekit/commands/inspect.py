@@ -23,7 +23,6 @@ from ..formats import FORMAT_NAMES, FORMATS, format_of
 from ..images import find_images, load_batch
 from ..layerwise import LAYER_HEADERS, compare_layers, layer_rows, summary
 from ..manifest import MANIFEST_NAME, Manifest, Reference, integrity_problems
-from ..parity import is_real
 from ..quantize.calibration import CalibrationSet, per_input
 from ..sample_images import sample_image_paths
 from ..table import format_table
@@ -142,9 +141,7 @@ def _bundle_targets(bundle: Path, args) -> tuple[list[_Pair], list[np.ndarray]]:
     resolution = int(manifest.model["resolution"])
     stored = None
     if args.images is None:  # the parity pictures, each input's own
-        reference = Reference.read(bundle, manifest.reference.get("sha256"))
-        real = is_real(reference.sources)
-        stored = [x[real] if real.any() else x for x in reference.all_inputs]
+        stored = Reference.read(bundle, manifest.reference.get("sha256")).real_inputs()
     return pairs, _images(args, preprocessing, resolution, stored, _input_count(manifest.model))
 
 
