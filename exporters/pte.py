@@ -15,10 +15,11 @@ counted by ExecuTorch's own ``get_delegation_info``.
 Where export time goes (MobileNet v2, AMD EPYC Zen 3 with AVX2, 2 cores shared with other jobs;
 benchmarks/results/executorch_format.md, each export's manifest records its phases): ``import executorch`` takes
 10-17 s once per process; ``torch.export`` 2-4 s; ``to_edge_transform_and_lower`` is the rest, 26-38 s for fp32
-(the first lowering in a process adds ~10 s building XNNPACK's upsample and attention pattern graphs, cached
-after) and ~60 s for int8. A profile of the int8 lowering: ATen decompositions into the edge dialect (three
-``run_decompositions``) ~45%, the XNNPACK back-end's graph passes ~40% (each re-traces the whole graph with fake
-tensors), the edge dialect's dtype verifier ~7%. Cut here: the int8 calibration uses min/max observers instead
+(the first lowering in a process added 5-10 s building XNNPACK's upsample and attention pattern graphs; edgekit
+skips the patterns a program cannot match: _without_unmatchable_patterns) and ~60 s for int8. A profile of the
+int8 lowering: ATen decompositions into the edge dialect (three ``run_decompositions``) ~45%, the XNNPACK
+back-end's graph passes ~40% (each re-traces the whole graph with fake tensors), the edge dialect's dtype
+verifier ~7%. Cut here: the int8 calibration uses min/max observers instead
 of the quantizer's default histogram observers and runs 16 pictures per call (MobileNet v1 0.25 int8 export: 152 s
 before, 66 s after, on the shared cores); the lowering itself has no public switch to skip passes that cannot
 apply to a CNN, and the verifier's switch is private (``EdgeCompileConfig._check_ir_validity``).
@@ -26,7 +27,9 @@ apply to a CNN, and the verifier's switch is private (``EdgeCompileConfig._check
 
 from __future__ import annotations
 
+import importlib
 import json
+import operator
 import time
 import warnings
 from contextlib import contextmanager
@@ -57,13 +60,67 @@ def _lower_and_write(exported, out: Path, metadata: dict, seconds: dict) -> dict
     from executorch.exir import to_edge_transform_and_lower
 
     payload = torch.tensor(list(json.dumps(metadata, separators=(",", ":")).encode("utf-8")), dtype=torch.uint8)
-    with _timed(seconds, "lower"):
+    with _timed(seconds, "lower"), _without_unmatchable_patterns(exported):
         edge = to_edge_transform_and_lower(exported, partitioner=[XnnpackPartitioner()],
                                            constant_methods={PTE_METADATA_METHOD: payload})
     delegation = _delegation(get_delegation_info(edge.exported_program().graph_module))
     with _timed(seconds, "serialize"):
         Path(out).write_bytes(edge.to_executorch().buffer)  # the caller's temporary path: renamed once whole
     return delegation
+
+
+# XNNPACK's lowering looks for bilinear upsampling and attention by matching pattern graphs that it builds on first
+# use in each process, with a torch.export and to_edge of its own per pattern (MobileNet v1 0.25 fp32, the first
+# lowering in its process: 9.9-12.4 s with them, 5.1-5.3 s without; AMD EPYC Zen 3). Each pattern holds its marker
+# operator (measured, ExecuTorch 1.5: the bilinear ones are upsample_bilinear2d itself, the attention ones hold
+# _softmax and bmm), so a program without that operator has nothing they could match.
+_PATTERN_BUILDERS = {  # module, function that builds the patterns, what it returns when there are none, markers
+    "bilinear upsampling": ("executorch.backends.xnnpack.partition.graphs.bilinear_2d", "get_graphs_dict", dict,
+                            ("upsample",)),
+    "attention": ("executorch.backends.xnnpack.partition.graphs.sdpa", "get_graphs", list, ("softmax", "attention")),
+}
+
+
+def _operator_names(exported) -> set[str] | None:
+    """Every operator the program calls, by name; None when it calls something that is not a plain ATen operator
+    (a higher-order operator, a Python function): what that becomes after decomposition is not known here."""
+    import torch
+
+    names = set()
+    for module in exported.graph_module.modules():
+        graph = getattr(module, "graph", None)
+        for node in graph.nodes if isinstance(graph, torch.fx.Graph) else ():
+            if node.op != "call_function":
+                continue
+            if isinstance(node.target, torch._ops.OpOverload):
+                names.add(str(node.target))
+            elif getattr(operator, getattr(node.target, "__name__", ""), None) is not node.target:
+                return None
+    return names
+
+
+@contextmanager
+def _without_unmatchable_patterns(exported):
+    """Lower without building the pattern graphs that cannot match ``exported`` (see _PATTERN_BUILDERS); where in
+    doubt, or when ExecuTorch moved them, the lowering builds them as always. A pattern skipped wrongly could only
+    cost XNNPACK a fused operator, never a wrong result: the passes swap a matched subgraph for its equivalent."""
+    names = _operator_names(exported)
+    replaced = []
+    for module_name, function, empty, markers in _PATTERN_BUILDERS.values():
+        if names is None or any(marker in name for name in names for marker in markers):
+            continue
+        try:
+            module = importlib.import_module(module_name)
+        except ImportError:
+            continue
+        if callable(getattr(module, function, None)):
+            replaced.append((module, function, getattr(module, function)))
+            setattr(module, function, empty)
+    try:
+        yield
+    finally:
+        for module, function, original in replaced:
+            setattr(module, function, original)
 
 
 @contextmanager

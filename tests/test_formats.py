@@ -184,6 +184,45 @@ def test_pte_bundle_exports_with_parity_and_validates(pte_bundle):
     assert f"{V1_SMALL_VARIANT}_int8.pte" in validated.stdout
 
 
+@pytest.mark.skipif(not HAS_EXECUTORCH, reason="the edgekit[executorch] extra is not installed")
+def test_lowering_skips_only_the_xnnpack_patterns_a_program_cannot_match():
+    """Building XNNPACK's bilinear and attention patterns is ~10 s of the first lowering in a process; a program
+    holding the operator a pattern is made of keeps it, and so does one whose operators are not all known."""
+    import inspect
+
+    import torch
+    from executorch.backends.xnnpack._passes.convert_to_sdpa import ConvertToSDPAPass
+    from executorch.backends.xnnpack._passes.convert_to_upsample_bilinear2d import ConvertToUpsampleBilinear2d
+    from executorch.backends.xnnpack.partition.graphs import bilinear_2d, sdpa
+
+    from edgekit.exporters import pte
+
+    # the passes look the builders up on their modules at each call: what the lowering replaces is what they use
+    assert "bilinear_2d.get_graphs_dict()" in inspect.getsource(ConvertToUpsampleBilinear2d.call)
+    assert "sdpa.get_graphs()" in inspect.getsource(ConvertToSDPAPass.call)
+    builders = (bilinear_2d.get_graphs_dict, sdpa.get_graphs)
+
+    class Net(torch.nn.Module):
+        def __init__(self, tail):
+            super().__init__()
+            self.conv, self.tail = torch.nn.Conv2d(3, 4, 3), tail
+
+        def forward(self, x):
+            return self.tail(torch.relu(self.conv(x)))
+
+    def kept(tail) -> tuple[bool, bool]:
+        program = torch.export.export(Net(tail).eval(), (torch.zeros(1, 3, 8, 8),))
+        with pte._without_unmatchable_patterns(program):
+            return bilinear_2d.get_graphs_dict is builders[0], sdpa.get_graphs is builders[1]
+
+    assert kept(torch.nn.Identity()) == (False, False)
+    assert kept(torch.nn.Upsample(scale_factor=2, mode="bilinear")) == (True, False)
+    assert kept(torch.nn.Softmax(dim=1)) == (False, True)
+    assert kept(lambda x: torch.nn.functional.scaled_dot_product_attention(x, x, x)) == (False, True)
+    assert kept(lambda x: torch.cond(x.sum() > 0, torch.sin, torch.cos, (x,))) == (True, True)  # not known: kept
+    assert (bilinear_2d.get_graphs_dict, sdpa.get_graphs) == builders  # and given back afterwards
+
+
 _RUN_PTE_THEN_COMPILE = """
 import sys
 import numpy as np
