@@ -184,6 +184,7 @@ def test_pte_bundle_exports_with_parity_and_validates(pte_bundle):
     assert f"{V1_SMALL_VARIANT}_int8.pte" in validated.stdout
 
 
+@pytest.mark.slow  # importing ExecuTorch's compiler: seconds
 @pytest.mark.skipif(not HAS_EXECUTORCH, reason="the edgekit[executorch] extra is not installed")
 def test_lowering_skips_only_the_xnnpack_patterns_a_program_cannot_match():
     """Building XNNPACK's bilinear and attention patterns is ~10 s of the first lowering in a process; a program
