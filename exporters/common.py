@@ -122,8 +122,8 @@ def _fold_batch_norm(model) -> None:
     for conv_name, norm_name in pairs:
         conv, norm = model.get_submodule(conv_name), model.get_submodule(norm_name)
         if foldable(conv, norm):
-            _replace_module(model, conv_name, fuse_conv_bn_eval(conv, norm))  # keeps TFSameConv2d's padding
-            _replace_module(model, norm_name, nn.Identity())
+            model.set_submodule(conv_name, fuse_conv_bn_eval(conv, norm))  # keeps TFSameConv2d's padding
+            model.set_submodule(norm_name, nn.Identity())
 
 
 def _traced_conv_norm_pairs(model) -> list[tuple[str, str]] | None:
@@ -151,11 +151,6 @@ def _traced_conv_norm_pairs(model) -> list[tuple[str, str]] | None:
                 and calls[source.target] == calls[node.target] == 1):
             pairs.append((source.target, node.target))
     return pairs
-
-
-def _replace_module(model, name: str, module) -> None:
-    parent_name, _, child = name.rpartition(".")
-    setattr(model.get_submodule(parent_name) if parent_name else model, child, module)
 
 
 def _flatten_channels_last(model, resolution: int) -> str | None:
@@ -215,7 +210,7 @@ def _static_tf_padding(model, resolution: int) -> None:
                           bias=conv.bias is not None)
         plain.load_state_dict(conv.state_dict())
         replacement = plain if symmetric else nn.Sequential(nn.ZeroPad2d((left, right, top, bottom)), plain)
-        _replace_module(model, name, replacement.eval())
+        model.set_submodule(name, replacement.eval())
 
 
 def _adaptive_pool_matrix(size: int, bins: int):

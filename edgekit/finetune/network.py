@@ -112,8 +112,7 @@ def replace_head(model: nn.Module, num_classes: int, seed: int) -> nn.Linear:
     with torch.no_grad():
         head.weight.copy_(torch.randn(head.weight.shape, generator=generator) * 0.01)
         head.bias.zero_()
-    parent_name, _, child = name.rpartition(".")
-    setattr(model.get_submodule(parent_name) if parent_name else model, child, head)
+    model.set_submodule(name, head)
     return head
 
 
