@@ -31,6 +31,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from google_onnx import CALIBRATION_STRIDE, fp32_onnx_and_calibration  # beside this script
 
 from edgekit.cpu import describe, file_slug, host_cpu
 from edgekit.parity import compare
@@ -60,26 +61,14 @@ def _run(session, x: np.ndarray) -> np.ndarray:
 def _build(key: str, data: Path, work: Path) -> dict:
     import torch
 
-    import edgekit
-    from edgekit.exporters.common import edgekit_metadata, export_ready
-    from edgekit.exporters.onnx import torch_to_onnx
-    from edgekit.images import preprocess_file, read_labelled_set
-    from edgekit.labels import default_labels
-    from edgekit.quantize.calibration import CalibrationSet
+    from edgekit.images import preprocess_file
     from edgekit.quantize.onnx_int8 import quantize_onnx, saturation_summary
 
-    name, weights, width, resolution = MODELS[key]
-    model = edgekit.create_model(name, weights=data / "tflite" / weights, width=width, resolution=resolution)
-    config = model.edgekit_config
     folder = work / re.sub(r"\W+", "_", key)
     folder.mkdir()
-    fp32 = folder / "fp32.onnx"
-    torch_to_onnx(export_ready(model, config.resolution), fp32, resolution=config.resolution,
-                  metadata=edgekit_metadata(config, default_labels(config.num_classes)))
-    items = read_labelled_set(data / "imagenet-samples" / "labels.csv")
-    calibration = CalibrationSet.from_files(sorted((data / "photos").iterdir()) + [i.path for i in items[::5]],
-                                            config.preprocessing, config.resolution)
-    scored = [item for i, item in enumerate(items) if i % 5]
+    model, fp32, calibration, items = fp32_onnx_and_calibration(*MODELS[key], data, folder)
+    config = model.edgekit_config
+    scored = [item for i, item in enumerate(items) if i % CALIBRATION_STRIDE]
     inputs = np.stack([preprocess_file(item.path, config.resolution, config.preprocessing) for item in scored])
     with torch.inference_mode():
         reference = torch.cat([model(torch.from_numpy(c)) for c in np.array_split(inputs, 8)]).numpy()

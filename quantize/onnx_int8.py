@@ -4,8 +4,9 @@ Steps: ORT's pre-processing (shape inference and graph optimisation), then a cal
 (so that the histogram methods get enough bins: through ``quantize_static`` ORT 1.31's Entropy method uses as
 many histogram bins as quantized bins and degenerates into MinMax, byte for byte: quantize_static builds its
 calibrator without num_bins, github.com/microsoft/onnxruntime/blob/main/onnxruntime/python/tools/quantization/
-quantize.py), then ``quantize_static`` reading the ranges from a calibration cache, then each weight channel given
-as many levels as int16 pair sums allow, so that the file computes the same on x86 CPUs without VNNI as everywhere else (``onnx_saturation``).
+quantize.py; its entropy search made fast in ``entropy_threshold``, same thresholds), then ``quantize_static``
+reading the ranges from a calibration cache, then each weight channel given as many levels as int16 pair sums
+allow, so that the file computes the same on x86 CPUs without VNNI as everywhere else (``onnx_saturation``).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from ..errors import EdgekitError
 from ..fileio import atomic_path
 from ..formats import CALIBRATION_METHODS as METHODS
 from .calibration import CalibrationSet, input_range
+from .entropy_threshold import faster_entropy
 from .onnx_saturation import INT16_MAX, LayerLimit, limit_pair_sums
 from .weight_grid import GridSummary, keep_onnx_grid
 ACTIVATION_TYPES = ("uint8", "int8")
@@ -124,6 +126,8 @@ def _quantize(fp32_onnx: Path, out: Path, calibration: CalibrationSet, method: s
         for start in range(0, len(calibration.nchw), CALIBRATION_BATCH):
             chunks = [x[start:start + CALIBRATION_BATCH] for x in arrays]
             calibrator.collect_data(_Reader(input_names, chunks, len(chunks[0])))
+        if method == "entropy":
+            faster_entropy(calibrator.collector)
         ranges = calibrator.compute_data()
         if method != "minmax":
             _clip_to_observed(ranges, calibrator.collector.histogram_dict, outputs)

@@ -148,3 +148,40 @@ def test_unreadable_model_files_are_one_line_errors(tmp_path, image_tree):
         quantize_onnx(garbage, tmp_path / "o.onnx", calib)
     assert "garbage.onnx" in str(e.value) and "\n" not in str(e.value)
     assert not (tmp_path / "o.onnx").exists()
+
+
+ACTIVATION_SHAPES = {  # how activations spread, as the calibrator's histograms see them
+    "bell": lambda rng, shape: rng.normal(size=shape),
+    "relu6": lambda rng, shape: np.clip(rng.normal(1.0, 3.0, size=shape), 0.0, 6.0),
+    "heavy_tails": lambda rng, shape: rng.standard_cauchy(size=shape),
+    "mostly_zero": lambda rng, shape: rng.normal(size=shape) * (rng.random(shape) < 0.02),
+    "all_positive": lambda rng, shape: rng.exponential(size=shape) + 3.0,
+}
+
+
+@pytest.mark.parametrize("bins, levels, shapes", [
+    (300, 128, list(ACTIVATION_SHAPES)),  # bin counts that do not merge evenly into the levels
+    pytest.param(513, 128, list(ACTIVATION_SHAPES), marks=pytest.mark.slow),
+    pytest.param(2048, 256, ["relu6", "heavy_tails"], marks=pytest.mark.slow),  # edgekit's; ORT's search: ~1.5 s each
+])
+def test_entropy_search_chooses_onnx_runtimes_thresholds(bins, levels, shapes):
+    """quantize/entropy_threshold.py against ONNX Runtime's own HistogramCollector.get_entropy_threshold, on the
+    histograms ORT's collector builds over two calibration batches (the second widens the first's range)."""
+    from onnxruntime.quantization.calibrate import HistogramCollector
+
+    from edgekit.quantize.entropy_threshold import entropy_threshold, faster_entropy
+
+    rng = np.random.default_rng(0)
+    collector = HistogramCollector(method="entropy", symmetric=False, num_bins=bins, num_quantized_bins=levels,
+                                   percentile=99.999, scenario="same")
+    for scale in (1.0, 1.5):
+        collector.collect({name: [(scale * ACTIVATION_SHAPES[name](rng, (4, 16, 12, 12))).astype(np.float32)]
+                           for name in shapes})
+    for name, histogram in collector.histogram_dict.items():
+        theirs = collector.get_entropy_threshold(histogram, levels)
+        ours = entropy_threshold(histogram, levels)
+        assert [(np.asarray(t).dtype, t.item()) for t in ours] == [(np.asarray(t).dtype, t.item()) for t in theirs], \
+            name
+        assert histogram[2] <= ours[0] < ours[1] <= histogram[3], name
+    faster_entropy(collector)  # the quantizer installs it on its collector: same ranges, from the one search
+    assert collector.get_entropy_threshold is entropy_threshold
