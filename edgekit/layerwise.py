@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import EdgekitError
-from .runtimes import quantize
+from .runtimes import check_input_count, quantize
 
 
 @dataclass
@@ -230,15 +230,19 @@ def _report(int8_path: Path, fp32_path: Path, fmt: str, samples: int, order: lis
     return report
 
 
+_PER_INPUT = "give one array of pictures per model input, in forward()'s order"
+
+
 # ------------------------------------------------------------------------------------------------- ONNX
-def _check_inputs(takes: int, given: int) -> None:
-    if takes != given:
-        raise EdgekitError(f"the model takes {takes} input(s), {given} were given")
-
-
 def _input_labels(names: list[str]) -> list[str]:
     """The rows of the model's inputs: "input", or "input NAME" for each of several."""
     return ["input"] if len(names) == 1 else [f"input {name}" for name in names]
+
+
+def _fed_inputs(model) -> list[str]:
+    """The graph inputs a run feeds: a graph may list its weights among its inputs too."""
+    weights = {i.name for i in model.graph.initializer}
+    return [i.name for i in model.graph.input if i.name not in weights]
 
 
 def _compare_onnx(int8_path: Path, fp32_path: Path, inputs: list[np.ndarray]) -> LayerReport:
@@ -247,8 +251,9 @@ def _compare_onnx(int8_path: Path, fp32_path: Path, inputs: list[np.ndarray]) ->
     fp32 = onnx.load(str(fp32_path))
     int8 = onnx.load(str(int8_path))
     produced_by = {out: node for node in fp32.graph.node for out in node.output}
-    initializers = {i.name for i in fp32.graph.initializer}
-    graph_inputs = [i.name for i in fp32.graph.input if i.name not in initializers]
+    graph_inputs = _fed_inputs(fp32)
+    for path, model in ((fp32_path, fp32), (int8_path, int8)):
+        check_input_count(path, len(inputs), len(_fed_inputs(model)), _PER_INPUT)
     int8_nodes = {out: node for node in int8.graph.node for out in node.output}
     # X -> QuantizeLinear -> DequantizeLinear: map X to the DequantizeLinear output
     dequantized: dict[str, str] = {}
@@ -295,7 +300,6 @@ def _run_onnx_with_outputs(model, names: list[str], inputs: list[np.ndarray], ba
     options.log_severity_level = 3
     session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
     feeds = [i.name for i in session.get_inputs()]
-    _check_inputs(len(feeds), len(inputs))
     fixed = isinstance(session.get_inputs()[0].shape[0], int)
     step = 1 if fixed else batch
     for start in range(0, len(inputs[0]), step):
@@ -308,6 +312,8 @@ def _compare_tflite(int8_path: Path, fp32_path: Path, inputs: list[np.ndarray]) 
 
     fp32 = TFLiteModel.from_file(fp32_path)
     int8 = TFLiteModel.from_file(int8_path)
+    for path, model in ((fp32_path, fp32), (int8_path, int8)):
+        check_input_count(path, len(inputs), len(model.inputs), _PER_INPUT)
     fp32_by_name = {t.name: t for t in fp32.tensors if t.data is None}
     matched = [t for t in int8.tensors
                if t.data is None and t.dtype in ("INT8", "UINT8", "INT16") and t.quantization is not None
@@ -355,7 +361,6 @@ class _PreservingInterpreter:
 
     def invoke(self, xs_nhwc: list[np.ndarray]) -> None:
         """One picture per input, in the file's input order."""
-        _check_inputs(len(self.inputs), len(xs_nhwc))
         for x_nhwc, detail in zip(xs_nhwc, self.inputs):
             dtype = np.dtype(detail["dtype"])
             scale, zero_point = detail["quantization"]

@@ -117,7 +117,7 @@ class TFLiteRunner:
     def run(self, inputs: list[np.ndarray]) -> list[np.ndarray]:
         """Every input (NCHW float32, in the file's input order) -> every output, float32 [N, values] each, a
         per-pixel output in the reference's NCHW order."""
-        _check_count(self.path, len(inputs), len(self.inputs))
+        check_input_count(self.path, len(inputs), len(self.inputs))
         feeds = [np.moveaxis(x, 1, -1) if spec.layout == "NHWC" else x for x, spec in zip(inputs, self.inputs)]
         results: list[list[np.ndarray]] = [[] for _ in self._outputs]
         for i in range(len(feeds[0])):  # TFLite models are exported with batch 1
@@ -141,10 +141,10 @@ class TFLiteRunner:
         return [np.concatenate(collected) for collected in results]
 
 
-def _check_count(path: Path, given: int, takes: int) -> None:
+def check_input_count(path: Path, given: int, takes: int,
+                      fix: str = "a model of several inputs is checked on its bundle with `edgekit validate`") -> None:
     if given != takes:
-        raise EdgekitError(f"{path.name} takes {takes} input{'s' * (takes != 1)}, {given} given; a model of "
-                           "several inputs is checked on its bundle with `edgekit validate`")
+        raise EdgekitError(f"{path.name} takes {takes} input{'s' * (takes != 1)}, {given} given; {fix}")
 
 
 class OnnxRunner:
@@ -190,7 +190,7 @@ class OnnxRunner:
 
     def _outputs(self, inputs: list[np.ndarray]) -> list[np.ndarray]:
         """Every output as the graph gives it (a per-pixel output keeps its NCHW shape), float32."""
-        _check_count(self.path, len(inputs), len(self.inputs))
+        check_input_count(self.path, len(inputs), len(self.inputs))
         feeds = [x.astype(spec.dtype, copy=False) for x, spec in zip(inputs, self.inputs)]
         names = [spec.name for spec in self.inputs]
         try:
@@ -279,7 +279,7 @@ class PteRunner:
 
     def run(self, inputs: list[np.ndarray]) -> list[np.ndarray]:
         """Every input (NCHW float32, in the program's input order) -> every output, float32 [N, values] each."""
-        _check_count(self.path, len(inputs), len(self.inputs))
+        check_input_count(self.path, len(inputs), len(self.inputs))
         results: list[list[np.ndarray]] = [[] for _ in self.outputs]
         for i in range(len(inputs[0])):  # programs are exported with batch 1
             feeds = [self._torch.from_numpy(np.ascontiguousarray(x[i][None].astype(np.float32))) for x in inputs]
